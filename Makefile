@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine with Python 3.11 and pip:
+#   make run    set up, then run the whole series (synthetic demo data unless real data is found)
+#   make test   set up, then run the test suite (unit tests + the series on the tiny profile)
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+KERNEL   := hm-embeddings
+PROFILE  ?= demo
+WORK_DIR ?= work/$(PROFILE)
+DATA_DIR ?=
+ONLY     ?=
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: setup run test test-unit bench strip clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo ">> creating virtual environment $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	@echo ">> installing hm-embeddings and its dependencies (tensorflow, pandas, pyarrow, papermill, jupyter, ...)"
+	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
+	@echo ">> registering the Jupyter kernel '$(KERNEL)'"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (hm-embeddings)"
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m hm_utils.pipeline --profile $(PROFILE) --work-dir $(WORK_DIR) \
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ONLY),--only $(ONLY))
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m "not notebooks" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks
+
+strip: setup
+	$(PY) -m hm_utils.notebook_tools strip notebooks/*.ipynb
+
+clean:
+	rm -rf work .pytest_cache

@@ -1,0 +1,216 @@
+"""Constants shared by every module and notebook: column names, file names,
+work-directory layout, data-source resolution and run profiles.
+
+Everything a notebook or helper needs to name a column or a path comes from
+here, so a rename happens in one place.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, asdict, replace
+from pathlib import Path
+
+# ---------------------------------------------------------------- columns ---
+ARTICLE_ID = "article_id"
+PRODUCT_CODE = "product_code"
+CUSTOMER_ID = "customer_id"
+CUSTOMER_KEY = "customer_key"  # compact int32 join key: row order of customers.csv
+T_DAT = "t_dat"
+PRICE = "price"
+SALES_CHANNEL_ID = "sales_channel_id"
+
+ARTICLE_COLUMNS = [
+    "article_id", "product_code", "prod_name", "product_type_no", "product_type_name",
+    "product_group_name", "graphical_appearance_no", "graphical_appearance_name",
+    "colour_group_code", "colour_group_name", "perceived_colour_value_id",
+    "perceived_colour_value_name", "perceived_colour_master_id",
+    "perceived_colour_master_name", "department_no", "department_name", "index_code",
+    "index_name", "index_group_no", "index_group_name", "section_no", "section_name",
+    "garment_group_no", "garment_group_name", "detail_desc",
+]
+CUSTOMER_COLUMNS = [
+    "customer_id", "FN", "Active", "club_member_status", "fashion_news_frequency",
+    "age", "postal_code",
+]
+TRANSACTION_COLUMNS = ["t_dat", "customer_id", "article_id", "price", "sales_channel_id"]
+TRANSACTION_REQUIRED = ["t_dat", "customer_id", "article_id", "price"]  # sales_channel_id optional
+
+# Integer-coded article columns (stored as int32 / int16 in parquet).
+ARTICLE_INT_COLUMNS = [
+    "product_code", "product_type_no", "graphical_appearance_no", "colour_group_code",
+    "perceived_colour_value_id", "perceived_colour_master_id", "department_no",
+    "index_group_no", "section_no", "garment_group_no",
+]
+# The original notebook's 11 numeric article columns fed to the tabular encoder;
+# `index_code` (a letter A..J) is encoded as its 0-based position in INDEX_CODES.
+TABULAR_COLUMNS = [
+    "product_code", "product_type_no", "graphical_appearance_no", "colour_group_code",
+    "perceived_colour_value_id", "perceived_colour_master_id", "department_no",
+    "index_code", "index_group_no", "section_no", "garment_group_no",
+]
+INDEX_CODES = list("ABCDEFGHIJ")
+
+PRODUCT_GROUP = "product_group_name"
+INDEX_GROUP = "index_group_name"
+COLOUR_GROUP = "colour_group_name"
+PRODUCT_TYPE = "product_type_name"
+
+# Triplets / embeddings / predictions
+ANCHOR, POSITIVE, NEGATIVE, STRATEGY = "anchor", "positive", "negative", "strategy"
+EMBEDDING = "embedding"
+EMBEDDING_ORIGINAL = "embeding"  # the original notebook's published spelling
+PREDICTION = "prediction"
+IMAGE_PATH, HAS_IMAGE = "path", "has_image"
+
+# ------------------------------------------------------------------ files ---
+ARTICLES_CSV = "articles.csv"
+CUSTOMERS_CSV = "customers.csv"
+TRANSACTIONS_CSV = "transactions_train.csv"
+IMAGES_DIR = "images"
+COMPETITION_FILES = [ARTICLES_CSV, CUSTOMERS_CSV, TRANSACTIONS_CSV]
+
+ARTICLES_PARQUET = "articles.parquet"
+CUSTOMERS_PARQUET = "customers.parquet"
+TRANSACTIONS_PARQUET = "transactions.parquet"
+IMAGES_PARQUET = "images.parquet"
+TRIPLETS_PARQUET = "triplets.parquet"
+MODELS_DIR = "models"
+IMAGE_ONLY_MODEL = "models/image_only.keras"
+COMBINED_MODEL = "models/combined.keras"
+ARTICLE_EMBEDDINGS = "article_embeddings.parquet"
+COMBINED_EMBEDDINGS = "combined_article_embeddings.parquet"
+SUBMISSION_CSV = "submission.csv"
+SUBMISSION_ENSEMBLE_CSV = "submission_ensemble.csv"
+FIGURES_DIR = "figures"        # PNG figures, WORK_DIR/figures/<name>.png
+METRICS_DIR = "metrics"        # key figures, WORK_DIR/metrics/<notebook>.json
+EXECUTED_DIR = "executed"      # papermill's executed notebooks
+DATA_SOURCE_JSON = "data_source.json"  # written by 01: where the data came from
+
+KAGGLE_INPUT = Path("/kaggle/input/h-and-m-personalized-fashion-recommendations")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_DATA = REPO_ROOT / "data" / "h-and-m-personalized-fashion-recommendations"
+SYNTHETIC_ROOT = REPO_ROOT / "data" / "synthetic"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "hm_sample"
+DATA_DIR_ENV = "HM_DATA_DIR"
+SYNTHETIC_DIR_ENV = "HM_SYNTHETIC_DIR"
+
+SUBMISSION_K = 12
+
+
+def image_relpath(article_id: int) -> str:
+    """Competition image path for an article id: ``images/0XX/0XXXXXXXXX.jpg``."""
+    aid = f"{int(article_id):010d}"
+    return f"{IMAGES_DIR}/{aid[:3]}/{aid}.jpg"
+
+
+def format_article_id(article_id: int) -> str:
+    """10-digit zero-padded article id, as the competition writes it."""
+    return f"{int(article_id):010d}"
+
+
+# --------------------------------------------------------------- profiles ---
+@dataclass(frozen=True)
+class Profile:
+    """One parameter set for the whole series.
+
+    tiny: tests and CI (seconds per notebook); demo: the default, a few minutes
+    on a laptop CPU; full: real competition data at the original's settings.
+    """
+    name: str
+    # synthetic dataset size (used only when no real data is found)
+    n_articles: int
+    n_customers: int
+    n_transactions: int
+    synthetic_image_size: tuple[int, int]      # (height, width) of generated JPEGs
+    # model
+    image_size: tuple[int, int]                # (height, width) fed to the model
+    backbone: str                              # resnet50 | efficientnetb0 | mobilenetv3small | small_cnn
+    pooling: str                               # flatten | avg
+    embedding_dim: int
+    epochs: int
+    batch_size: int
+    max_triplets: int | None                   # cap on training triplets (None = all)
+    # ranking
+    n_candidates: int = 100
+    holdout_days: int = 7
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Profile":
+        return replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny", n_articles=300, n_customers=400, n_transactions=8_000,
+        synthetic_image_size=(96, 64), image_size=(96, 64), backbone="small_cnn",
+        pooling="avg", embedding_dim=32, epochs=2, batch_size=32, max_triplets=2_000,
+        n_candidates=50,
+    ),
+    "demo": Profile(
+        name="demo", n_articles=3_000, n_customers=10_000, n_transactions=300_000,
+        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="resnet50",
+        pooling="avg", embedding_dim=550, epochs=8, batch_size=64, max_triplets=None,
+        n_candidates=100,
+    ),
+    "full": Profile(
+        name="full", n_articles=105_542, n_customers=1_371_980, n_transactions=31_788_324,
+        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="resnet50",
+        pooling="flatten", embedding_dim=550, epochs=10, batch_size=64, max_triplets=None,
+        n_candidates=100,
+    ),
+}
+DEFAULT_PROFILE = "demo"
+
+
+def get_profile(name: str = DEFAULT_PROFILE) -> Profile:
+    """The Profile called ``name`` (tiny, demo or full); ValueError names the choices."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+# ------------------------------------------------------------ data source ---
+def has_competition_files(path: Path | str | None) -> bool:
+    """True when ``path`` holds the three competition CSV files."""
+    if path is None:
+        return False
+    p = Path(path)
+    return all((p / f).is_file() for f in COMPETITION_FILES)
+
+
+def find_data_dir(data_dir: str | Path | None = None) -> Path | None:
+    """Where the competition files are, in the order DESIGN.md gives:
+    the ``data_dir`` argument, ``$HM_DATA_DIR``, the Kaggle input folder,
+    ``data/h-and-m-personalized-fashion-recommendations/`` in the checkout.
+    Returns None when none of them holds the files (the caller then uses the
+    synthetic dataset). A ``data_dir`` given explicitly but incomplete is an
+    error naming the missing files, never a silent fall-back.
+    """
+    if data_dir not in (None, ""):
+        p = Path(data_dir).expanduser()
+        missing = [f for f in COMPETITION_FILES if not (p / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"data directory {p} is missing {', '.join(missing)}; expected the competition "
+                f"layout: {', '.join(COMPETITION_FILES)} and {IMAGES_DIR}/0XX/0XXXXXXXXX.jpg"
+            )
+        return p
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return find_data_dir(env)
+    for cand in (KAGGLE_INPUT, REPO_DATA):
+        if has_competition_files(cand):
+            return cand
+    return None
+
+
+def synthetic_dir(profile: str, seed: int) -> Path:
+    """Folder of the synthetic dataset for a profile and seed
+    (``$HM_SYNTHETIC_DIR`` or ``data/synthetic/``, then ``<profile>_seed<seed>``)."""
+    root = Path(os.environ.get(SYNTHETIC_DIR_ENV, SYNTHETIC_ROOT))
+    return root / f"{profile}_seed{seed}"

@@ -1,0 +1,484 @@
+"""Embedding export (every article through a trained embedding model, streamed
+and resumable) and embedding loading (our files and the original notebook's).
+
+Export
+------
+:func:`export_embeddings` sends every article's image through a one-tower
+embedding model in batches read from disk by :func:`hm_utils.images.image_dataset`
+(tf.data, parallel decoding at reduced JPEG scale). Articles are cut into
+consecutive *shards* of ``shard_size`` rows; each finished shard is written
+atomically to ``<out>.shards/part-NNNNN.parquet`` and recorded in
+``<out>.shards/manifest.json``. A run that is interrupted (killed, out of
+memory, an exception) leaves the finished shards behind; the next call with the
+same model, articles and settings reuses them without recomputing and ends with
+the same final file as an uninterrupted run. The final file is assembled from
+the shards, written to a temporary name and renamed, and the shard folder is
+removed.
+
+Output files (CONTRIBUTING.md):
+
+* image-only model -> ``article_embeddings.parquet``: ``article_id`` int32,
+  ``embedding`` list<float32> (null for an article without a usable image);
+* image+tabular model -> ``combined_article_embeddings.parquet``: all the
+  articles.csv columns plus ``embedding``.
+
+An article without an image gets a null embedding (counted in the report);
+an image that cannot be decoded (truncated JPEG, not an image at all, missing
+file) gets a warning naming the article id and a null embedding, and the export
+goes on.
+
+Loading
+-------
+:func:`load_embeddings` reads our files and the original notebook's published
+ones (column spelled ``embeding``, missing embeddings stored as ``[nan]``,
+``article_id`` as int or zero-padded string) into
+``(article_ids int32 [n], matrix float32 [n, d], has_embedding bool [n])``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .config import ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL, HAS_IMAGE, IMAGE_PATH
+from .storage import read_json, write_json, write_parquet
+
+MANIFEST = "manifest.json"
+STATUS_OK, STATUS_NO_IMAGE, STATUS_UNREADABLE = 0, 1, 2
+_SHARD_SCHEMA = pa.schema([
+    pa.field(ARTICLE_ID, pa.int32()),
+    pa.field(EMBEDDING, pa.list_(pa.float32())),
+    pa.field("status", pa.int8()),
+])
+
+
+class UnreadableImageWarning(UserWarning):
+    """An article's image could not be decoded; it gets a null embedding."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_embeddings` did.
+
+    ``n_articles`` rows written (one per article); ``n_embedded`` with an
+    embedding; ``n_missing_image`` without an image (``has_image`` False);
+    ``n_unreadable`` whose image could not be decoded (ids in
+    ``unreadable_ids``); ``embedding_dim`` d; ``shards_total`` and
+    ``shards_reused`` (finished by an earlier, interrupted run);
+    ``seconds`` wall time of this call; ``images_per_second`` images embedded
+    by this call per second (reused shards not counted).
+    """
+    path: str
+    n_articles: int
+    n_embedded: int
+    n_missing_image: int
+    n_unreadable: int
+    unreadable_ids: list = field(default_factory=list)
+    embedding_dim: int | None = None
+    shards_total: int = 0
+    shards_reused: int = 0
+    images_computed: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ helpers ---
+def shard_dir_for(out_path: str | Path) -> Path:
+    """Default shard folder of an export: ``<out_path>.shards`` beside the output."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".shards")
+
+
+def _image_paths(articles: pd.DataFrame, images: pd.DataFrame, data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(abs path str or '' [n], has_image bool [n]) aligned with ``articles`` rows."""
+    if ARTICLE_ID not in images.columns or HAS_IMAGE not in images.columns:
+        raise ValueError(f"images frame needs columns {ARTICLE_ID!r} and {HAS_IMAGE!r}; got {list(images.columns)}")
+    if "abs_path" in images.columns:
+        paths = images["abs_path"].astype(str)
+    elif IMAGE_PATH in images.columns:
+        if data_dir is None:
+            raise ValueError("images frame has relative 'path' but no 'abs_path'; pass data_dir "
+                             "(or use hm_utils.loading.load_images, which adds abs_path)")
+        paths = images[IMAGE_PATH].astype(str).map(lambda p: str(Path(data_dir) / p))
+    else:
+        raise ValueError(f"images frame needs an 'abs_path' or {IMAGE_PATH!r} column; got {list(images.columns)}")
+    if images[ARTICLE_ID].duplicated().any():
+        dup = images.loc[images[ARTICLE_ID].duplicated(), ARTICLE_ID].iloc[0]
+        raise ValueError(f"images frame lists article {dup} more than once")
+    lookup = pd.DataFrame({ARTICLE_ID: images[ARTICLE_ID].astype(np.int64).to_numpy(),
+                           "_path": paths.to_numpy(dtype=object),
+                           "_has": images[HAS_IMAGE].fillna(False).astype(bool).to_numpy()})
+    ids = pd.DataFrame({ARTICLE_ID: articles[ARTICLE_ID].astype(np.int64).to_numpy()})
+    merged = ids.merge(lookup, on=ARTICLE_ID, how="left", validate="one_to_one")
+    has = merged["_has"].fillna(False).astype(bool).to_numpy()
+    path = np.where(has, merged["_path"].fillna("").astype(str).to_numpy(dtype=object), "")
+    return path.astype(object), has
+
+
+def _is_keras_model(model) -> bool:
+    try:
+        import keras
+        return isinstance(model, keras.Model)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _input_names(model) -> list[str]:
+    names = []
+    for t in getattr(model, "inputs", None) or []:
+        names.append(str(getattr(t, "name", "")).split(":")[0])
+    return names
+
+
+def is_combined_model(model) -> bool:
+    """True when ``model`` takes a dict with a ``tabular`` input (the image+tabular model)."""
+    if not _is_keras_model(model):
+        return bool(getattr(model, "combined", False))
+    return "tabular" in _input_names(model) or len(getattr(model, "inputs", []) or []) > 1
+
+
+def _model_digest(model) -> str:
+    """A short hash of a keras model's weights (any callable: its qualified name)."""
+    h = hashlib.sha1()
+    if _is_keras_model(model):
+        for w in model.weights:
+            arr = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    else:
+        h.update(getattr(model, "digest", type(model).__qualname__).encode())
+    return h.hexdigest()[:16]
+
+
+def _make_embed_fn(model, combined: bool) -> Callable:
+    """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) -> np.float32 [B, d]."""
+    if _is_keras_model(model):
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def _call(inputs):
+            return model(inputs, training=False)
+
+        def fn(images, tabular):
+            inputs = {"image": images, "tabular": tabular} if combined else images
+            return np.asarray(_call(inputs), dtype=np.float32)
+        return fn
+
+    def fn(images, tabular):
+        out = model({"image": images, "tabular": tabular}) if combined else model(images)
+        return np.asarray(out, dtype=np.float32)
+    return fn
+
+
+def _fingerprint(article_ids: np.ndarray, has_image: np.ndarray, settings: dict) -> str:
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(article_ids.astype(np.int64)).tobytes())
+    h.update(np.ascontiguousarray(has_image.astype(np.int8)).tobytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _read_manifest(shard_dir: Path, fingerprint: str) -> dict:
+    """The manifest of an earlier run with the same fingerprint, else a fresh one
+    (shards of a different export are deleted, with a warning)."""
+    mpath = shard_dir / MANIFEST
+    if mpath.is_file():
+        try:
+            man = read_json(mpath)
+        except (OSError, ValueError):
+            man = None
+        if man and man.get("fingerprint") == fingerprint:
+            return man
+        warnings.warn(f"{shard_dir} holds shards of a different export (other model, articles or "
+                      "settings); starting over", stacklevel=3)
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    return {"fingerprint": fingerprint, "shards": {}}
+
+
+def _shard_file(shard_dir: Path, i: int) -> Path:
+    return shard_dir / f"part-{i:05d}.parquet"
+
+
+def _embed_shard(ids, paths, has, tab, *, embed_fn, dataset_fn, image_size, batch_size, reduced_scale,
+                 on_batch) -> tuple[pa.Table, list[int], int | None]:
+    """Embed one shard: (shard table, unreadable article ids, embedding dim or None)."""
+    n = len(ids)
+    status = np.where(has, STATUS_UNREADABLE, STATUS_NO_IMAGE).astype(np.int8)
+    rows = np.nonzero(has)[0]
+    vectors: list[np.ndarray | None] = [None] * n
+    dim = None
+    if rows.size:
+        ds = dataset_fn([str(p) for p in paths[rows]], image_size, batch_size, reduced_scale=reduced_scale)
+        for idx, imgs in ds:
+            idx = np.asarray(idx, dtype=np.int64)
+            local = rows[idx]
+            emb = embed_fn(imgs, None if tab is None else tab[local])
+            if emb.ndim != 2 or emb.shape[0] != len(idx):
+                raise ValueError(f"the model returned shape {emb.shape} for a batch of {len(idx)} images; "
+                                 "expected [batch, embedding_dim]")
+            dim = emb.shape[1]
+            for j, r in enumerate(local):
+                vectors[r] = emb[j]
+                status[r] = STATUS_OK
+            on_batch(len(idx))
+    unreadable = [int(a) for a in ids[status == STATUS_UNREADABLE]]
+    # a flat float32 values buffer + offsets -> list<float32> without per-row Python lists
+    lengths = np.array([0 if v is None else v.shape[0] for v in vectors], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    present = [v for v in vectors if v is not None]
+    values = np.concatenate(present).astype(np.float32) if present else np.zeros(0, np.float32)
+    mask = pa.array(status != STATUS_OK)
+    emb_arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=mask)
+    table = pa.table({ARTICLE_ID: pa.array(ids.astype(np.int32)), EMBEDDING: emb_arr,
+                      "status": pa.array(status)}, schema=_SHARD_SCHEMA)
+    return table, unreadable, dim
+
+
+# ------------------------------------------------------------------- export ---
+def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_path: str | Path, *,
+                      image_size: tuple[int, int], batch_size: int = 64, shard_size: int = 2048,
+                      include_article_columns: bool = False, tabular: np.ndarray | None = None,
+                      shard_dir: str | Path | None = None, reduced_scale: bool = True,
+                      data_dir: str | Path | None = None, dataset_fn: Callable | None = None,
+                      progress: bool = True, keep_shards: bool = False) -> ExportReport:
+    """Embed every article and write one parquet row per article (streamed, resumable).
+
+    Inputs:
+      ``model``: a one-tower keras embedding model (``hm_utils.model``): the
+        image-only one takes ``image`` float32 [B, H, W, 3] raw 0..255 pixels,
+        the combined one ``{"image": ..., "tabular": float32 [B, 11]}``; it returns
+        float32 [B, d]. Any callable with the same behaviour also works
+        (tests use one that fails half-way).
+      ``articles``: DataFrame with ``article_id`` (int) and, for
+        ``include_article_columns``, the articles.csv columns; output row order.
+      ``images``: DataFrame ``article_id``, ``has_image`` bool and ``abs_path``
+        (as ``hm_utils.loading.load_images`` returns) or ``path`` + ``data_dir``.
+      ``out_path``: the parquet file to write.
+      ``image_size``: (height, width) in pixels the model expects.
+      ``batch_size``: images per model call; ``shard_size``: articles per shard
+        (the unit of resumption).
+      ``include_article_columns``: write all article columns + ``embedding``
+        (the combined file) instead of ``article_id`` + ``embedding``.
+      ``tabular``: float32 [n_articles, 11] aligned with ``articles`` for the
+        combined model; default ``hm_utils.model.tabular_features(articles)``.
+      ``shard_dir``: default ``<out_path>.shards``; ``keep_shards`` keeps it after success.
+      ``reduced_scale``: let the JPEG decoder downscale by 2/4/8 while decoding
+        when the file is at least that much larger than ``image_size``.
+      ``dataset_fn``: ``(paths, image_size, batch_size, reduced_scale=) ->``
+        iterable of ``(index int [B], images float32 [B,H,W,3])`` with
+        unreadable files left out; default ``hm_utils.images.image_dataset``.
+
+    Output: an :class:`ExportReport`. The file has ``article_id`` int32 and
+    ``embedding`` list<float32> (null: no image, or image unreadable -> a
+    :class:`UnreadableImageWarning` naming the article ids).
+    """
+    out_path = Path(out_path)
+    if ARTICLE_ID not in articles.columns:
+        raise ValueError(f"articles frame has no {ARTICLE_ID!r} column; got {list(articles.columns)}")
+    if articles[ARTICLE_ID].duplicated().any():
+        dup = articles.loc[articles[ARTICLE_ID].duplicated(), ARTICLE_ID].iloc[0]
+        raise ValueError(f"articles frame lists article {dup} more than once")
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
+    if dataset_fn is None:
+        from .images import image_dataset as dataset_fn
+    t0 = time.perf_counter()
+    ids = articles[ARTICLE_ID].astype(np.int64).to_numpy()
+    paths, has = _image_paths(articles, images, data_dir)
+    combined = is_combined_model(model)
+    tab = None
+    if combined:
+        if tabular is None:
+            from .model import tabular_features
+            tabular = tabular_features(articles)
+        tab = np.asarray(tabular, dtype=np.float32)
+        if tab.shape[0] != len(articles):
+            raise ValueError(f"tabular has {tab.shape[0]} rows for {len(articles)} articles")
+    embed_fn = _make_embed_fn(model, combined)
+
+    settings = {"image_size": list(image_size), "shard_size": int(shard_size), "reduced_scale": bool(reduced_scale),
+                "combined": combined, "model": _model_digest(model),
+                "tabular": hashlib.sha1(np.ascontiguousarray(tab).tobytes()).hexdigest() if tab is not None else None,
+                "paths": hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()}
+    sdir = Path(shard_dir) if shard_dir is not None else shard_dir_for(out_path)
+    manifest = _read_manifest(sdir, _fingerprint(ids, has, settings))
+    n_shards = max(1, -(-len(ids) // shard_size))
+    manifest["n_shards"] = n_shards
+
+    done = {int(k) for k in manifest["shards"] if _shard_file(sdir, int(k)).is_file()}
+    todo = [i for i in range(n_shards) if i not in done]
+    n_images_todo = int(sum(has[i * shard_size:(i + 1) * shard_size].sum() for i in todo))
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(ids), desc=f"export {out_path.name}", unit="article", disable=not progress)
+    bar.update(len(ids) - sum(min(shard_size, len(ids) - i * shard_size) for i in todo))
+    computed = 0
+    t_images = time.perf_counter()
+
+    def on_batch(k):
+        nonlocal computed
+        computed += k
+        rate = computed / max(time.perf_counter() - t_images, 1e-9)
+        bar.set_postfix({"images/s": f"{rate:.1f}", "images": f"{computed}/{n_images_todo}"}, refresh=False)
+
+    try:
+        for i in todo:
+            sl = slice(i * shard_size, (i + 1) * shard_size)
+            before = computed
+            table, unreadable, dim = _embed_shard(
+                ids[sl], paths[sl], has[sl], None if tab is None else tab[sl], embed_fn=embed_fn,
+                dataset_fn=dataset_fn, image_size=tuple(image_size), batch_size=batch_size,
+                reduced_scale=reduced_scale, on_batch=on_batch)
+            if unreadable:
+                shown = ", ".join(map(str, unreadable[:20])) + (" ..." if len(unreadable) > 20 else "")
+                warnings.warn(f"{len(unreadable)} image(s) could not be decoded; these articles get a null "
+                              f"embedding: {shown}", UnreadableImageWarning, stacklevel=2)
+            write_parquet(table, _shard_file(sdir, i))
+            manifest["shards"][str(i)] = {"rows": table.num_rows, "embedded": computed - before,
+                                          "unreadable": unreadable, "dim": dim}
+            write_json(manifest, sdir / MANIFEST)
+            bar.update(table.num_rows)
+    finally:
+        bar.close()
+    elapsed_images = time.perf_counter() - t_images
+
+    shards = pa.concat_tables([pq.read_table(_shard_file(sdir, i), schema=_SHARD_SCHEMA)
+                               for i in range(n_shards)]).combine_chunks()
+    if shards.num_rows != len(ids) or not np.array_equal(shards[ARTICLE_ID].to_numpy(), ids.astype(np.int32)):
+        raise RuntimeError(f"the shards in {sdir} do not line up with the articles; delete the folder and rerun")
+    status = shards["status"].to_numpy()
+    dims = {int(m["dim"]) for m in manifest["shards"].values() if m.get("dim") is not None}
+    if len(dims) > 1:
+        raise RuntimeError(f"shards in {sdir} have different embedding sizes {sorted(dims)}; delete it and rerun")
+    if include_article_columns:
+        base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
+        if EMBEDDING in base.column_names:
+            base = base.drop_columns([EMBEDDING])
+        final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), shards[EMBEDDING])
+    else:
+        final = pa.table({ARTICLE_ID: shards[ARTICLE_ID], EMBEDDING: shards[EMBEDDING]})
+    final = final.replace_schema_metadata({**(final.schema.metadata or {}),
+                                           b"hm_embeddings": json.dumps({"embedding_dim": next(iter(dims), None),
+                                                                         "image_size": list(image_size),
+                                                                         "reduced_scale": bool(reduced_scale)}).encode()})
+    write_parquet(final, out_path)
+    if not keep_shards:
+        shutil.rmtree(sdir, ignore_errors=True)
+    unreadable_ids = [a for m in (manifest["shards"][str(i)] for i in range(n_shards)) for a in m["unreadable"]]
+    return ExportReport(
+        path=str(out_path), n_articles=len(ids), n_embedded=int((status == STATUS_OK).sum()),
+        n_missing_image=int((status == STATUS_NO_IMAGE).sum()), n_unreadable=int((status == STATUS_UNREADABLE).sum()),
+        unreadable_ids=unreadable_ids, embedding_dim=next(iter(dims), None), shards_total=n_shards,
+        shards_reused=n_shards - len(todo), images_computed=computed, seconds=time.perf_counter() - t0,
+        images_per_second=computed / elapsed_images if computed and elapsed_images > 0 else 0.0)
+
+
+# ------------------------------------------------------------------ loading ---
+def _parse_article_ids(col: pa.ChunkedArray, path) -> np.ndarray:
+    s = col.to_pandas()
+    if pd.api.types.is_integer_dtype(s.dtype) and not s.isna().any():
+        out = s.to_numpy(dtype=np.int64)
+    else:
+        num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
+        bad = num.isna()
+        if bad.any():
+            raise ValueError(f"{path}: column {ARTICLE_ID!r} has values that are not article ids, "
+                             f"e.g. {s[bad].iloc[0]!r} (row {int(np.argmax(bad.to_numpy()))})")
+        out = num.to_numpy(dtype=np.int64)
+    if out.size and (out.min() < 0 or out.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{path}: column {ARTICLE_ID!r} has ids outside the int32 range")
+    return out.astype(np.int32)
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read an embeddings parquet file into arrays.
+
+    Accepts our files (``embedding`` list<float32>, null when missing) and the
+    original notebook's published ones (``embeding``, missing stored as
+    ``[nan]``; ``article_id`` int or zero-padded string; list<double> values).
+
+    Output: ``(article_ids int32 [n], matrix float32 [n, d], has_embedding bool
+    [n])`` in file order; rows without an embedding (null, empty, ``[nan]`` or
+    all-NaN) are zero rows with ``has_embedding`` False. A row whose length
+    differs from the others, or that is partly NaN, is a ValueError naming
+    the file and the article id. Duplicate article ids are a ValueError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (embeddings are written by notebook 04_embedding_export)")
+    names = pq.read_schema(path).names
+    emb_col = EMBEDDING if EMBEDDING in names else EMBEDDING_ORIGINAL if EMBEDDING_ORIGINAL in names else None
+    if emb_col is None or ARTICLE_ID not in names:
+        raise ValueError(f"{path}: expected columns {ARTICLE_ID!r} and {EMBEDDING!r} (or the original "
+                         f"{EMBEDDING_ORIGINAL!r}); found {names}")
+    table = pq.read_table(path, columns=[ARTICLE_ID, emb_col])
+    ids = _parse_article_ids(table[ARTICLE_ID], path)
+    if len(ids) != len(np.unique(ids)):
+        u, c = np.unique(ids, return_counts=True)
+        raise ValueError(f"{path}: article {int(u[c > 1][0])} appears more than once")
+    col = table[emb_col].combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        col = col.cast(pa.list_(col.type.value_type))
+    if not pa.types.is_list(col.type):
+        raise ValueError(f"{path}: column {emb_col!r} is {col.type}, expected a list of floats")
+    col = col.cast(pa.list_(pa.float32()))
+    n = len(ids)
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    ends = np.cumsum(lengths)
+    # NaN entries per row from a running count; an all-NaN row (incl. the original's [nan]) is missing
+    nan_running = np.concatenate([[0], np.cumsum(np.isnan(values))])
+    nan_count = nan_running[ends] - nan_running[ends - lengths]
+    present = (lengths > 0) & (nan_count < lengths)
+    d = int(np.bincount(lengths[present]).argmax()) if present.any() else 0
+    wrong = present & (lengths != d)
+    if wrong.any():
+        r = int(np.argmax(wrong))
+        raise ValueError(f"{path}: article {int(ids[r])} has an embedding of length {int(lengths[r])}, "
+                         f"the others have {d}")
+    partial = present & (nan_count > 0)
+    if partial.any():
+        r = int(np.argmax(partial))
+        raise ValueError(f"{path}: article {int(ids[r])} has an embedding with NaN entries")
+    matrix = np.zeros((n, d), dtype=np.float32)
+    if d and present.any():
+        take = np.repeat(present, lengths)
+        matrix[present] = values[take].reshape(-1, d)
+    return ids, matrix, present
+
+
+def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder loaded embeddings to the article order ``to_ids``.
+
+    Inputs: the three arrays of :func:`load_embeddings` and ``to_ids`` int [m].
+    Output: ``(matrix float32 [m, d], has_embedding bool [m])``; ids absent from
+    the file get a zero row and False.
+    """
+    article_ids = np.asarray(article_ids, dtype=np.int64)
+    to_ids = np.asarray(to_ids, dtype=np.int64)
+    order = np.argsort(article_ids, kind="stable")
+    sorted_ids = article_ids[order]
+    pos = np.searchsorted(sorted_ids, to_ids)
+    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+    found = (len(sorted_ids) > 0) & (sorted_ids[pos_c] == to_ids) if len(sorted_ids) else np.zeros(len(to_ids), bool)
+    rows = order[pos_c]
+    out = np.zeros((len(to_ids), matrix.shape[1]), dtype=np.float32)
+    out[found] = matrix[rows[found]]
+    has = np.zeros(len(to_ids), dtype=bool)
+    has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
+    return out, has

@@ -1,0 +1,342 @@
+"""The article embedding model: the original notebook's architecture, as parameters.
+
+One tower ("embedding model")::
+
+    image float32 [B, H, W, 3] raw 0..255 RGB
+      -> backbone (its own preprocessing inside; ResNet50 without top by default,
+         FROZEN) -> pooling: "flatten" (the original) or "avg" (global average)
+      -> features [B, F]
+    tabular float32 [B, 11] raw article columns (config.TABULAR_COLUMNS; combined only)
+      -> Normalization (mean/variance of the articles) -> Dense 1100 relu -> BatchNorm
+      -> Dense 1100 relu -> BatchNorm
+    concatenate(features, tabular code)
+      -> Dense 1100 relu -> BatchNorm -> Dense embedding_dim (550) relu
+      -> [optional L2 normalisation] -> embedding [B, embedding_dim]
+
+The tower is two nested Keras models, ``backbone`` (image -> features) and
+``head`` (features [+ tabular] -> embedding), so that with a frozen backbone the
+features can be computed once and cached and only the head is trained
+(:mod:`hm_utils.training`); the saved ``.keras`` file is the whole tower.
+
+Siamese training (:func:`build_siamese`) applies the same tower (shared weights)
+to anchor, positive and negative and packs the three embeddings as [B, 3, D] for
+the FaceNet triplet loss (Schroff, Kalenichenko, Philbin 2015) or InfoNCE
+(van den Oord, Li, Vinyals 2018), see :mod:`hm_utils.losses`.
+
+Weights: ``weights="imagenet"`` reads Keras's standard no-top weights file from a
+local path (a file path, or ``~/.keras/models/<file>``); it NEVER downloads and
+stops with an error naming the file when it is absent. ``weights=None`` starts
+from random weights.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+from .config import INDEX_CODES, TABULAR_COLUMNS  # noqa: E402
+from .storage import atomic_path  # noqa: E402
+
+BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn")
+VARIANTS = ("image_only", "combined")
+POOLINGS = ("flatten", "avg")
+N_TABULAR = len(TABULAR_COLUMNS)  # 11
+HIDDEN_UNITS = 1100  # the original's width for the tabular encoder and the head
+
+# Keras's standard file names for the no-top ImageNet weights (what
+# keras.applications would download into ~/.keras/models/).
+IMAGENET_WEIGHT_FILES = {
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "efficientnetb0": "efficientnetb0_notop.h5",
+    "mobilenetv3small": "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+}
+_WEIGHT_URLS = {
+    "resnet50": "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
+    "efficientnetb0": "https://storage.googleapis.com/keras-applications/",
+    "mobilenetv3small": "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/",
+}
+
+
+# ------------------------------------------------------------- layers ---
+@keras.saving.register_keras_serializable(package="hm_utils")
+class CaffePreprocess(layers.Layer):
+    """ResNet50's ImageNet preprocessing ("caffe" mode) as a layer: RGB -> BGR and
+    subtract the ImageNet channel means (103.939, 116.779, 123.68).
+    Input/output float32 [B, H, W, 3]; input raw 0..255 RGB."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, x):
+        x = ops.flip(x, axis=-1)
+        return x - ops.convert_to_tensor(np.array(self.MEAN_BGR, dtype="float32"))
+
+
+# ------------------------------------------------------------- weights ---
+def keras_cache_dir() -> Path:
+    """Keras's weight cache folder: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return Path(home) / "models"
+
+
+def resolve_weights(backbone: str, weights: str | os.PathLike | None) -> Path | None:
+    """Where a backbone's weights come from, without downloading anything.
+
+    ``None`` -> None (random init). ``"imagenet"`` -> the standard no-top file in
+    :func:`keras_cache_dir`. A path -> that file. FileNotFoundError names the
+    file, where to put it and where it can be fetched when it is absent;
+    ValueError for ``small_cnn`` (no pretrained weights exist).
+    """
+    if weights is None:
+        return None
+    if backbone not in IMAGENET_WEIGHT_FILES:
+        raise ValueError(f"backbone {backbone!r} has no pretrained weights; use weights=None "
+                         f"(or one of {sorted(IMAGENET_WEIGHT_FILES)})")
+    fname = IMAGENET_WEIGHT_FILES[backbone]
+    path = keras_cache_dir() / fname if str(weights) == "imagenet" else Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights for {backbone} not found at {path}. Nothing is downloaded at run time: "
+            f"put the Keras no-top weights file '{fname}' (from {_WEIGHT_URLS[backbone]}{fname}) at "
+            f"{keras_cache_dir() / fname}, or pass its path as WEIGHTS, or use WEIGHTS=None to train "
+            f"from scratch.")
+    return path
+
+
+# ------------------------------------------------------------- backbone ---
+def _small_cnn(image_size: tuple[int, int]) -> keras.Model:
+    """A few conv layers (for tests and the tiny profile): raw 0..255 -> feature map."""
+    inp = keras.Input(shape=(*image_size, 3), name="pixels")
+    x = layers.Rescaling(1.0 / 255.0)(inp)
+    for i, filters in enumerate((16, 32, 64)):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+    return keras.Model(inp, x, name="small_cnn")
+
+
+def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (300, 200),
+                   pooling: str = "flatten", weights: str | os.PathLike | None = None,
+                   trainable: bool | None = None) -> keras.Model:
+    """The image feature extractor: ``image`` float32 [B, H, W, 3] raw 0..255 RGB
+    -> features float32 [B, F].
+
+    The backbone's own preprocessing is inside (ResNet50: caffe BGR mean
+    subtraction; EfficientNetB0 and MobileNetV3Small: their built-in rescaling;
+    small_cnn: /255). ``pooling`` "flatten" keeps the whole last feature map
+    (the original; F = h*w*C, e.g. 10*7*2048 = 143,360 for ResNet50 at
+    300x200), "avg" averages it (F = C, 2048 for ResNet50). ``trainable`` None
+    means frozen for the ImageNet architectures and trainable for small_cnn.
+    Named "backbone".
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    image_size = (int(image_size[0]), int(image_size[1]))
+    path = resolve_weights(backbone, weights)
+    wts = str(path) if path is not None else None
+    inp = keras.Input(shape=(*image_size, 3), name="image")
+    if backbone == "resnet50":
+        net = keras.applications.ResNet50(include_top=False, weights=wts, input_shape=(*image_size, 3))
+        x = net(CaffePreprocess(name="caffe_preprocess")(inp))
+    elif backbone == "efficientnetb0":
+        net = keras.applications.EfficientNetB0(include_top=False, weights=wts, input_shape=(*image_size, 3))
+        x = net(inp)
+    elif backbone == "mobilenetv3small":
+        net = keras.applications.MobileNetV3Small(include_top=False, weights=wts, input_shape=(*image_size, 3),
+                                                  include_preprocessing=True)
+        x = net(inp)
+    else:
+        net = _small_cnn(image_size)
+        x = net(inp)
+    if trainable is None:
+        trainable = backbone == "small_cnn"
+    net.trainable = bool(trainable)
+    x = layers.Flatten(name="flatten")(x) if pooling == "flatten" else layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = keras.Model(inp, x, name="backbone")
+    model.trainable = bool(trainable)
+    return model
+
+
+# ------------------------------------------------------------- tabular ---
+def tabular_features(articles: pd.DataFrame) -> np.ndarray:
+    """The 11 numeric article columns of the original, float32 [n, 11], in
+    ``config.TABULAR_COLUMNS`` order and ``articles`` row order.
+
+    ``index_code`` (a letter A..J) becomes its 0-based position in
+    ``config.INDEX_CODES``. Raises KeyError naming missing columns and
+    ValueError naming the article ids with unknown index codes or missing values.
+    """
+    missing = [c for c in TABULAR_COLUMNS if c not in articles.columns]
+    if missing:
+        raise KeyError(f"articles table lacks tabular column(s) {missing}; expected {TABULAR_COLUMNS}")
+    out = np.empty((len(articles), N_TABULAR), dtype=np.float32)
+    for j, col in enumerate(TABULAR_COLUMNS):
+        s = articles[col]
+        if col == "index_code":
+            codes = s.astype("str").str.strip().map({c: i for i, c in enumerate(INDEX_CODES)})
+            bad = codes.isna().to_numpy()
+            if bad.any():
+                ids = articles["article_id"].to_numpy()[bad][:5].tolist() if "article_id" in articles else []
+                raise ValueError(f"column index_code has values outside {INDEX_CODES} "
+                                 f"({s[bad].unique()[:5].tolist()}) for article(s) {ids}")
+            out[:, j] = codes.to_numpy(dtype=np.float32)
+        else:
+            vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(vals)
+            if bad.any():
+                ids = articles["article_id"].to_numpy()[bad][:5].tolist() if "article_id" in articles else []
+                raise ValueError(f"column {col} has missing or non-numeric values for article(s) {ids}")
+            out[:, j] = vals.astype(np.float32)
+    return out
+
+
+def tabular_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) float32 [11] each, of a [n, 11] tabular matrix, for the
+    model's Normalization layer (a constant column gets variance 1)."""
+    f = np.asarray(features, dtype=np.float64)
+    mean = f.mean(axis=0) if len(f) else np.zeros(f.shape[1])
+    var = f.var(axis=0) if len(f) else np.ones(f.shape[1])
+    var[var <= 0] = 1.0
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+# ------------------------------------------------------------- head ---
+def build_head(feature_dim: int, variant: str = "image_only", embedding_dim: int = 550,
+               hidden_units: int = HIDDEN_UNITS, normalize: bool = False,
+               tabular_stats: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
+    """The trainable part: inputs ``features`` float32 [B, F] (and, for
+    "combined", ``tabular`` float32 [B, 11] raw) -> embedding float32 [B, D].
+
+    Tabular encoder (combined): Normalization(mean, variance = ``tabular_stats``,
+    default 0/1) -> Dense ``hidden_units`` relu -> BatchNorm -> Dense relu ->
+    BatchNorm. Head: concatenate -> Dense ``hidden_units`` relu -> BatchNorm ->
+    Dense ``embedding_dim`` relu (the original) -> L2 normalisation when
+    ``normalize``. Named "head".
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    feats = keras.Input(shape=(int(feature_dim),), name="features")
+    inputs = {"features": feats}
+    x = feats
+    if variant == "combined":
+        tab = keras.Input(shape=(N_TABULAR,), name="tabular")
+        inputs["tabular"] = tab
+        mean, var = tabular_stats if tabular_stats is not None else (np.zeros(N_TABULAR), np.ones(N_TABULAR))
+        t = layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(var, np.float32),
+                                 name="tabular_norm")(tab)
+        t = layers.Dense(hidden_units, activation="relu", name="tab_dense1")(t)
+        t = layers.BatchNormalization(name="tab_bn1")(t)
+        t = layers.Dense(hidden_units, activation="relu", name="tab_dense2")(t)
+        t = layers.BatchNormalization(name="tab_bn2")(t)
+        x = layers.Concatenate(name="concat")([x, t])
+    x = layers.Dense(hidden_units, activation="relu", name="head_dense")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.Dense(int(embedding_dim), activation="relu", name="embedding")(x)
+    if normalize:
+        x = layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def assemble_embedding_model(backbone_model: keras.Model, head: keras.Model, variant: str) -> keras.Model:
+    """The one-tower embedding model: ``image`` [B, H, W, 3] (+ ``tabular`` [B, 11]
+    for combined) -> embedding [B, D], reusing (sharing) ``backbone_model`` and
+    ``head``. Named "embedding_model_<variant>"."""
+    h, w, _ = backbone_model.input_shape[1:]
+    image = keras.Input(shape=(h, w, 3), name="image")
+    feats = backbone_model(image)
+    if variant == "combined":
+        tab = keras.Input(shape=(N_TABULAR,), name="tabular")
+        out = head({"features": feats, "tabular": tab})
+        return keras.Model({"image": image, "tabular": tab}, out, name=f"embedding_model_{variant}")
+    out = head({"features": feats})
+    return keras.Model({"image": image}, out, name=f"embedding_model_{variant}")
+
+
+def build_embedding_model(variant: str = "image_only", backbone: str = "resnet50",
+                          image_size: tuple[int, int] = (300, 200), embedding_dim: int = 550,
+                          pooling: str = "flatten", normalize: bool = False,
+                          weights: str | os.PathLike | None = None,
+                          tabular_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                          hidden_units: int = HIDDEN_UNITS, backbone_model: keras.Model | None = None,
+                          trainable_backbone: bool | None = None) -> keras.Model:
+    """Build the one-tower embedding model (see the module docstring).
+
+    Inputs: ``{"image"}`` float32 [B, H, W, 3] raw 0..255 (image_only) or
+    ``{"image", "tabular"}`` with tabular float32 [B, 11] raw columns
+    (combined; see :func:`tabular_features`). Output float32 [B, embedding_dim].
+    ``backbone_model`` reuses an already built backbone (so two variants can share
+    one frozen backbone and its cached features). ``weights`` as in
+    :func:`resolve_weights`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    bb = backbone_model or build_backbone(backbone, image_size, pooling, weights, trainable_backbone)
+    head = build_head(bb.output_shape[-1], variant, embedding_dim, hidden_units, normalize, tabular_stats)
+    return assemble_embedding_model(bb, head, variant)
+
+
+def get_backbone(model: keras.Model) -> keras.Model:
+    """The nested "backbone" model of an embedding model."""
+    return model.get_layer("backbone")
+
+
+def get_head(model: keras.Model) -> keras.Model:
+    """The nested "head" model of an embedding model."""
+    return model.get_layer("head")
+
+
+def model_variant(model: keras.Model) -> str:
+    """"combined" when the model takes a ``tabular`` input, else "image_only"."""
+    names = [t.name.split(":")[0] for t in model.inputs]
+    return "combined" if any("tabular" in n for n in names) else "image_only"
+
+
+# ------------------------------------------------------------- siamese ---
+ROLES = ("anchor", "positive", "negative")
+
+
+def build_siamese(tower: keras.Model) -> keras.Model:
+    """Siamese wrapper: applies the same ``tower`` (shared weights) to anchor,
+    positive and negative. For each tower input ``name`` it takes
+    ``anchor_<name>``, ``positive_<name>``, ``negative_<name>``; it outputs the
+    three embeddings packed as float32 [B, 3, D] (axis 1: anchor, positive,
+    negative), the layout :class:`hm_utils.losses.TripletLoss` expects.
+    Works for the whole embedding model or just its head (cached features)."""
+    if not isinstance(tower.input, dict):
+        raise TypeError("build_siamese needs a tower built with named (dict) inputs, "
+                        "as build_embedding_model and build_head make")
+    specs = tower.input
+    inputs, outs = {}, []
+    for role in ROLES:
+        role_in = {n: keras.Input(shape=t.shape[1:], name=f"{role}_{n}") for n, t in specs.items()}
+        inputs.update({f"{role}_{n}": v for n, v in role_in.items()})
+        outs.append(tower(role_in))
+    packed = ops.stack(outs, axis=1)
+    return keras.Model(inputs, packed, name="siamese")
+
+
+# ------------------------------------------------------------- save/load ---
+def save_embedding_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Save the embedding model as a ``.keras`` file atomically (a temporary name,
+    then renamed). Returns the path."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model path must end in .keras: {path}")
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return path
+
+
+def load_embedding_model(path: str | os.PathLike) -> keras.Model:
+    """Load a model saved by :func:`save_embedding_model` (custom layers of this
+    module registered; no training configuration). FileNotFoundError names a
+    missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding model not found: {path} (written by 03_model_training; run it first)")
+    return keras.saving.load_model(path, compile=False)

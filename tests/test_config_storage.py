@@ -1,0 +1,49 @@
+"""Configuration, data-source order and atomic writes."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from hm_utils import config as C
+from hm_utils.storage import atomic_path, write_parquet
+
+
+def test_image_relpath_and_format():
+    assert C.image_relpath(108775015) == "images/010/0108775015.jpg"
+    assert C.format_article_id(108775015) == "0108775015"
+
+
+def test_profiles():
+    assert set(C.PROFILES) == {"tiny", "demo", "full"}
+    assert C.get_profile("full").n_transactions == 31_788_324
+    with pytest.raises(ValueError, match="tiny"):
+        C.get_profile("huge")
+
+
+def test_find_data_dir_order(tmp_path, monkeypatch):
+    monkeypatch.delenv(C.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(C, "KAGGLE_INPUT", tmp_path / "kaggle")
+    monkeypatch.setattr(C, "REPO_DATA", tmp_path / "repo")
+    assert C.find_data_dir(None) is None
+    for name in ("kaggle", "repo", "env"):
+        (tmp_path / name).mkdir()
+        for f in C.COMPETITION_FILES:
+            (tmp_path / name / f).write_text("x")
+    assert C.find_data_dir(None) == tmp_path / "kaggle"
+    monkeypatch.setenv(C.DATA_DIR_ENV, str(tmp_path / "env"))
+    assert C.find_data_dir(None) == tmp_path / "env"
+    assert C.find_data_dir(tmp_path / "repo") == tmp_path / "repo"
+    with pytest.raises(FileNotFoundError, match="articles.csv"):
+        C.find_data_dir(tmp_path / "nothing")
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.parquet"
+    write_parquet(pd.DataFrame({"a": [1, 2]}), target)
+    old = target.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]

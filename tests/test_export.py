@@ -1,0 +1,340 @@
+"""hm_utils.export: streamed, resumable embedding export and loading of both file kinds."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+keras = pytest.importorskip("keras")
+from PIL import Image  # noqa: E402
+
+from hm_utils.config import ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL, HAS_IMAGE  # noqa: E402
+from hm_utils.export import (  # noqa: E402
+    UnreadableImageWarning, align_embeddings, export_embeddings, is_combined_model, load_embeddings,
+    shard_dir_for,
+)
+
+SIZE = (16, 12)  # (height, width) the test models take
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tiny_model(dim: int = 6, seed: int = 0) -> "keras.Model":
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(SIZE + (3,), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(dim)(x)
+    return keras.Model(inp, out)
+
+
+def _tiny_combined(dim: int = 5, seed: int = 1) -> "keras.Model":
+    keras.utils.set_random_seed(seed)
+    img = keras.Input(SIZE + (3,), name="image")
+    tab = keras.Input((11,), name="tabular")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(img))
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(3)(tab)])
+    return keras.Model({"image": img, "tabular": tab}, keras.layers.Dense(dim)(x))
+
+
+def _write_jpeg(path: Path, seed: int, size=(40, 30)) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = rng.integers(0, 256, size=(size[0], size[1], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG", quality=90)
+
+
+@pytest.fixture()
+def catalogue(tmp_path):
+    """14 articles: 10 good JPEGs, 2 without image, 1 truncated JPEG, 1 text file named .jpg."""
+    ids = np.arange(100, 114, dtype=np.int32)
+    paths, has = [], []
+    for k, aid in enumerate(ids):
+        p = tmp_path / "images" / f"{aid:010d}.jpg"
+        if k in (3, 9):  # no image
+            has.append(False)
+        elif k == 5:  # truncated JPEG: first 200 bytes of a real one
+            _write_jpeg(p, seed=k)
+            p.write_bytes(p.read_bytes()[:200])
+            has.append(True)
+        elif k == 11:  # not an image at all
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("this is not a picture\n")
+            has.append(True)
+        else:
+            _write_jpeg(p, seed=k)
+            has.append(True)
+        paths.append(str(p))
+    articles = pd.DataFrame({ARTICLE_ID: ids, "product_code": ids // 10,
+                             "prod_name": [f"item {a}" for a in ids]})
+    images = pd.DataFrame({ARTICLE_ID: ids, HAS_IMAGE: has, "abs_path": paths})
+    return articles, images
+
+
+def _export(model, articles, images, out, **kw):
+    kw.setdefault("batch_size", 3)
+    kw.setdefault("shard_size", 4)
+    kw.setdefault("progress", False)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        rep = export_embeddings(model, articles, images, out, image_size=SIZE, **kw)
+    return rep, rec
+
+
+def test_export_nulls_warnings_and_values(catalogue, tmp_path):
+    from hm_utils.images import load_image
+
+    articles, images = catalogue
+    model = _tiny_model()
+    out = tmp_path / "article_embeddings.parquet"
+    rep, rec = _export(model, articles, images, out)
+    t = pq.read_table(out)
+    assert t.column_names == [ARTICLE_ID, EMBEDDING]
+    assert t.schema.field(EMBEDDING).type == pa.list_(pa.float32())
+    assert t.schema.field(ARTICLE_ID).type == pa.int32()
+    assert t[ARTICLE_ID].to_pylist() == articles[ARTICLE_ID].tolist()
+    nulls = t[EMBEDDING].is_null().to_numpy(zero_copy_only=False)
+    assert np.flatnonzero(nulls).tolist() == [3, 5, 9, 11]
+    assert (rep.n_articles, rep.n_embedded, rep.n_missing_image, rep.n_unreadable) == (14, 10, 2, 2)
+    assert sorted(rep.unreadable_ids) == [105, 111]
+    assert rep.embedding_dim == 6 and rep.shards_total == 4 and rep.shards_reused == 0
+    msgs = [str(w.message) for w in rec if issubclass(w.category, UnreadableImageWarning)]
+    assert any("105" in m for m in msgs) and any("111" in m for m in msgs)
+    assert not shard_dir_for(out).exists()  # cleaned after success
+    # values: the model applied to each image decoded the same way
+    ids, mat, has = load_embeddings(out)
+    for row in (0, 7, 13):
+        img = load_image(images["abs_path"][row], SIZE)[None]
+        np.testing.assert_allclose(mat[row], np.asarray(model(img, training=False))[0], rtol=1e-5, atol=1e-6)
+    assert has.tolist() == (~nulls).tolist()
+    assert (mat[~has] == 0).all()
+
+
+class _FailAfter:
+    """Wraps a model; raises on the (n+1)-th call, like a crash half-way."""
+
+    def __init__(self, model, n):
+        self.model, self.n, self.calls = model, n, 0
+        self.digest = "same"  # not used: a keras model wrapper below passes the model through
+
+    def __call__(self, images):
+        self.calls += 1
+        if self.calls > self.n:
+            raise RuntimeError("simulated crash")
+        return self.model(images, training=False)
+
+
+def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monkeypatch):
+    import hm_utils.export as ex
+
+    articles, images = catalogue
+    model = _tiny_model()
+    ref = tmp_path / "ref.parquet"
+    _export(model, articles, images, ref)
+
+    # crash in the 4th model call: shards 0 (4 rows, 3 images: 2 batches) and 1 (4 rows, 2 readable
+    # images in 1 batch) are done, shard 2 fails.
+    out = tmp_path / "resumed.parquet"
+    real_make = ex._make_embed_fn
+    counter = {"calls": 0, "limit": 3}
+
+    def failing_make(m, combined):
+        fn = real_make(m, combined)
+
+        def wrapped(images_, tab):
+            counter["calls"] += 1
+            if counter["calls"] > counter["limit"]:
+                raise RuntimeError("simulated crash")
+            return fn(images_, tab)
+        return wrapped
+
+    monkeypatch.setattr(ex, "_make_embed_fn", failing_make)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _export(model, articles, images, out)
+    shard_dir = shard_dir_for(out)
+    assert sorted(p.name for p in shard_dir.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert not out.exists()
+
+    counter.update(calls=0, limit=10**6)
+    rep, _ = _export(model, articles, images, out)
+    assert rep.shards_reused == 2 and rep.shards_total == 4
+    # only shards 2 and 3 computed: 8 rows, no-image row 9 and unreadable row 11 -> 6 decodable images
+    assert rep.images_computed == 6
+    assert counter["calls"] == 2 + 1  # shard 2: 3 images (1 batch), shard 3: 3 images (1 batch)... see below
+    assert out.read_bytes() == ref.read_bytes()
+    assert not shard_dir.exists()
+
+
+def test_changed_model_discards_old_shards(catalogue, tmp_path):
+    articles, images = catalogue
+    out = tmp_path / "e.parquet"
+    _export(_tiny_model(seed=0), articles, images, out, keep_shards=True)
+    assert (shard_dir_for(out) / "manifest.json").is_file()
+    rep, rec = _export(_tiny_model(seed=5), articles, images, out)
+    assert rep.shards_reused == 0
+    assert any("different export" in str(w.message) for w in rec)
+    ref = tmp_path / "ref.parquet"
+    _export(_tiny_model(seed=5), articles, images, ref)
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_killed_subprocess_resumes(catalogue, tmp_path):
+    """A real SIGKILL half-way: a child exports with a slow model and is killed once shards exist."""
+    articles, images = catalogue
+    articles.to_parquet(tmp_path / "a.parquet")
+    images.to_parquet(tmp_path / "i.parquet")
+    model = _tiny_model()
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "killed.parquet"
+    script = textwrap.dedent(f"""
+        import time, pandas as pd, keras
+        import hm_utils.export as ex
+        m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
+        real = ex._make_embed_fn
+        def slow(model, combined):
+            fn = real(model, combined)
+            def w(x, t):
+                time.sleep(0.4)
+                return fn(x, t)
+            return w
+        ex._make_embed_fn = slow
+        ex.export_embeddings(m, pd.read_parquet({str(tmp_path / 'a.parquet')!r}),
+                             pd.read_parquet({str(tmp_path / 'i.parquet')!r}), {str(out)!r},
+                             image_size={SIZE!r}, batch_size=3, shard_size=4, progress=False)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard_dir = shard_dir_for(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (shard_dir / "part-00001.parquet").exists():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the child finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    assert (shard_dir / "part-00000.parquet").exists()
+
+    rep, _ = _export(keras.saving.load_model(tmp_path / "m.keras"), articles, images, out)
+    assert rep.shards_reused >= 2
+    ref = tmp_path / "ref.parquet"
+    _export(model, articles, images, ref)
+    ids_a, mat_a, has_a = load_embeddings(out)
+    ids_b, mat_b, has_b = load_embeddings(ref)
+    assert (ids_a == ids_b).all() and (has_a == has_b).all()
+    np.testing.assert_array_equal(mat_a, mat_b)
+
+
+def test_combined_export_keeps_article_columns(catalogue, tmp_path):
+    articles, images = catalogue
+    model = _tiny_combined()
+    assert is_combined_model(model) and not is_combined_model(_tiny_model())
+    tab = np.arange(len(articles) * 11, dtype=np.float32).reshape(-1, 11) / 100
+    out = tmp_path / "combined_article_embeddings.parquet"
+    rep, _ = _export(model, articles, images, out, tabular=tab, include_article_columns=True)
+    df = pd.read_parquet(out)
+    assert list(df.columns) == list(articles.columns) + [EMBEDDING]
+    assert len(df) == 14 and df[EMBEDDING].isna().sum() == 4
+    assert rep.embedding_dim == 5
+    # the tabular row reaches the model: same image, other tabular row -> other embedding
+    from hm_utils.images import load_image
+    img = load_image(images["abs_path"][0], SIZE)[None]
+    expect = np.asarray(model({"image": img, "tabular": tab[:1]}, training=False))[0]
+    np.testing.assert_allclose(np.asarray(df[EMBEDDING][0], dtype=np.float32), expect, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="tabular has 3 rows for 14 articles"):
+        export_embeddings(model, articles, images, out, image_size=SIZE, tabular=tab[:3], progress=False)
+
+
+def test_bad_inputs_named(catalogue, tmp_path):
+    articles, images = catalogue
+    dup = pd.concat([articles, articles.iloc[:1]])
+    with pytest.raises(ValueError, match="article 100 more than once"):
+        export_embeddings(_tiny_model(), dup, images, tmp_path / "x.parquet", image_size=SIZE, progress=False)
+    with pytest.raises(ValueError, match="has_image"):
+        export_embeddings(_tiny_model(), articles, images.drop(columns=[HAS_IMAGE]), tmp_path / "x.parquet",
+                          image_size=SIZE, progress=False)
+
+
+# ---------------------------------------------------------------- loading ---
+def test_load_our_file_with_nulls(tmp_path):
+    p = tmp_path / "ours.parquet"
+    emb = pa.array([[1.0, 2.0], None, [0.5, -1.0]], pa.list_(pa.float32()))
+    pq.write_table(pa.table({ARTICLE_ID: pa.array([7, 3, 5], pa.int32()), EMBEDDING: emb}), p)
+    ids, mat, has = load_embeddings(p)
+    assert ids.tolist() == [7, 3, 5] and ids.dtype == np.int32
+    assert mat.dtype == np.float32 and mat.shape == (3, 2)
+    np.testing.assert_array_equal(mat, [[1, 2], [0, 0], [0.5, -1]])
+    assert has.tolist() == [True, False, True]
+
+
+def test_load_original_published_file(tmp_path):
+    """The original notebook's file: 'embeding', [nan] for missing, zero-padded string ids, doubles."""
+    p = tmp_path / "orig.parquet"
+    df = pd.DataFrame({ARTICLE_ID: ["0108775015", "0108775044", "0110065001"],
+                       EMBEDDING_ORIGINAL: [[0.0, 1.5, 2.0], [np.nan], [3.0, 0.0, 1.0]]})
+    df.to_parquet(p)
+    ids, mat, has = load_embeddings(p)
+    assert ids.tolist() == [108775015, 108775044, 110065001]
+    np.testing.assert_array_equal(mat, [[0, 1.5, 2], [0, 0, 0], [3, 0, 1]])
+    assert has.tolist() == [True, False, True]
+    assert not np.isnan(mat).any()
+
+
+def test_load_rejects_bad_files(tmp_path):
+    p = tmp_path / "bad_len.parquet"
+    pd.DataFrame({ARTICLE_ID: [1, 2], EMBEDDING: [[1.0, 2.0], [1.0, 2.0, 3.0]]}).to_parquet(p)
+    with pytest.raises(ValueError, match="article 2 has an embedding of length 3"):
+        load_embeddings(p)
+    p = tmp_path / "dup.parquet"
+    pd.DataFrame({ARTICLE_ID: [4, 4], EMBEDDING: [[1.0], [2.0]]}).to_parquet(p)
+    with pytest.raises(ValueError, match="article 4 appears more than once"):
+        load_embeddings(p)
+    p = tmp_path / "nocol.parquet"
+    pd.DataFrame({ARTICLE_ID: [1], "vec": [[1.0]]}).to_parquet(p)
+    with pytest.raises(ValueError, match="expected columns"):
+        load_embeddings(p)
+    p = tmp_path / "badid.parquet"
+    pd.DataFrame({ARTICLE_ID: ["0108775015", "shirt"], EMBEDDING: [[1.0], [2.0]]}).to_parquet(p)
+    with pytest.raises(ValueError, match="'shirt'"):
+        load_embeddings(p)
+    with pytest.raises(FileNotFoundError, match="04_embedding_export"):
+        load_embeddings(tmp_path / "nothing.parquet")
+
+
+def test_align_embeddings():
+    ids = np.array([30, 10, 20])
+    mat = np.array([[3, 3], [1, 1], [2, 2]], np.float32)
+    has = np.array([True, True, False])
+    out, h = align_embeddings(ids, mat, has, [10, 99, 20, 30])
+    np.testing.assert_array_equal(out, [[1, 1], [0, 0], [2, 2], [3, 3]])
+    assert h.tolist() == [True, False, False, True]
+
+
+# ------------------------------------------------------- real-data excerpt ---
+def test_export_on_hm_sample(hm_sample, tmp_path):
+    """../shared/hm_sample: 1,000 articles, 100 real photos (~1028 x 1750) -> 100 embeddings, 900 null."""
+    from hm_utils.loading import find_images, read_articles_csv
+
+    articles = read_articles_csv(hm_sample)
+    images = find_images(hm_sample, articles[ARTICLE_ID])
+    out = tmp_path / "article_embeddings.parquet"
+    rep, rec = _export(_tiny_model(), articles, images, out, data_dir=hm_sample, batch_size=32, shard_size=256)
+    t = pq.read_table(out)
+    assert t.num_rows == 1000
+    assert t[EMBEDDING].null_count == 900
+    assert (rep.n_embedded, rep.n_missing_image, rep.n_unreadable) == (100, 900, 0)
+    nulls = t[EMBEDDING].is_null().to_numpy(zero_copy_only=False)
+    assert (nulls == ~images[HAS_IMAGE].to_numpy()).all()

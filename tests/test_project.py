@@ -1,0 +1,62 @@
+"""Project hygiene: dependency lists agree, notebooks are stripped and follow the house style."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hm_utils.config import REPO_ROOT
+from hm_utils.notebook_tools import notebook_problems
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _pip_section(env_text: str) -> list[str]:
+    lines, inside = [], False
+    for line in env_text.splitlines():
+        if re.match(r"^\s*- pip:\s*$", line):
+            inside = True
+            continue
+        if inside:
+            m = re.match(r"^\s{6,}- (.+)$", line)
+            if not m:
+                break
+            lines.append(m.group(1).strip())
+    return lines
+
+
+def test_environment_yml_matches_pyproject():
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = _pip_section((REPO_ROOT / "environment.yml").read_text())
+    norm = lambda xs: sorted(x.replace(" ", "").lower() for x in xs)  # noqa: E731
+    assert env, "environment.yml has no pip section"
+    assert norm(env) == norm(deps)
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_stripped_and_in_house_style(path):
+    assert notebook_problems(path) == []
+
+
+def test_ci_calls_make_test():
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+
+
+def test_no_competition_data_committed():
+    import subprocess
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    data = [t for t in tracked if t.endswith((".csv", ".jpg", ".parquet", ".keras"))]
+    assert data == [], f"data files are committed: {data[:5]}"
