@@ -214,3 +214,11 @@ def synthetic_dir(profile: str, seed: int) -> Path:
     (``$HM_SYNTHETIC_DIR`` or ``data/synthetic/``, then ``<profile>_seed<seed>``)."""
     root = Path(os.environ.get(SYNTHETIC_DIR_ENV, SYNTHETIC_ROOT))
     return root / f"{profile}_seed{seed}"
+
+# ---------------------------------------------- model training (helper "model", issue 3) ---
+TRAINING_HISTORY = "models/training_history.parquet"   # model, epoch, loss, val_loss, seconds
+TRAINING_REPORT = "models/training_report.json"        # per model: counts, accuracies, losses, timings
+FEATURE_CACHE_DIR = "cache"                            # WORK_DIR/cache/<backbone>_features.npy (big runs)
+# The real articles.csv also has index_code "S" (Sport), which INDEX_CODES above lacks; the tabular encoder
+# codes index_code as its position in this list (A..J as before, then S).
+TABULAR_INDEX_CODES = INDEX_CODES + [c for c in "S" if c not in INDEX_CODES]

@@ -56,11 +56,6 @@ from .storage import read_json, write_json, write_parquet
 
 MANIFEST = "manifest.json"
 STATUS_OK, STATUS_NO_IMAGE, STATUS_UNREADABLE = 0, 1, 2
-_SHARD_SCHEMA = pa.schema([
-    pa.field(ARTICLE_ID, pa.int32()),
-    pa.field(EMBEDDING, pa.list_(pa.float32())),
-    pa.field("status", pa.int8()),
-])
 
 
 class UnreadableImageWarning(UserWarning):
@@ -138,10 +133,11 @@ def _is_keras_model(model) -> bool:
 
 
 def _input_names(model) -> list[str]:
-    names = []
-    for t in getattr(model, "inputs", None) or []:
-        names.append(str(getattr(t, "name", "")).split(":")[0])
-    return names
+    """The names of a keras model's inputs (the keys when it takes a dict)."""
+    inp = getattr(model, "input", None)
+    if isinstance(inp, dict):
+        return list(inp)
+    return [str(getattr(t, "name", "")).split(":")[0] for t in getattr(model, "inputs", None) or []]
 
 
 def is_combined_model(model) -> bool:
@@ -164,23 +160,96 @@ def _model_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def _make_embed_fn(model, combined: bool) -> Callable:
-    """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) -> np.float32 [B, d]."""
-    if _is_keras_model(model):
+def _keras_call_fn(model, combined: bool, image_size, n_tabular):
+    """Traced call of one keras model: (images, tabular or None) -> tensor [B, d]."""
+    import tensorflow as tf
+
+    img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
+    spec = {"image": img_spec, "tabular": tf.TensorSpec([None, n_tabular], tf.float32)} if combined else img_spec
+    dict_input = isinstance(getattr(model, "input", None), dict)
+
+    @tf.function(input_signature=[spec])
+    def _call(inputs):
+        if dict_input and not combined:
+            inputs = {"image": inputs}
+        return model(inputs, training=False)
+    return _call
+
+
+def shared_backbone(models: dict) -> tuple | None:
+    """``(backbone, {name: head})`` when every model is an ``hm_utils.model`` tower
+    (nested ``backbone`` and ``head`` models) and all backbones hold identical
+    weights (the frozen ImageNet/untrained backbone notebook 03 shares between
+    the two variants); else None. Then the backbone runs once per batch for all
+    models."""
+    if len(models) < 2 or not all(_is_keras_model(m) for m in models.values()):
+        return None
+    try:
+        backbones = {n: m.get_layer("backbone") for n, m in models.items()}
+        heads = {n: m.get_layer("head") for n, m in models.items()}
+    except (ValueError, AttributeError):
+        return None
+    if len({_model_digest(b) for b in backbones.values()}) != 1:
+        return None
+    if any(not isinstance(getattr(h, "input", None), dict) or "features" not in h.input for h in heads.values()):
+        return None
+    return next(iter(backbones.values())), heads
+
+
+def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (None, None),
+                   n_tabular: int | None = None) -> Callable:
+    """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) ->
+    ``{name: np.float32 [B, d]}`` for every model.
+
+    Keras models run as traced graphs (``tf.function`` with a batch-size-free
+    input signature, so the last, smaller batch does not retrace). With a
+    :func:`shared_backbone`, the backbone runs once and each head on its
+    features; the first batch is checked against the whole models (a mismatch
+    above 1e-4 falls back to running each model whole, with a warning)."""
+    keras_models = {n: m for n, m in models.items() if _is_keras_model(m)}
+    calls = {n: _keras_call_fn(m, combined[n], image_size, n_tabular) for n, m in keras_models.items()}
+    shared = shared_backbone(models)
+    state = {"shared": shared is not None, "checked": False}
+    if shared is not None:
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
-        def _call(inputs):
-            return model(inputs, training=False)
+        backbone, heads = shared
+        img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
+        tab_spec = tf.TensorSpec([None, n_tabular], tf.float32)
+        any_combined = any(combined.values())
 
-        def fn(images, tabular):
-            inputs = {"image": images, "tabular": tabular} if combined else images
-            return np.asarray(_call(inputs), dtype=np.float32)
-        return fn
+        @tf.function(input_signature=[img_spec, tab_spec] if any_combined else [img_spec])
+        def _shared(images, tabular=None):
+            feats = backbone(images, training=False)
+            return {n: h({"features": feats, "tabular": tabular} if combined[n] else {"features": feats},
+                         training=False) for n, h in heads.items()}
+
+    def whole(images, tabular):
+        out = {}
+        for n, m in models.items():
+            if n in calls:
+                res = calls[n]({"image": images, "tabular": tabular} if combined[n] else images)
+            else:
+                res = m({"image": images, "tabular": tabular}) if combined[n] else m(images)
+            out[n] = np.asarray(res, dtype=np.float32)
+        return out
 
     def fn(images, tabular):
-        out = model({"image": images, "tabular": tabular}) if combined else model(images)
-        return np.asarray(out, dtype=np.float32)
+        if not state["shared"]:
+            return whole(images, tabular)
+        res = _shared(images, tabular) if any_combined else _shared(images)
+        out = {n: np.asarray(v, dtype=np.float32) for n, v in res.items()}
+        if not state["checked"]:
+            state["checked"] = True
+            k = min(2, int(images.shape[0]))
+            ref = whole(images[:k], None if tabular is None else tabular[:k])
+            diff = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out)
+            if not diff <= 1e-4:
+                warnings.warn(f"shared-backbone embeddings differ from the whole models by {diff:.2e}; "
+                              "running each model whole instead", stacklevel=2)
+                state["shared"] = False
+                return whole(images, tabular)
+        return out
     return fn
 
 
@@ -215,39 +284,53 @@ def _shard_file(shard_dir: Path, i: int) -> Path:
     return shard_dir / f"part-{i:05d}.parquet"
 
 
-def _embed_shard(ids, paths, has, tab, *, embed_fn, dataset_fn, image_size, batch_size, reduced_scale,
-                 on_batch) -> tuple[pa.Table, list[int], int | None]:
-    """Embed one shard: (shard table, unreadable article ids, embedding dim or None)."""
+def _emb_column(name: str) -> str:
+    return f"{EMBEDDING}__{name}"
+
+
+def _list_array(vectors: list, ok: np.ndarray) -> pa.Array:
+    """list<float32> array from per-row vectors (None where ``ok`` is False), via one flat buffer."""
+    lengths = np.array([0 if v is None else v.shape[0] for v in vectors], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    present = [v for v in vectors if v is not None]
+    values = np.concatenate(present).astype(np.float32) if present else np.zeros(0, np.float32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=pa.array(~ok))
+
+
+def _embed_shard(ids, paths, has, tab, names, *, embed_fn, dataset_fn, image_size, batch_size, reduced_scale,
+                 on_batch) -> tuple[pa.Table, list[int], dict]:
+    """Embed one shard: (shard table, unreadable article ids, {name: embedding dim or None})."""
     n = len(ids)
     status = np.where(has, STATUS_UNREADABLE, STATUS_NO_IMAGE).astype(np.int8)
     rows = np.nonzero(has)[0]
-    vectors: list[np.ndarray | None] = [None] * n
-    dim = None
+    vectors = {name: [None] * n for name in names}
+    dims = {name: None for name in names}
     if rows.size:
         ds = dataset_fn([str(p) for p in paths[rows]], image_size, batch_size, reduced_scale=reduced_scale)
         for idx, imgs in ds:
             idx = np.asarray(idx, dtype=np.int64)
             local = rows[idx]
-            emb = embed_fn(imgs, None if tab is None else tab[local])
-            if emb.ndim != 2 or emb.shape[0] != len(idx):
-                raise ValueError(f"the model returned shape {emb.shape} for a batch of {len(idx)} images; "
-                                 "expected [batch, embedding_dim]")
-            dim = emb.shape[1]
-            for j, r in enumerate(local):
-                vectors[r] = emb[j]
-                status[r] = STATUS_OK
+            out = embed_fn(imgs, None if tab is None else tab[local])
+            for name in names:
+                emb = out[name]
+                if emb.ndim != 2 or emb.shape[0] != len(idx):
+                    raise ValueError(f"model {name!r} returned shape {emb.shape} for a batch of {len(idx)} "
+                                     "images; expected [batch, embedding_dim]")
+                dims[name] = int(emb.shape[1])
+                for j, r in enumerate(local):
+                    vectors[name][r] = emb[j]
+            status[local] = STATUS_OK
             on_batch(len(idx))
     unreadable = [int(a) for a in ids[status == STATUS_UNREADABLE]]
-    # a flat float32 values buffer + offsets -> list<float32> without per-row Python lists
-    lengths = np.array([0 if v is None else v.shape[0] for v in vectors], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    present = [v for v in vectors if v is not None]
-    values = np.concatenate(present).astype(np.float32) if present else np.zeros(0, np.float32)
-    mask = pa.array(status != STATUS_OK)
-    emb_arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=mask)
-    table = pa.table({ARTICLE_ID: pa.array(ids.astype(np.int32)), EMBEDDING: emb_arr,
-                      "status": pa.array(status)}, schema=_SHARD_SCHEMA)
-    return table, unreadable, dim
+    ok = status == STATUS_OK
+    cols = {ARTICLE_ID: pa.array(ids.astype(np.int32)), "status": pa.array(status)}
+    cols.update({_emb_column(name): _list_array(vectors[name], ok) for name in names})
+    return pa.table(cols, schema=_shard_schema(names)), unreadable, dims
+
+
+def _shard_schema(names) -> pa.Schema:
+    return pa.schema([pa.field(ARTICLE_ID, pa.int32()), pa.field("status", pa.int8())]
+                     + [pa.field(_emb_column(n), pa.list_(pa.float32())) for n in names])
 
 
 # ------------------------------------------------------------------- export ---
@@ -263,8 +346,7 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
       ``model``: a one-tower keras embedding model (``hm_utils.model``): the
         image-only one takes ``image`` float32 [B, H, W, 3] raw 0..255 pixels,
         the combined one ``{"image": ..., "tabular": float32 [B, 11]}``; it returns
-        float32 [B, d]. Any callable with the same behaviour also works
-        (tests use one that fails half-way).
+        float32 [B, d]. Any callable with the same behaviour also works.
       ``articles``: DataFrame with ``article_id`` (int) and, for
         ``include_article_columns``, the articles.csv columns; output row order.
       ``images``: DataFrame ``article_id``, ``has_image`` bool and ``abs_path``
@@ -286,9 +368,42 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
 
     Output: an :class:`ExportReport`. The file has ``article_id`` int32 and
     ``embedding`` list<float32> (null: no image, or image unreadable -> a
-    :class:`UnreadableImageWarning` naming the article ids).
+    :class:`UnreadableImageWarning` naming the article ids). See
+    :func:`export_embeddings_many` for several models in one pass.
     """
-    out_path = Path(out_path)
+    reports = export_embeddings_many(
+        {"model": model}, articles, images, {"model": out_path}, image_size=image_size, batch_size=batch_size,
+        shard_size=shard_size, include_article_columns={"model": include_article_columns}, tabular=tabular,
+        shard_dir=shard_dir, reduced_scale=reduced_scale, data_dir=data_dir, dataset_fn=dataset_fn,
+        progress=progress, keep_shards=keep_shards)
+    return reports["model"]
+
+
+def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.DataFrame, out_paths: dict, *,
+                           image_size: tuple[int, int], batch_size: int = 64, shard_size: int = 2048,
+                           include_article_columns: dict | None = None, tabular: np.ndarray | None = None,
+                           shard_dir: str | Path | None = None, reduced_scale: bool = True,
+                           data_dir: str | Path | None = None, dataset_fn: Callable | None = None,
+                           progress: bool = True, keep_shards: bool = False) -> dict[str, ExportReport]:
+    """:func:`export_embeddings` for several models in one pass over the images.
+
+    ``models`` ``{name: model}`` and ``out_paths`` ``{name: parquet path}``
+    (same keys); ``include_article_columns`` ``{name: bool}`` (default False).
+    Every image is decoded once for all models; when the models share a
+    backbone with identical weights (:func:`shared_backbone`: the frozen
+    backbone of notebook 03's two variants) it also runs once per batch, and
+    only the heads run per model. Shards (one column per model) live in
+    ``shard_dir`` (default ``<first out_path>.shards``) and make the export
+    resumable as a whole. Output: ``{name: ExportReport}`` (``seconds`` and
+    ``images_per_second`` are those of the shared pass).
+    """
+    names = list(models)
+    if not names:
+        raise ValueError("no models to export")
+    if set(out_paths) != set(names):
+        raise ValueError(f"out_paths keys {sorted(out_paths)} differ from the models {sorted(names)}")
+    include = {n: bool((include_article_columns or {}).get(n, False)) for n in names}
+    out_paths = {n: Path(out_paths[n]) for n in names}
     if ARTICLE_ID not in articles.columns:
         raise ValueError(f"articles frame has no {ARTICLE_ID!r} column; got {list(articles.columns)}")
     if articles[ARTICLE_ID].duplicated().any():
@@ -301,22 +416,22 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
     t0 = time.perf_counter()
     ids = articles[ARTICLE_ID].astype(np.int64).to_numpy()
     paths, has = _image_paths(articles, images, data_dir)
-    combined = is_combined_model(model)
+    combined = {n: is_combined_model(m) for n, m in models.items()}
     tab = None
-    if combined:
+    if any(combined.values()):
         if tabular is None:
             from .model import tabular_features
             tabular = tabular_features(articles)
         tab = np.asarray(tabular, dtype=np.float32)
         if tab.shape[0] != len(articles):
             raise ValueError(f"tabular has {tab.shape[0]} rows for {len(articles)} articles")
-    embed_fn = _make_embed_fn(model, combined)
+    embed_fn = _make_embed_fn(models, combined, tuple(image_size), None if tab is None else tab.shape[1])
 
     settings = {"image_size": list(image_size), "shard_size": int(shard_size), "reduced_scale": bool(reduced_scale),
-                "combined": combined, "model": _model_digest(model),
+                "models": {n: [combined[n], _model_digest(models[n])] for n in names},
                 "tabular": hashlib.sha1(np.ascontiguousarray(tab).tobytes()).hexdigest() if tab is not None else None,
                 "paths": hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()}
-    sdir = Path(shard_dir) if shard_dir is not None else shard_dir_for(out_path)
+    sdir = Path(shard_dir) if shard_dir is not None else shard_dir_for(out_paths[names[0]])
     manifest = _read_manifest(sdir, _fingerprint(ids, has, settings))
     n_shards = max(1, -(-len(ids) // shard_size))
     manifest["n_shards"] = n_shards
@@ -325,7 +440,8 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
     todo = [i for i in range(n_shards) if i not in done]
     n_images_todo = int(sum(has[i * shard_size:(i + 1) * shard_size].sum() for i in todo))
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(ids), desc=f"export {out_path.name}", unit="article", disable=not progress)
+    label = ", ".join(p.name for p in out_paths.values())
+    bar = tqdm(total=len(ids), desc=f"export {label}", unit="article", disable=not progress)
     bar.update(len(ids) - sum(min(shard_size, len(ids) - i * shard_size) for i in todo))
     computed = 0
     t_images = time.perf_counter()
@@ -340,52 +456,59 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
         for i in todo:
             sl = slice(i * shard_size, (i + 1) * shard_size)
             before = computed
-            table, unreadable, dim = _embed_shard(
-                ids[sl], paths[sl], has[sl], None if tab is None else tab[sl], embed_fn=embed_fn,
+            table, unreadable, dims = _embed_shard(
+                ids[sl], paths[sl], has[sl], None if tab is None else tab[sl], names, embed_fn=embed_fn,
                 dataset_fn=dataset_fn, image_size=tuple(image_size), batch_size=batch_size,
                 reduced_scale=reduced_scale, on_batch=on_batch)
             if unreadable:
                 shown = ", ".join(map(str, unreadable[:20])) + (" ..." if len(unreadable) > 20 else "")
                 warnings.warn(f"{len(unreadable)} image(s) could not be decoded; these articles get a null "
-                              f"embedding: {shown}", UnreadableImageWarning, stacklevel=2)
+                              f"embedding: {shown}", UnreadableImageWarning, stacklevel=3)
             write_parquet(table, _shard_file(sdir, i))
             manifest["shards"][str(i)] = {"rows": table.num_rows, "embedded": computed - before,
-                                          "unreadable": unreadable, "dim": dim}
+                                          "unreadable": unreadable, "dims": dims}
             write_json(manifest, sdir / MANIFEST)
             bar.update(table.num_rows)
     finally:
         bar.close()
     elapsed_images = time.perf_counter() - t_images
 
-    shards = pa.concat_tables([pq.read_table(_shard_file(sdir, i), schema=_SHARD_SCHEMA)
+    schema = _shard_schema(names)
+    shards = pa.concat_tables([pq.read_table(_shard_file(sdir, i), schema=schema)
                                for i in range(n_shards)]).combine_chunks()
     if shards.num_rows != len(ids) or not np.array_equal(shards[ARTICLE_ID].to_numpy(), ids.astype(np.int32)):
         raise RuntimeError(f"the shards in {sdir} do not line up with the articles; delete the folder and rerun")
     status = shards["status"].to_numpy()
-    dims = {int(m["dim"]) for m in manifest["shards"].values() if m.get("dim") is not None}
-    if len(dims) > 1:
-        raise RuntimeError(f"shards in {sdir} have different embedding sizes {sorted(dims)}; delete it and rerun")
-    if include_article_columns:
-        base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
-        if EMBEDDING in base.column_names:
-            base = base.drop_columns([EMBEDDING])
-        final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), shards[EMBEDDING])
-    else:
-        final = pa.table({ARTICLE_ID: shards[ARTICLE_ID], EMBEDDING: shards[EMBEDDING]})
-    final = final.replace_schema_metadata({**(final.schema.metadata or {}),
-                                           b"hm_embeddings": json.dumps({"embedding_dim": next(iter(dims), None),
-                                                                         "image_size": list(image_size),
-                                                                         "reduced_scale": bool(reduced_scale)}).encode()})
-    write_parquet(final, out_path)
+    unreadable_ids = [a for m in (manifest["shards"][str(i)] for i in range(n_shards)) for a in m["unreadable"]]
+    reports = {}
+    for name in names:
+        dims = {int(m["dims"][name]) for m in manifest["shards"].values() if m["dims"].get(name) is not None}
+        if len(dims) > 1:
+            raise RuntimeError(f"shards in {sdir} have different embedding sizes {sorted(dims)} for {name!r}; "
+                               "delete the folder and rerun")
+        dim = next(iter(dims), None)
+        column = shards[_emb_column(name)]
+        if include[name]:
+            base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
+            if EMBEDDING in base.column_names:
+                base = base.drop_columns([EMBEDDING])
+            final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), column)
+        else:
+            final = pa.table({ARTICLE_ID: shards[ARTICLE_ID], EMBEDDING: column})
+        meta = {"embedding_dim": dim, "image_size": list(image_size), "reduced_scale": bool(reduced_scale)}
+        final = final.replace_schema_metadata({**(final.schema.metadata or {}),
+                                               b"hm_embeddings": json.dumps(meta).encode()})
+        write_parquet(final, out_paths[name])
+        reports[name] = ExportReport(
+            path=str(out_paths[name]), n_articles=len(ids), n_embedded=int((status == STATUS_OK).sum()),
+            n_missing_image=int((status == STATUS_NO_IMAGE).sum()),
+            n_unreadable=int((status == STATUS_UNREADABLE).sum()), unreadable_ids=list(unreadable_ids),
+            embedding_dim=dim, shards_total=n_shards, shards_reused=n_shards - len(todo), images_computed=computed,
+            seconds=time.perf_counter() - t0,
+            images_per_second=computed / elapsed_images if computed and elapsed_images > 0 else 0.0)
     if not keep_shards:
         shutil.rmtree(sdir, ignore_errors=True)
-    unreadable_ids = [a for m in (manifest["shards"][str(i)] for i in range(n_shards)) for a in m["unreadable"]]
-    return ExportReport(
-        path=str(out_path), n_articles=len(ids), n_embedded=int((status == STATUS_OK).sum()),
-        n_missing_image=int((status == STATUS_NO_IMAGE).sum()), n_unreadable=int((status == STATUS_UNREADABLE).sum()),
-        unreadable_ids=unreadable_ids, embedding_dim=next(iter(dims), None), shards_total=n_shards,
-        shards_reused=n_shards - len(todo), images_computed=computed, seconds=time.perf_counter() - t0,
-        images_per_second=computed / elapsed_images if computed and elapsed_images > 0 else 0.0)
+    return reports
 
 
 # ------------------------------------------------------------------ loading ---
@@ -482,3 +605,64 @@ def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.nda
     has = np.zeros(len(to_ids), dtype=bool)
     has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
     return out, has
+
+
+# ---------------------------------------------------------------- summaries ---
+def model_image_size(model) -> tuple[int, int]:
+    """(height, width) in pixels of a keras embedding model's ``image`` input."""
+    inp = getattr(model, "input", None)
+    t = inp["image"] if isinstance(inp, dict) and "image" in inp else (model.inputs[0] if model.inputs else None)
+    shape = tuple(getattr(t, "shape", ()) or ())
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise ValueError(f"cannot read the image size from the model's image input (shape {shape}); pass it")
+    return int(shape[1]), int(shape[2])
+
+
+def export_summary(reports: dict[str, ExportReport]) -> pd.DataFrame:
+    """One row per exported file: file name, rows, embedded, missing (no image),
+    unreadable, embedding size, shards (reused), images/second, seconds."""
+    rows = []
+    for name, r in reports.items():
+        rows.append({"model": name, "file": Path(r.path).name, "rows": r.n_articles, "embedded": r.n_embedded,
+                     "no_image": r.n_missing_image, "unreadable": r.n_unreadable, "dim": r.embedding_dim,
+                     "shards": r.shards_total, "shards_reused": r.shards_reused,
+                     "images_per_second": round(r.images_per_second, 1), "seconds": round(r.seconds, 2)})
+    return pd.DataFrame(rows)
+
+
+def verify_export(model, path: str | Path, images: pd.DataFrame, *, image_size: tuple[int, int],
+                  n: int = 8, seed: int = 0, tabular: np.ndarray | None = None,
+                  articles: pd.DataFrame | None = None, data_dir=None) -> dict:
+    """Re-embed a few articles one by one and compare with the exported file.
+
+    Takes ``n`` random articles (seeded) that have an embedding in ``path``,
+    decodes each image with :func:`hm_utils.images.load_image` and runs
+    ``model`` on it alone (batch of 1, no tf.data, no shards). For the combined
+    model pass ``articles`` (same row order as the file) or ``tabular``.
+    Output: ``{"checked": k, "max_abs_diff": float, "min_cosine": float}``.
+    """
+    from .images import load_image
+    from .similarity import pairwise_cosine
+
+    ids, mat, has = load_embeddings(path)
+    if not has.any():
+        return {"checked": 0, "max_abs_diff": float("nan"), "min_cosine": float("nan")}
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(np.flatnonzero(has), size=min(n, int(has.sum())), replace=False))
+    frame = pd.DataFrame({ARTICLE_ID: ids})
+    paths, _ = _image_paths(frame, images, data_dir)
+    combined = is_combined_model(model)
+    if combined and tabular is None:
+        if articles is None:
+            raise ValueError("verify_export needs articles (or tabular) for the combined model")
+        from .model import tabular_features
+        tabular = tabular_features(articles)
+    fresh = []
+    for r in rows:
+        img = load_image(paths[r], image_size)[None]
+        inputs = {"image": img, "tabular": np.asarray(tabular, np.float32)[r:r + 1]} if combined else (
+            {"image": img} if isinstance(getattr(model, "input", None), dict) else img)
+        fresh.append(np.asarray(model(inputs, training=False), dtype=np.float32)[0])
+    fresh = np.stack(fresh)
+    return {"checked": int(len(rows)), "max_abs_diff": float(np.abs(fresh - mat[rows]).max()),
+            "min_cosine": float(pairwise_cosine(fresh, mat[rows]).min())}

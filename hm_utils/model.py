@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-from .config import INDEX_CODES, TABULAR_COLUMNS  # noqa: E402
+from .config import TABULAR_COLUMNS, TABULAR_INDEX_CODES  # noqa: E402
 from .storage import atomic_path  # noqa: E402
 
 BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn")
@@ -48,6 +48,10 @@ VARIANTS = ("image_only", "combined")
 POOLINGS = ("flatten", "avg")
 N_TABULAR = len(TABULAR_COLUMNS)  # 11
 HIDDEN_UNITS = 1100  # the original's width for the tabular encoder and the head
+# BatchNorm moving-average momentum. Keras's default 0.99 needs a few hundred steps before the
+# inference statistics match the data; small runs (tiny, hm_sample: a handful of steps per epoch)
+# then embed everything at the wrong scale at inference time. 0.9 adapts within ~30 steps.
+BN_MOMENTUM = 0.9
 
 # Keras's standard file names for the no-top ImageNet weights (what
 # keras.applications would download into ~/.keras/models/).
@@ -167,8 +171,8 @@ def tabular_features(articles: pd.DataFrame) -> np.ndarray:
     """The 11 numeric article columns of the original, float32 [n, 11], in
     ``config.TABULAR_COLUMNS`` order and ``articles`` row order.
 
-    ``index_code`` (a letter A..J) becomes its 0-based position in
-    ``config.INDEX_CODES``. Raises KeyError naming missing columns and
+    ``index_code`` (a letter A..J or S) becomes its 0-based position in
+    ``config.TABULAR_INDEX_CODES`` (A = 0 ... J = 9, S = 10). Raises KeyError naming missing columns and
     ValueError naming the article ids with unknown index codes or missing values.
     """
     missing = [c for c in TABULAR_COLUMNS if c not in articles.columns]
@@ -178,11 +182,11 @@ def tabular_features(articles: pd.DataFrame) -> np.ndarray:
     for j, col in enumerate(TABULAR_COLUMNS):
         s = articles[col]
         if col == "index_code":
-            codes = s.astype("str").str.strip().map({c: i for i, c in enumerate(INDEX_CODES)})
+            codes = s.astype("str").str.strip().map({c: i for i, c in enumerate(TABULAR_INDEX_CODES)})
             bad = codes.isna().to_numpy()
             if bad.any():
                 ids = articles["article_id"].to_numpy()[bad][:5].tolist() if "article_id" in articles else []
-                raise ValueError(f"column index_code has values outside {INDEX_CODES} "
+                raise ValueError(f"column index_code has values outside {TABULAR_INDEX_CODES} "
                                  f"({s[bad].unique()[:5].tolist()}) for article(s) {ids}")
             out[:, j] = codes.to_numpy(dtype=np.float32)
         else:
@@ -208,7 +212,8 @@ def tabular_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------- head ---
 def build_head(feature_dim: int, variant: str = "image_only", embedding_dim: int = 550,
                hidden_units: int = HIDDEN_UNITS, normalize: bool = False,
-               tabular_stats: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
+               tabular_stats: tuple[np.ndarray, np.ndarray] | None = None,
+               bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The trainable part: inputs ``features`` float32 [B, F] (and, for
     "combined", ``tabular`` float32 [B, 11] raw) -> embedding float32 [B, D].
 
@@ -216,7 +221,7 @@ def build_head(feature_dim: int, variant: str = "image_only", embedding_dim: int
     default 0/1) -> Dense ``hidden_units`` relu -> BatchNorm -> Dense relu ->
     BatchNorm. Head: concatenate -> Dense ``hidden_units`` relu -> BatchNorm ->
     Dense ``embedding_dim`` relu (the original) -> L2 normalisation when
-    ``normalize``. Named "head".
+    ``normalize``. BatchNorm layers use ``bn_momentum`` (see BN_MOMENTUM). Named "head".
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
@@ -230,12 +235,12 @@ def build_head(feature_dim: int, variant: str = "image_only", embedding_dim: int
         t = layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(var, np.float32),
                                  name="tabular_norm")(tab)
         t = layers.Dense(hidden_units, activation="relu", name="tab_dense1")(t)
-        t = layers.BatchNormalization(name="tab_bn1")(t)
+        t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn1")(t)
         t = layers.Dense(hidden_units, activation="relu", name="tab_dense2")(t)
-        t = layers.BatchNormalization(name="tab_bn2")(t)
+        t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn2")(t)
         x = layers.Concatenate(name="concat")([x, t])
     x = layers.Dense(hidden_units, activation="relu", name="head_dense")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="head_bn")(x)
     x = layers.Dense(int(embedding_dim), activation="relu", name="embedding")(x)
     if normalize:
         x = layers.UnitNormalization(axis=-1, name="l2_normalize")(x)

@@ -185,3 +185,40 @@ def dims_for_variance(matrix, share: float = 0.95, has_embedding=None) -> int:
         return 0
     cum = np.cumsum(ratios)
     return int(min(np.searchsorted(cum, share - 1e-12) + 1, ratios.size))
+
+
+def lookup_rows(article_ids, query_ids) -> np.ndarray:
+    """Row of each ``query_ids`` entry in ``article_ids`` (int64, same shape as
+    ``query_ids``); -1 where the id is not there. ``article_ids`` int [n], unique."""
+    ids = np.asarray(article_ids, dtype=np.int64)
+    q = np.asarray(query_ids, dtype=np.int64)
+    if ids.size == 0:
+        return np.full(q.shape, -1, np.int64)
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], q), ids.size - 1)
+    found = ids[order][pos] == q
+    return np.where(found, order[pos], -1)
+
+
+def triplet_cosines(anchor, positive, negative, article_ids, matrix, has_embedding=None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine similarity of each triplet's positive and negative to its anchor.
+
+    Inputs: ``anchor``, ``positive``, ``negative`` int article ids [t];
+    ``article_ids`` int [n], ``matrix`` float [n, d] and ``has_embedding`` bool
+    [n] as :func:`hm_utils.export.load_embeddings` returns them.
+    Output: ``(ap float32 [t], an float32 [t], valid bool [t])``: cos(anchor,
+    positive), cos(anchor, negative), and whether all three articles have an
+    embedding (ap/an are NaN where not valid).
+    """
+    has = np.ones(len(article_ids), bool) if has_embedding is None else np.asarray(has_embedding, bool)
+    m = np.asarray(matrix, dtype=np.float32)
+    rows = [lookup_rows(article_ids, x) for x in (anchor, positive, negative)]
+    valid = np.ones(len(rows[0]), bool)
+    for r in rows:
+        valid &= r >= 0
+        valid[valid] &= has[r[valid]]
+    a, p, n = (m[np.where(valid, r, 0)] for r in rows)
+    ap = np.where(valid, pairwise_cosine(a, p) if len(a) else np.zeros(0, np.float32), np.nan).astype(np.float32)
+    an = np.where(valid, pairwise_cosine(a, n) if len(a) else np.zeros(0, np.float32), np.nan).astype(np.float32)
+    return ap, an, valid

@@ -143,14 +143,16 @@ def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monke
     ref = tmp_path / "ref.parquet"
     _export(model, articles, images, ref)
 
-    # crash in the 4th model call: shards 0 (4 rows, 3 images: 2 batches) and 1 (4 rows, 2 readable
-    # images in 1 batch) are done, shard 2 fails.
+    # batch_size 3, shard_size 4; unreadable files are dropped before batching, so every shard is one
+    # model call: shard 0 = rows 0,1,2 (3: no image); shard 1 = rows 4,6,7 (5: truncated);
+    # shard 2 = rows 8,10 (9: no image, 11: not an image); shard 3 = rows 12,13.
+    # Crash in the 3rd call: shards 0 and 1 are done, shard 2 fails.
     out = tmp_path / "resumed.parquet"
     real_make = ex._make_embed_fn
-    counter = {"calls": 0, "limit": 3}
+    counter = {"calls": 0, "limit": 2}
 
-    def failing_make(m, combined):
-        fn = real_make(m, combined)
+    def failing_make(*args):
+        fn = real_make(*args)
 
         def wrapped(images_, tab):
             counter["calls"] += 1
@@ -169,9 +171,9 @@ def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monke
     counter.update(calls=0, limit=10**6)
     rep, _ = _export(model, articles, images, out)
     assert rep.shards_reused == 2 and rep.shards_total == 4
-    # only shards 2 and 3 computed: 8 rows, no-image row 9 and unreadable row 11 -> 6 decodable images
-    assert rep.images_computed == 6
-    assert counter["calls"] == 2 + 1  # shard 2: 3 images (1 batch), shard 3: 3 images (1 batch)... see below
+    # only shards 2 and 3 computed: rows 8, 10, 12, 13 -> 4 images in 2 model calls
+    assert rep.images_computed == 4
+    assert counter["calls"] == 2
     assert out.read_bytes() == ref.read_bytes()
     assert not shard_dir.exists()
 
@@ -202,8 +204,8 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
         import hm_utils.export as ex
         m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
         real = ex._make_embed_fn
-        def slow(model, combined):
-            fn = real(model, combined)
+        def slow(*args):
+            fn = real(*args)
             def w(x, t):
                 time.sleep(0.4)
                 return fn(x, t)
@@ -338,3 +340,57 @@ def test_export_on_hm_sample(hm_sample, tmp_path):
     assert (rep.n_embedded, rep.n_missing_image, rep.n_unreadable) == (100, 900, 0)
     nulls = t[EMBEDDING].is_null().to_numpy(zero_copy_only=False)
     assert (nulls == ~images[HAS_IMAGE].to_numpy()).all()
+
+
+def test_model_image_size_and_summary(catalogue, tmp_path):
+    from hm_utils.export import export_summary, model_image_size
+    assert model_image_size(_tiny_model()) == SIZE
+    assert model_image_size(_tiny_combined()) == SIZE
+    articles, images = catalogue
+    rep, _ = _export(_tiny_model(), articles, images, tmp_path / "s.parquet")
+    df = export_summary({"image_only": rep})
+    assert df.loc[0, ["rows", "embedded", "no_image", "unreadable", "dim"]].tolist() == [14, 10, 2, 2, 6]
+
+
+def test_verify_export_detects_a_different_model(catalogue, tmp_path):
+    from hm_utils.export import verify_export
+    articles, images = catalogue
+    model = _tiny_model()
+    out = tmp_path / "v.parquet"
+    _export(model, articles, images, out)
+    ok = verify_export(model, out, images, image_size=SIZE, n=5)
+    assert ok["checked"] == 5 and ok["max_abs_diff"] < 1e-5
+    other = verify_export(_tiny_model(seed=9), out, images, image_size=SIZE, n=5)
+    assert other["max_abs_diff"] > 1e-3
+
+
+def test_many_models_share_one_backbone_pass(catalogue, tmp_path):
+    """Two towers over one backbone (as notebook 03 builds them): one pass, same embeddings as separate exports."""
+    from hm_utils.export import export_embeddings_many, shared_backbone
+    from hm_utils.model import build_backbone, build_embedding_model
+
+    articles, images = catalogue
+    keras.utils.set_random_seed(3)
+    bb = build_backbone("small_cnn", SIZE, "avg")
+    models = {"image_only": build_embedding_model("image_only", image_size=SIZE, embedding_dim=4, backbone_model=bb,
+                                                  hidden_units=8),
+              "combined": build_embedding_model("combined", image_size=SIZE, embedding_dim=3, backbone_model=bb,
+                                                hidden_units=8)}
+    assert shared_backbone(models) is not None
+    assert shared_backbone({"a": models["image_only"], "b": _tiny_model()}) is None
+    tab = np.linspace(0, 1, len(articles) * 11, dtype=np.float32).reshape(-1, 11)
+    outs = {n: tmp_path / f"{n}.parquet" for n in models}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        reps = export_embeddings_many(models, articles, images, outs, image_size=SIZE, batch_size=3, shard_size=5,
+                                      include_article_columns={"combined": True}, tabular=tab, progress=False)
+    assert not any("shared-backbone" in str(w.message) for w in rec)
+    assert reps["image_only"].embedding_dim == 4 and reps["combined"].embedding_dim == 3
+    assert reps["combined"].n_unreadable == 2
+    assert list(pd.read_parquet(outs["combined"]).columns) == list(articles.columns) + [EMBEDDING]
+    for n, m in models.items():
+        single = tmp_path / f"single_{n}.parquet"
+        _export(m, articles, images, single, tabular=tab, include_article_columns=(n == "combined"))
+        a, b = load_embeddings(outs[n]), load_embeddings(single)
+        assert (a[2] == b[2]).all()
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)

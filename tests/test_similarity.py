@@ -106,3 +106,24 @@ def test_dims_for_variance_hand_built():
     assert dims_for_variance(pts, 0.95) == 1
     assert dims_for_variance(pts, 0.995) == 2
     assert dims_for_variance(np.ones((4, 3)), 0.95) == 0  # no variance at all
+
+
+def test_lookup_rows():
+    from hm_utils.similarity import lookup_rows
+    assert lookup_rows([30, 10, 20], [10, 20, 99, 30]).tolist() == [1, 2, -1, 0]
+    assert lookup_rows([], [1]).tolist() == [-1]
+
+
+def test_triplet_cosines_hand_built():
+    from hm_utils.similarity import triplet_cosines
+    ids = np.array([1, 2, 3, 4])
+    m = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], np.float32)
+    has = np.array([True, True, True, False])
+    ap, an, valid = triplet_cosines([1, 2, 1], [2, 3, 4], [3, 1, 2], ids, m, has)
+    assert valid.tolist() == [True, True, False]  # article 4 has no embedding
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(ap[:2], [r, r], atol=1e-6)
+    np.testing.assert_allclose(an[:2], [0, r], atol=1e-6)
+    assert np.isnan(ap[2]) and np.isnan(an[2])
+    _, _, v = triplet_cosines([1], [2], [99], ids, m, has)  # unknown id
+    assert v.tolist() == [False]

@@ -1,0 +1,217 @@
+"""Benchmark: embedding export (hm_utils.export) against a plain Keras loop.
+
+Both methods embed the same images with the same model at 300 x 200:
+
+* ours: :func:`hm_utils.export.export_embeddings` -- tf.data streaming with
+  parallel reduced-scale JPEG decoding, a traced model call, shards on disk and
+  the final parquet file (all of it inside the timing);
+* baseline: the plain loop of the original notebook -- ``keras.utils.load_img``
+  + ``img_to_array`` per image (full-size decode, PIL resize), then
+  ``model.predict`` batch by batch; nothing written.
+
+Image sets: synthetic JPEGs at 300 x 200 (drawn here: smooth colour fields
+with shapes and noise, like the synthetic dataset's), and the real photos of
+``../shared/hm_sample`` (~1028 x 1750; 100 files, the list repeated to reach
+the count). Models (untrained, ``hm_utils.model.build_embedding_model``):
+``small_cnn`` (light), ``mobilenetv3small`` and ``resnet50`` (average pooling,
+550-d head; the original architecture apart from pooling).
+
+It also checks that reduced-scale decoding gives embeddings close to a full
+decode (mean and minimum cosine between the two, on the real photos).
+
+    python -m benchmarks.bench_export --scale 0.05 --max-images 512   # 512 images, light models
+    python -m benchmarks.bench_export --scale 0.0025 --models resnet50  # 264 images
+
+``--scale`` is a fraction of the competition's 105,542 articles (capped at
+``--max-images``). Peak memory: ``resource.getrusage`` max RSS of the process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from hm_utils.config import ARTICLE_ID, HAS_IMAGE, SHARED_SAMPLE  # noqa: E402
+
+N_COMPETITION_ARTICLES = 105_542
+IMAGE_SIZE = (300, 200)
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def synthetic_jpegs(folder: Path, n: int, size=(300, 200), seed: int = 0) -> list[str]:
+    """``n`` JPEG files of ``size`` (height, width): colour gradients, a rectangle and noise."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    paths = []
+    for i in range(n):
+        c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        t = (xx / w * 0.5 + yy / h * 0.5)[..., None]
+        arr = (c0 * (1 - t) + c1 * t + rng.normal(0, 6, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+        d = ImageDraw.Draw(img)
+        x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
+        d.rectangle([x0, y0, x0 + w // 3, y0 + h // 3], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        p = folder / f"{i:06d}.jpg"
+        img.save(p, format="JPEG", quality=90)
+        paths.append(str(p))
+    return paths
+
+
+def real_jpegs(n: int) -> list[str]:
+    """``n`` paths cycling through the hm_sample photos (empty when the sample is absent)."""
+    files = sorted(str(p) for p in (Path(SHARED_SAMPLE) / "images").glob("*/*.jpg"))
+    return [files[i % len(files)] for i in range(n)] if files else []
+
+
+def _frames(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ids = np.arange(1, len(paths) + 1, dtype=np.int32)
+    return (pd.DataFrame({ARTICLE_ID: ids}),
+            pd.DataFrame({ARTICLE_ID: ids, HAS_IMAGE: True, "abs_path": paths}))
+
+
+def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool = True):
+    """(seconds, embeddings float32 [n, d]) of a full export, file written and read back."""
+    from hm_utils.export import export_embeddings, load_embeddings
+
+    articles, images = _frames(paths)
+    out = out_dir / f"bench_{reduced_scale}.parquet"
+    t0 = time.perf_counter()
+    export_embeddings(model, articles, images, out, image_size=IMAGE_SIZE, batch_size=batch_size,
+                      shard_size=1024, reduced_scale=reduced_scale, progress=False)
+    secs = time.perf_counter() - t0
+    _, mat, has = load_embeddings(out)
+    assert has.all(), "every benchmark image should embed"
+    return secs, mat
+
+
+def run_baseline(model, paths, batch_size: int):
+    """(seconds, embeddings float32 [n, d]): load_img + img_to_array per image, model.predict per batch."""
+    import keras
+
+    t0 = time.perf_counter()
+    out = []
+    for start in range(0, len(paths), batch_size):
+        batch = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=IMAGE_SIZE))
+                          for p in paths[start:start + batch_size]])
+        out.append(model.predict({"image": batch}, verbose=0))
+    return time.perf_counter() - t0, np.concatenate(out).astype(np.float32)
+
+
+def decode_agreement(reduced: np.ndarray, full: np.ndarray) -> dict:
+    """How close reduced-scale embeddings are to full-decode ones, per image.
+
+    Untrained relu embeddings all point roughly the same way, so the raw cosine
+    is near 1 even between different images; the *centred* cosine (the mean
+    full-decode embedding subtracted from both) is the informative one, shown
+    beside the same quantity for mismatched pairs (image i against image i+1,
+    distinct files), the no-agreement reference.
+    """
+    from hm_utils.similarity import pairwise_cosine
+
+    mu = full.mean(axis=0, keepdims=True)
+    raw = pairwise_cosine(reduced, full)
+    cen = pairwise_cosine(reduced - mu, full - mu)
+    distinct = np.any(full != np.roll(full, -1, axis=0), axis=1)
+    ref = pairwise_cosine(np.roll(full, -1, axis=0) - mu, full - mu)[distinct]
+    return {"cos(reduced, full) mean": float(raw.mean()), "cos(reduced, full) min": float(raw.min()),
+            "centred cos(reduced, full) mean": float(cen.mean()), "centred cos min": float(cen.min()),
+            "centred cos other image (reference)": float(ref.mean()) if ref.size else float("nan")}
+
+
+def build(backbone: str):
+    from hm_utils.model import build_embedding_model
+    return build_embedding_model("image_only", backbone, IMAGE_SIZE, embedding_dim=550, pooling="avg", weights=None)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=0.0025, help="fraction of the 105,542 competition articles")
+    ap.add_argument("--max-images", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--models", default="small_cnn,resnet50", help="comma-separated backbones")
+    ap.add_argument("--sets", default="synthetic,real", help="comma-separated: synthetic, real")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per method; the best one counts")
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+    from hm_utils.similarity import pairwise_cosine
+
+    if args.batch_size < 1 or args.repeats < 1:
+        ap.error("--batch-size and --repeats must be >= 1")
+    n = max(8, min(args.max_images, int(round(args.scale * N_COMPETITION_ARTICLES))))
+    print(f"bench_export: {n} images per run at {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, batch {args.batch_size}, "
+          f"best of {args.repeats}; "
+          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+          f"GPUs: {len(tf.config.list_physical_devices('GPU'))}, TF {tf.__version__}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
+    rows = []
+    try:
+        sets = {}
+        if "synthetic" in args.sets:
+            sets["synthetic 300x200"] = synthetic_jpegs(tmp / "synthetic", n, IMAGE_SIZE)
+        if "real" in args.sets:
+            real = real_jpegs(n)
+            if real:
+                sets["hm_sample ~1028x1750"] = real
+            else:
+                print(f"(no real images at {SHARED_SAMPLE}; skipping that set)")
+        for backbone in [m.strip() for m in args.models.split(",") if m.strip()]:
+            model = build(backbone)
+            # warm-up both paths on a few images so tracing is not timed
+            warm = next(iter(sets.values()))[:4]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run_ours(model, warm, tmp, args.batch_size)
+                run_baseline(model, warm, args.batch_size)
+            for set_name, paths in sets.items():
+                rss0 = _max_rss_mb()
+                t_ours = t_base = float("inf")
+                for _ in range(args.repeats):  # interleaved, best of `repeats` (the machine is shared)
+                    t, e_ours = run_ours(model, paths, tmp, args.batch_size)
+                    t_ours = min(t_ours, t)
+                    rss1 = _max_rss_mb()
+                    t, e_base = run_baseline(model, paths, args.batch_size)
+                    t_base = min(t_base, t)
+                    rss2 = _max_rss_mb()
+                cos_base = pairwise_cosine(e_ours, e_base)
+                row = {"model": backbone, "images": set_name, "n": len(paths),
+                       "ours img/s": len(paths) / t_ours, "baseline img/s": len(paths) / t_base,
+                       "speed-up": t_base / t_ours, "cos(ours, baseline) mean": float(cos_base.mean()),
+                       "max RSS MB after ours": round(rss1, 0), "max RSS MB after baseline": round(rss2, 0),
+                       "max RSS MB before": round(rss0, 0)}
+                if set_name.startswith("hm_sample"):
+                    t_full, e_full = min((run_ours(model, paths, tmp, args.batch_size, reduced_scale=False)
+                                          for _ in range(args.repeats)), key=lambda te: te[0])
+                    row["ours full-decode img/s"] = len(paths) / t_full
+                    row.update(decode_agreement(e_ours, e_full))
+                rows.append(row)
+                print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in row.items()), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    df = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+        print(df.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""Figures about article embeddings (notebooks 04 and 05).
+
+Every function returns a matplotlib Figure (save it with
+:func:`hm_utils.reporting.save_figure`) or the numbers it plots; none of them
+writes files. Numbers come from :mod:`hm_utils.similarity`; images come
+through :mod:`hm_utils.panels` (labelled blank panels where an image is missing).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .similarity import explained_variance
+
+OTHER = "(other)"
+
+
+def _plt():
+    import matplotlib
+    import matplotlib.pyplot as plt
+    return matplotlib, plt
+
+
+# --------------------------------------------------------------- notebook 04 ---
+def plot_zero_share(zero_shares: dict[str, np.ndarray]) -> "plt.Figure":
+    """Share of exact zeros per embedding dimension, one panel per model.
+
+    Input: ``{model name: float [d]}`` from
+    :func:`hm_utils.similarity.zero_share_per_dimension`. Dimensions are sorted
+    from most to least often zero, so "dead" relu units show as a plateau at 1.
+    """
+    _, plt = _plt()
+    names = list(zero_shares)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5.5 * max(1, len(names)), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        z = np.sort(np.asarray(zero_shares[name], dtype=float))[::-1]
+        ax.bar(np.arange(z.size), z, width=1.0, color="tab:blue")
+        dead = int(np.sum(z >= 1.0))
+        ax.set_title(f"{name}: {z.size} dims, {dead} always zero, mean zero share {np.nanmean(z):.2f}"
+                     if z.size else f"{name}: no embeddings", fontsize=9)
+        ax.set_xlabel("dimension (sorted by zero share)")
+        ax.set_ylabel("share of articles with 0")
+        ax.set_ylim(0, 1.02)
+    fig.tight_layout()
+    return fig
+
+
+def plot_explained_variance(matrices: dict[str, tuple[np.ndarray, np.ndarray | None]], share: float = 0.95
+                            ) -> tuple["plt.Figure", dict[str, int]]:
+    """Cumulative share of variance against the number of principal directions.
+
+    Input: ``{model name: (matrix float [n, d], has_embedding bool [n] or None)}``.
+    Output: ``(figure, {model name: dims needed for ``share``})``; the needed
+    count is marked on each curve.
+    """
+    _, plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    needed = {}
+    for name, (m, has) in matrices.items():
+        ratios = explained_variance(m, has)
+        if ratios.size == 0 or ratios.sum() == 0:
+            needed[name] = 0
+            continue
+        cum = np.cumsum(ratios)
+        k = int(min(np.searchsorted(cum, share - 1e-12) + 1, cum.size))
+        needed[name] = k
+        line, = ax.plot(np.arange(1, cum.size + 1), cum, label=f"{name}: {k} of {np.asarray(m).shape[1]} dims")
+        ax.axvline(k, color=line.get_color(), ls=":", lw=1)
+    ax.axhline(share, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("principal directions (log scale)")
+    ax.set_ylabel("cumulative share of variance")
+    ax.set_title(f"How many dimensions carry {share:.0%} of the variance")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, needed
+
+
+# --------------------------------------------------------------- notebook 05 ---
+def plot_similarity_histograms(cosines: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 40) -> "plt.Figure":
+    """Overlaid histograms of anchor-positive and anchor-negative cosine similarity.
+
+    Input: ``{model name: (ap float [t], an float [t])}`` (NaNs ignored), e.g. from
+    :func:`hm_utils.similarity.triplet_cosines` over the held-out triplets.
+    One panel per model; the title gives the means and the share with AP > AN.
+    """
+    _, plt = _plt()
+    names = list(cosines)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5.5 * max(1, len(names)), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ap, an = (np.asarray(x, dtype=float) for x in cosines[name])
+        ok = ~(np.isnan(ap) | np.isnan(an))
+        ap, an = ap[ok], an[ok]
+        lo = min(ap.min(initial=0.0), an.min(initial=0.0))
+        edges = np.linspace(lo, 1.0, bins + 1)
+        ax.hist(ap, bins=edges, alpha=0.55, label=f"anchor-positive (mean {ap.mean() if ap.size else np.nan:.3f})",
+                color="tab:green")
+        ax.hist(an, bins=edges, alpha=0.55, label=f"anchor-negative (mean {an.mean() if an.size else np.nan:.3f})",
+                color="tab:red")
+        share = float(np.mean(ap > an)) if ap.size else float("nan")
+        ax.set_title(f"{name}: {ap.size} triplets, AP > AN in {share:.1%}", fontsize=9)
+        ax.set_xlabel("cosine similarity to the anchor")
+        ax.set_ylabel("triplets")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def project_2d(matrix, has_embedding=None, method: str = "pca", max_points: int | None = 2000, seed: int = 42
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D map of the embeddings.
+
+    Input: float ``[n, d]``; ``has_embedding`` bool ``[n]`` (only those rows
+    are mapped); ``method`` "pca" (SVD of the centred rows) or "tsne"
+    (scikit-learn, cosine metric, PCA initialisation; slow, hence
+    ``max_points``, a seeded random sample). Output: ``(coords float32 [m, 2],
+    rows int64 [m])`` with the matrix rows mapped.
+    """
+    m = np.asarray(matrix, dtype=np.float32)
+    rows = np.arange(m.shape[0]) if has_embedding is None else np.flatnonzero(np.asarray(has_embedding, bool))
+    if max_points is not None and rows.size > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
+    x = m[rows].astype(np.float64)
+    if rows.size < 3:
+        return np.zeros((rows.size, 2), np.float32), rows.astype(np.int64)
+    if method == "pca":
+        x = x - x.mean(axis=0, keepdims=True)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        coords = u[:, :2] * s[:2]
+        if coords.shape[1] < 2:
+            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    elif method == "tsne":
+        from sklearn.manifold import TSNE
+        perplexity = float(min(30.0, max(2.0, (rows.size - 1) / 3)))
+        coords = TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity,
+                      random_state=seed).fit_transform(x)
+    else:
+        raise ValueError(f"unknown projection {method!r}; choose 'pca' or 'tsne'")
+    return coords.astype(np.float32), rows.astype(np.int64)
+
+
+def top_categories(labels, top: int = 8) -> np.ndarray:
+    """Keep the ``top`` most frequent labels, the rest become "(other)"; object array [n]."""
+    s = pd.Series(np.asarray(labels, dtype=object)).fillna("(missing)").astype(str)
+    keep = set(s.value_counts().index[:top])
+    return np.where(s.isin(keep), s, OTHER).astype(object)
+
+
+def plot_embedding_maps(maps: dict[str, tuple[np.ndarray, np.ndarray]], labels: dict[str, np.ndarray],
+                        top: int = 8, point_size: float = 6.0) -> "plt.Figure":
+    """Scatter plots of 2-D embedding maps coloured by article attributes.
+
+    Inputs: ``maps`` ``{title: (coords float [m, 2], rows int [m])}`` from
+    :func:`project_2d`; ``labels`` ``{attribute name: labels [n]}`` aligned with
+    the matrix rows (e.g. product group, colour group). One row of panels per
+    map, one column per attribute; the ``top`` most frequent labels get their
+    own colour, the rest are grey "(other)".
+    """
+    _, plt = _plt()
+    titles, attrs = list(maps), list(labels)
+    fig, axes = plt.subplots(len(titles), len(attrs), figsize=(5.6 * len(attrs), 4.6 * len(titles)),
+                             squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for i, title in enumerate(titles):
+        coords, rows = maps[title]
+        for j, attr in enumerate(attrs):
+            ax = axes[i][j]
+            lab = top_categories(np.asarray(labels[attr], dtype=object)[rows], top)
+            cats = [c for c in pd.Series(lab).value_counts().index if c != OTHER]
+            if (lab == OTHER).any():
+                sel = lab == OTHER
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=point_size, c="lightgrey", label=OTHER)
+            for k, c in enumerate(cats):
+                sel = lab == c
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=point_size, color=cmap(k % 10), label=c)
+            ax.set_title(f"{title}, coloured by {attr} ({len(rows)} articles)", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.legend(fontsize=6, markerscale=2, loc="best", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------- image figures ---
+def plot_triplets_with_cosines(triplets: pd.DataFrame, cosines: dict[str, tuple[np.ndarray, np.ndarray]],
+                               images: pd.DataFrame, articles: pd.DataFrame | None = None,
+                               title: str | None = None, panel_size: tuple[float, float] = (2.4, 3.6)):
+    """The original notebook's view: positive, anchor and negative side by side,
+    one triplet per row, with each model's cosine similarity of the positive
+    and of the negative to the anchor under their images.
+
+    Inputs: ``triplets`` rows with ``anchor``, ``positive``, ``negative``
+    article ids (t rows); ``cosines`` ``{model: (ap float [t], an float [t])}``
+    aligned with those rows (NaN: no embedding); ``images`` with
+    ``article_id``, ``has_image``, ``abs_path``. Missing images are labelled
+    blank panels (:func:`hm_utils.panels.show_triplet`).
+    """
+    import matplotlib.pyplot as plt
+
+    from .config import ANCHOR, NEGATIVE, POSITIVE
+    from .panels import show_triplet
+
+    t = len(triplets)
+    fig, grid = plt.subplots(max(t, 1), 3, figsize=(panel_size[0] * 3, panel_size[1] * max(t, 1)), squeeze=False)
+    if t == 0:
+        for ax in grid[0]:
+            ax.axis("off")
+        grid[0][1].text(0.5, 0.5, "no triplets", ha="center", va="center")
+    for i, (_, r) in enumerate(triplets.iterrows()):
+        pos = "\n".join(f"{name} cos {cosines[name][0][i]:.3f}" for name in cosines)
+        neg = "\n".join(f"{name} cos {cosines[name][1][i]:.3f}" for name in cosines)
+        show_triplet(int(r[ANCHOR]), int(r[POSITIVE]), int(r[NEGATIVE]), images, articles=articles,
+                     extra={POSITIVE: pos, ANCHOR: "", NEGATIVE: neg}, axes=grid[i])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_neighbour_gallery(query_ids, neighbour_ids, similarities, images: pd.DataFrame,
+                           articles: pd.DataFrame | None = None, title: str | None = None,
+                           panel_size: tuple[float, float] = (2.0, 3.2)):
+    """Nearest-neighbour gallery: one row per query article, the query first,
+    then its k most similar articles with their cosine similarity.
+
+    Inputs: ``query_ids`` int [q]; ``neighbour_ids`` int [q, k] (article ids,
+    -1 for none) and ``similarities`` float [q, k] from
+    :func:`hm_utils.similarity.top_k`; ``images`` as in
+    :func:`hm_utils.panels.image_grid`.
+    """
+    import matplotlib.pyplot as plt
+
+    from .config import format_article_id
+    from .panels import article_label, image_grid
+
+    q = len(query_ids)
+    nb = np.asarray(neighbour_ids).reshape(q, -1)
+    sims = np.asarray(similarities, dtype=float).reshape(q, -1)
+    k = nb.shape[1]
+    fig, grid = plt.subplots(max(q, 1), k + 1, figsize=(panel_size[0] * (k + 1), panel_size[1] * max(q, 1)),
+                             squeeze=False)
+    for i, qid in enumerate(query_ids):
+        ok = nb[i] >= 0
+        ids = [int(qid)] + [int(a) for a in nb[i][ok]]
+        titles = [f"query\n{article_label(qid, articles)}"] + [
+            f"#{j + 1}  cos {s:.3f}\n{format_article_id(a)}" for j, (a, s) in enumerate(zip(nb[i][ok], sims[i][ok]))]
+        image_grid(ids, images, titles=titles, axes=grid[i][: len(ids)])
+        for ax in grid[i][len(ids):]:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------- held-out triplets ---
+def held_out_triplets(triplets: pd.DataFrame, usable_article_ids, validation_split: float = 0.2, seed: int = 42,
+                      max_triplets: int | None = None, fallback_all: bool = True) -> tuple[pd.DataFrame, str]:
+    """The triplets notebook 03 held out for validation, recomputed.
+
+    Repeats :func:`hm_utils.training.train_siamese`'s steps with the same
+    parameters: the seeded subsample of ``max_triplets`` triplets, the drop of
+    triplets with an article that has no readable image (here: no embedding,
+    ``usable_article_ids``), then :func:`hm_utils.training.split_by_customer`
+    (whole customers held out, ``validation_split`` of them, ``seed``).
+    Output: ``(validation triplets, note)``; the note says how many triplets
+    and customers, or why there is no validation set -- then, with
+    ``fallback_all``, all the usable triplets are returned instead (and the
+    note says so).
+    """
+    from .config import ANCHOR, NEGATIVE, POSITIVE
+    from .training import split_by_customer
+
+    trip = triplets
+    if max_triplets is not None and len(trip) > max_triplets:
+        trip = trip.sample(n=int(max_triplets), random_state=int(seed)).reset_index(drop=True)
+    usable = np.asarray(usable_article_ids, dtype=np.int64)
+    keep = np.ones(len(trip), bool)
+    for c in (ANCHOR, POSITIVE, NEGATIVE):
+        keep &= np.isin(trip[c].to_numpy(np.int64), usable)
+    trip = trip[keep].reset_index(drop=True)
+    _, val, note = split_by_customer(trip, validation_split, seed)
+    if len(val) == 0 and fallback_all:
+        return trip, f"{note}; showing all {len(trip)} usable triplets instead"
+    return val, f"held out: {len(val)} triplets ({note})"
+
+
+def cosine_summary(cosines: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One row per model: triplets with both cosines (``n``), mean anchor-positive
+    and anchor-negative cosine, and the share of triplets with AP > AN."""
+    rows = []
+    for name, (ap, an) in cosines.items():
+        ap, an = np.asarray(ap, float), np.asarray(an, float)
+        ok = ~(np.isnan(ap) | np.isnan(an))
+        rows.append({"model": name, "n": int(ok.sum()),
+                     "mean_ap": float(ap[ok].mean()) if ok.any() else float("nan"),
+                     "mean_an": float(an[ok].mean()) if ok.any() else float("nan"),
+                     "share_ap_gt_an": float(np.mean(ap[ok] > an[ok])) if ok.any() else float("nan")})
+    return pd.DataFrame(rows).set_index("model")

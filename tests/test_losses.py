@@ -1,0 +1,96 @@
+"""FaceNet triplet loss and InfoNCE on hand-built vectors, answers worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from hm_utils.losses import (InfoNCELoss, TripletLoss, info_nce_loss, info_nce_losses, make_loss,
+                             triplet_loss, triplet_losses)
+
+
+def f32(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+def test_triplet_loss_zero_when_negative_far_beyond_margin():
+    # d(a,p) = 1, d(a,n) = 9: 1 - 9 + 0.2 < 0 -> 0
+    a, p, n = f32([[0, 0]]), f32([[1, 0]]), f32([[3, 0]])
+    assert float(triplet_loss(a, p, n, margin=0.2)) == 0.0
+
+
+def test_triplet_loss_equals_margin_when_all_coincide():
+    x = f32([[0.3, -1.2, 2.0], [1.0, 1.0, 1.0]])
+    assert float(triplet_loss(x, x, x, margin=0.2)) == pytest.approx(0.2)
+    assert float(triplet_loss(x, x, x, margin=0.7)) == pytest.approx(0.7)
+
+
+def test_triplet_loss_specific_numbers_use_squared_distances():
+    # row 1: d(a,p) = 1^2 + 1^2 = 2, d(a,n) = 1 -> 2 - 1 + 0.5 = 1.5
+    # row 2: d(a,p) = 1, d(a,n) = 4 -> 1 - 4 + 0.5 < 0 -> 0; mean = 0.75
+    a = f32([[0, 0], [0, 0]])
+    p = f32([[1, 1], [0, 1]])
+    n = f32([[1, 0], [2, 0]])
+    np.testing.assert_allclose(np.asarray(triplet_losses(a, p, n, margin=0.5)), [1.5, 0.0], atol=1e-6)
+    assert float(triplet_loss(a, p, n, margin=0.5)) == pytest.approx(0.75)
+    # plain (not squared) distances would give 1.414 - 1 + 0.5 = 0.914 for row 1: must differ
+    assert float(triplet_losses(a, p, n, margin=0.5)[0]) != pytest.approx(0.914, abs=1e-2)
+
+
+# InfoNCE, temperature 1: a1 = (1,0), a2 = (0,1); p1 = (1,0), p2 = (2,2) -> normalised (1,1)/sqrt2.
+# cosines: [[1, 1/sqrt2], [0, 1/sqrt2]].
+# row 1: log(e^1 + e^0.70711) - 1        = log(2.71828 + 2.02811) - 1 = 1.55738 - 1 = 0.55738
+# row 2: log(e^0 + e^0.70711) - 0.70711  = log(3.02811) - 0.70711     = 1.10794 - 0.70711 = 0.40083
+# mean 0.47911
+A2 = f32([[1, 0], [0, 1]])
+P2 = f32([[1, 0], [2, 2]])
+
+
+def test_info_nce_2x2_by_hand():
+    rows = np.asarray(info_nce_losses(A2, P2, temperature=1.0))
+    np.testing.assert_allclose(rows, [0.55738, 0.40083], atol=1e-4)
+    assert float(info_nce_loss(A2, P2, temperature=1.0)) == pytest.approx(0.47911, abs=1e-4)
+    # the same from the formula written out
+    s = 1 / math.sqrt(2)
+    by_hand = 0.5 * ((math.log(math.e + math.exp(s)) - 1) + (math.log(1 + math.exp(s)) - s))
+    assert float(info_nce_loss(A2, P2, temperature=1.0)) == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_info_nce_symmetric_adds_positive_to_anchor_direction():
+    # columns: p1 sees logits (1, 0) -> log(e + 1) - 1 = 0.31326; p2 sees (s, s) -> log 2 = 0.69315
+    # symmetric = 0.5 * (0.47911 + 0.5 * (0.31326 + 0.69315)) = 0.49116
+    assert float(info_nce_loss(A2, P2, temperature=1.0, symmetric=True)) == pytest.approx(0.49116, abs=1e-4)
+
+
+def test_info_nce_identical_embeddings_give_log_batch_size():
+    x = f32(np.ones((4, 3)))
+    assert float(info_nce_loss(x, x, temperature=0.1)) == pytest.approx(math.log(4), abs=1e-5)
+
+
+def test_info_nce_temperature_and_extra_negatives():
+    # temperature 0.5 doubles the logits: row 1 = log(e^2 + e^1.41421) - 2 = log(11.50231) - 2 = 0.44255
+    assert float(info_nce_losses(A2, P2, temperature=0.5)[0]) == pytest.approx(0.44255, abs=1e-4)
+    # a mined negative equal to the anchor's positive adds a column e^1: row 1 = log(2e + e^s) - 1
+    neg = f32([[1, 0], [0, 1]])
+    s = 1 / math.sqrt(2)
+    row1 = math.log(2 * math.e + math.exp(s) + math.exp(0)) - 1  # a1 . n1 = 1, a1 . n2 = 0
+    assert float(info_nce_losses(A2, P2, negative=neg, temperature=1.0)[0]) == pytest.approx(row1, abs=1e-5)
+
+
+def test_keras_wrappers_on_packed_output_and_serialisation():
+    a = f32([[0, 0], [0, 0]])
+    p = f32([[1, 1], [0, 1]])
+    n = f32([[1, 0], [2, 0]])
+    packed = np.stack([a, p, n], axis=1)  # [B, 3, D]
+    loss = TripletLoss(margin=0.5)
+    assert float(loss(np.zeros(2, np.float32), packed)) == pytest.approx(0.75)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, TripletLoss) and again.margin == 0.5
+    nce = InfoNCELoss(temperature=1.0, use_negatives=False)
+    packed2 = np.stack([A2, P2, A2], axis=1)
+    assert float(nce(np.zeros(2, np.float32), packed2)) == pytest.approx(0.47911, abs=1e-4)
+    assert isinstance(make_loss("infonce"), InfoNCELoss)
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("contrastive")

@@ -1,0 +1,147 @@
+"""The embedding model: variants, shapes, normalisation, weights, save/load."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import keras
+
+from hm_utils import model as M
+from hm_utils.config import TABULAR_COLUMNS
+
+SIZE = (48, 32)
+
+
+def _x(variant, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {"image": rng.uniform(0, 255, (n, *SIZE, 3)).astype("float32")}
+    if variant == "combined":
+        x["tabular"] = rng.integers(0, 50, (n, 11)).astype("float32")
+    return x
+
+
+@pytest.mark.parametrize("variant", M.VARIANTS)
+def test_variants_build_with_the_right_inputs_and_output(variant):
+    m = M.build_embedding_model(variant, "small_cnn", SIZE, embedding_dim=12, pooling="avg", hidden_units=16)
+    assert sorted(m.input.keys()) == (["image", "tabular"] if variant == "combined" else ["image"])
+    out = m.predict(_x(variant), verbose=0)
+    assert out.shape == (4, 12) and out.dtype == np.float32
+    assert (out >= 0).all()  # the original's final Dense is relu
+    assert M.model_variant(m) == variant
+
+
+def test_original_head_layers_and_widths():
+    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=550, pooling="flatten")
+    head = M.get_head(m)
+    dense = {l.name: l.units for l in head.layers if isinstance(l, keras.layers.Dense)}
+    assert dense == {"tab_dense1": 1100, "tab_dense2": 1100, "head_dense": 1100, "embedding": 550}
+    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in head.layers) == 3
+    # flatten keeps the whole 6 x 4 x 64 feature map of small_cnn at 48 x 32
+    assert M.get_backbone(m).output_shape[-1] == 6 * 4 * 64
+
+
+def test_combined_uses_the_tabular_input():
+    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=8, pooling="avg", hidden_units=16)
+    x = _x("combined")
+    x2 = dict(x, tabular=x["tabular"][::-1].copy())
+    assert not np.allclose(m.predict(x, verbose=0), m.predict(x2, verbose=0))
+
+
+def test_normalize_gives_unit_length():
+    m = M.build_embedding_model("image_only", "small_cnn", SIZE, embedding_dim=8, pooling="avg",
+                                normalize=True, hidden_units=16)
+    out = m.predict(_x("image_only"), verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_siamese_shares_the_tower_and_packs_three():
+    tower = M.build_embedding_model("image_only", "small_cnn", SIZE, embedding_dim=8, pooling="avg", hidden_units=16)
+    s = M.build_siamese(tower)
+    x = _x("image_only", 3)
+    out = s.predict({"anchor_image": x["image"], "positive_image": x["image"][::-1],
+                     "negative_image": x["image"]}, verbose=0)
+    assert out.shape == (3, 3, 8)
+    np.testing.assert_allclose(out[:, 0], out[:, 2], atol=1e-6)  # same images, same tower -> same embeddings
+    np.testing.assert_allclose(out[:, 1], out[::-1, 0], atol=1e-6)
+    assert len(s.trainable_weights) == len(tower.trainable_weights)  # one set of weights, shared
+
+
+def test_resnet50_backbone_frozen_with_caffe_preprocessing():
+    bb = M.build_backbone("resnet50", (64, 32), pooling="avg")
+    assert not bb.trainable and bb.output_shape[-1] == 2048
+    assert bb.get_layer("caffe_preprocess") is not None
+    # caffe mode: RGB -> BGR minus the ImageNet means
+    out = M.CaffePreprocess()(np.array([[[[10.0, 20.0, 30.0]]]], np.float32))
+    np.testing.assert_allclose(np.asarray(out)[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], atol=1e-4)
+
+
+def test_save_and_load_give_identical_embeddings(tmp_path):
+    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=8, pooling="avg", normalize=True,
+                                hidden_units=16, tabular_stats=(np.full(11, 3.0), np.full(11, 4.0)))
+    x = _x("combined")
+    path = M.save_embedding_model(m, tmp_path / "models" / "combined.keras")
+    assert path.is_file() and not list(path.parent.glob(".*tmp*"))
+    again = M.load_embedding_model(path)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), m.predict(x, verbose=0))
+    with pytest.raises(FileNotFoundError, match="nothere.keras"):
+        M.load_embedding_model(tmp_path / "nothere.keras")
+
+
+def test_imagenet_without_local_file_names_it_and_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    import keras.src.utils.file_utils as fu
+    monkeypatch.setattr(fu, "get_file", no_download)
+    with pytest.raises(FileNotFoundError) as err:
+        M.build_backbone("resnet50", (64, 32), pooling="avg", weights="imagenet")
+    msg = str(err.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg
+    assert str(tmp_path / "kh" / "models") in msg
+    with pytest.raises(FileNotFoundError, match="efficientnetb0_notop.h5"):
+        M.build_backbone("efficientnetb0", (64, 32), weights=tmp_path / "efficientnetb0_notop.h5")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        M.build_backbone("small_cnn", (64, 32), weights="imagenet")
+
+
+def test_weights_from_a_local_file_are_loaded(tmp_path):
+    a = M.build_backbone("mobilenetv3small", (64, 64), pooling="avg")
+    path = tmp_path / "mnv3.weights.h5"
+    a.layers[1].save_weights(path)
+    b = M.build_backbone("mobilenetv3small", (64, 64), pooling="avg", weights=path)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-5)
+
+
+def test_tabular_features_columns_and_index_code():
+    df = pd.DataFrame({c: [1, 2] for c in TABULAR_COLUMNS})
+    df["index_code"] = ["C", "S"]  # S (Sport) exists in the real articles.csv
+    df["product_code"] = [108775, 927530]
+    df["section_no"] = [5, 5]
+    df.insert(0, "article_id", [108775015, 927530001])
+    f = M.tabular_features(df)
+    assert f.shape == (2, 11) and f.dtype == np.float32
+    assert f[:, TABULAR_COLUMNS.index("index_code")].tolist() == [2.0, 10.0]
+    assert f[:, 0].tolist() == [108775.0, 927530.0]
+    mean, var = M.tabular_stats(f)
+    assert mean[0] == pytest.approx((108775 + 927530) / 2)
+    assert var[1] == pytest.approx(0.25)  # values 1, 2: variance 0.25
+    assert var[TABULAR_COLUMNS.index("section_no")] == 1.0  # constant column -> 1
+    bad = df.assign(index_code=["S", "Z"])
+    with pytest.raises(ValueError, match="927530001"):
+        M.tabular_features(bad)
+    with pytest.raises(KeyError, match="section_no"):
+        M.tabular_features(df.drop(columns=["section_no"]))
+
+
+def test_bad_choices_are_named():
+    with pytest.raises(ValueError, match="vgg16"):
+        M.build_backbone("vgg16", SIZE)
+    with pytest.raises(ValueError, match="max"):
+        M.build_backbone("small_cnn", SIZE, pooling="max")
+    with pytest.raises(ValueError, match="text_only"):
+        M.build_embedding_model("text_only", "small_cnn", SIZE)

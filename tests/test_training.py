@@ -1,0 +1,168 @@
+"""Siamese training: customer split, feature cache, training on tiny hand-made triplets."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from hm_utils import training as T
+from hm_utils.config import TABULAR_COLUMNS
+from hm_utils.model import build_backbone, load_embedding_model, save_embedding_model
+
+SIZE = (32, 24)
+# bright red, bright blue, dark red, dark blue
+PALETTE = [(230, 40, 40), (40, 40, 230), (150, 25, 25), (25, 25, 150)]
+PARTNER = {0: 1, 1: 0, 2: 3, 3: 2}     # bought together: bright red with bright blue, dark red with dark blue
+LOOKALIKE = {0: 2, 1: 3, 2: 0, 3: 1}   # the negative: the same hue from the other pair
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """40 articles in 4 colours (10 each) as small JPEGs, their articles table and
+    images table, and 120 triplets from 60 customers whose rule goes AGAINST raw
+    colour similarity: positive = the partner colour (another hue), negative = the
+    look-alike (same hue, other brightness). An untrained model gets them mostly
+    wrong; a trained one must learn the pairing."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("toy_images")
+    ids = np.arange(1000, 1040)
+    colour = np.repeat([0, 1, 2, 3], 10)
+    paths = []
+    for a, c in zip(ids, colour):
+        arr = np.clip(np.array(PALETTE[c]) + rng.integers(-25, 25, (*SIZE, 3)), 0, 255).astype(np.uint8)
+        p = d / f"{a}.jpg"
+        Image.fromarray(arr).save(p, quality=95)
+        paths.append(str(p))
+    articles = pd.DataFrame({c: rng.integers(1, 40, len(ids)) for c in TABULAR_COLUMNS})
+    articles["index_code"] = rng.choice(list("ABCD"), len(ids))
+    articles.insert(0, "article_id", ids.astype(np.int32))
+    images = pd.DataFrame({"article_id": ids.astype(np.int32), "has_image": True, "abs_path": paths})
+    rows = []
+    for k in range(120):
+        c = k % 4
+        a = rng.choice(ids[colour == c])
+        p = rng.choice(ids[colour == PARTNER[c]])
+        n = rng.choice(ids[colour == LOOKALIKE[c]])
+        rows.append((k // 2, a, p, n, "original"))
+    trip = pd.DataFrame(rows, columns=["customer_key", "anchor", "positive", "negative", "strategy"])
+    trip["customer_key"] = trip["customer_key"].astype(np.int32)
+    return articles, images, trip, d
+
+
+def test_split_by_customer_keeps_customers_on_one_side():
+    trip = pd.DataFrame({"customer_key": np.repeat(np.arange(10), 2), "anchor": 1, "positive": 2, "negative": 3})
+    train, val, note = T.split_by_customer(trip, 0.2, seed=1)
+    assert len(train) == 16 and len(val) == 4  # 2 of 10 customers, 2 triplets each
+    assert set(train["customer_key"]).isdisjoint(val["customer_key"])
+    assert "16 training and 4 validation" in note
+
+
+def test_split_with_too_few_triplets_skips_validation():
+    trip = pd.DataFrame({"customer_key": [0, 1, 2], "anchor": 1, "positive": 2, "negative": 3})
+    train, val, note = T.split_by_customer(trip, 0.2)
+    assert len(train) == 3 and len(val) == 0 and "too few" in note
+    train, val, note = T.split_by_customer(trip.iloc[:0], 0.2)
+    assert len(train) == 0 and len(val) == 0
+
+
+def test_feature_cache_shapes_and_unreadable_image(toy, tmp_path):
+    articles, images, trip, d = toy
+    bb = build_backbone("small_cnn", SIZE, pooling="avg", trainable=False)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a jpeg")
+    ids = [1000, 1001, 1002, 1003]
+    paths = [images["abs_path"][0], str(bad), None, images["abs_path"][3]]
+    with pytest.warns(UserWarning, match="bad.jpg"):
+        cache = T.compute_feature_cache(bb, ids, paths, batch_size=2, progress=False)
+    assert cache.features.shape == (4, 64) and cache.features.dtype == np.float32
+    assert cache.ok.tolist() == [True, False, False, True]
+    assert (cache.features[1:3] == 0).all() and cache.features[0].any()
+    # the cached features are exactly what the backbone gives for the image
+    from hm_utils.images import load_image
+    direct = np.asarray(bb(load_image(images["abs_path"][3], SIZE)[None]))[0]
+    np.testing.assert_allclose(cache.features[3], direct, rtol=1e-4, atol=1e-5)
+    assert cache.rows([1003, 1001, 999]).tolist() == [3, -1, -1]
+    # on disk, as a .npy memory map
+    disk = T.compute_feature_cache(bb, ids, [images["abs_path"][0]] * 4, batch_size=2, progress=False,
+                                   cache_path=tmp_path / "cache" / "features.npy")
+    assert (tmp_path / "cache" / "features.npy").is_file()
+    np.testing.assert_allclose(np.load(tmp_path / "cache" / "features.npy")[2], disk.features[0])
+
+
+def test_cached_training_learns_the_rule_and_saves(toy, tmp_path):
+    articles, images, trip, _ = toy
+    model, history, report = T.train_siamese(
+        trip, articles, images, variant="image_only", backbone="small_cnn", image_size=SIZE,
+        embedding_dim=8, pooling="avg", normalize=True, epochs=6, batch_size=16, learning_rate=3e-3,
+        hidden_units=32, backbone_model=build_backbone("small_cnn", SIZE, "avg", trainable=False),
+        validation_split=0.25, seed=3, verbose=0, log=lambda *a: None)
+    assert report["used_cache"] and report["n_triplets"] == 120
+    assert report["n_train"] + report["n_validation"] == 120 and report["n_validation"] > 0
+    assert len(history["loss"]) == 6 and len(history["val_loss"]) == 6 and len(history["seconds"]) == 6
+    assert history["loss"][-1] < history["loss"][0]
+    assert report["untrained_accuracy"] < 0.5  # raw colour similarity contradicts the rule
+    assert report["trained_accuracy"] > 0.8
+    x = {"image": np.stack([np.zeros((*SIZE, 3), np.float32)] * 2)}
+    path = save_embedding_model(model, tmp_path / "m.keras")
+    np.testing.assert_array_equal(load_embedding_model(path).predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_combined_without_cache_and_infonce_runs(toy):
+    articles, images, trip, _ = toy
+    model, history, report = T.train_siamese(
+        trip.iloc[:40], articles, images, variant="combined", backbone="small_cnn", image_size=SIZE,
+        embedding_dim=8, pooling="avg", loss="infonce", epochs=2, batch_size=16, hidden_units=16,
+        verbose=0, log=lambda *a: None)  # small_cnn is trainable: images decoded every epoch
+    assert not report["used_cache"] and report["trainable_backbone"]
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+    assert sorted(model.input.keys()) == ["image", "tabular"]
+    assert 0.0 <= report["trained_accuracy"] <= 1.0
+
+
+def test_few_or_broken_triplets_do_not_crash(toy):
+    articles, images, trip, _ = toy
+    missing = images.assign(has_image=images["article_id"] != 1000)
+    kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=1, batch_size=8,
+              hidden_units=8, verbose=0, log=lambda *a: None)
+    t3 = trip.iloc[:3].copy()
+    t3.loc[0, "anchor"] = 1000
+    n_bad = int((t3[["anchor", "positive", "negative"]] == 1000).any(axis=1).sum())
+    with pytest.warns(UserWarning, match=f"{n_bad} of 3 triplets dropped.*1000"):
+        _, hist, rep = T.train_siamese(t3, articles, missing, **kw)
+    assert 1 <= n_bad < 3 and rep["n_triplets"] == 3 - n_bad and rep["n_validation"] == 0 and "too few" in rep["validation_note"]
+    _, hist, rep = T.train_siamese(trip.iloc[:0], articles, images, **kw)
+    assert rep["n_triplets"] == 0 and hist["loss"] == [] and rep["trained_accuracy"] is None
+    with pytest.raises(ValueError, match="123456"):
+        T.train_siamese(trip.iloc[:2].assign(negative=123456), articles, images, **kw)
+
+
+def test_history_and_plot():
+    hist = {"epoch": [1, 2], "loss": [0.3, 0.1], "val_loss": [0.35, 0.2], "seconds": [1.0, 0.5]}
+    df = T.history_frame({"image_only": hist, "empty": {"epoch": []}})
+    assert df["model"].tolist() == ["image_only", "image_only"] and df["loss"].tolist() == [0.3, 0.1]
+    fig = T.plot_training({"image_only": hist, "none": {"epoch": []}},
+                          {"image_only": {"untrained_accuracy": 0.4, "trained_accuracy": 0.9},
+                           "none": {"untrained_accuracy": None, "trained_accuracy": None}})
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    assert T.accuracy_frame({"a": {"trained_accuracy": 0.9}})["trained_accuracy"].tolist() == [0.9]
+
+
+def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
+    """The real-data excerpt gives very few triplets: training must run and report the count."""
+    from hm_utils.loading import load_articles, load_images, load_transactions, prepare_data
+    from hm_utils.mining import filter_with_images, mine_triplets
+
+    prepare_data(hm_sample, tmp_path, progress=False)
+    articles, images = load_articles(tmp_path), load_images(tmp_path)
+    mined = mine_triplets(load_transactions(tmp_path), articles, "original").triplets
+    triplets, _ = filter_with_images(mined, images)
+    logged = []
+    model, history, report = T.train_siamese(
+        triplets, articles, images, variant="combined", backbone="small_cnn", image_size=(96, 64),
+        embedding_dim=8, pooling="avg", epochs=1, batch_size=8, hidden_units=16, verbose=0, log=logged.append)
+    assert report["n_triplets"] == len(triplets) <= 10
+    assert any(f"{len(triplets)} triplets" in line for line in logged)
+    if len(triplets) < T.MIN_TRIPLETS_FOR_VALIDATION:
+        assert report["n_validation"] == 0 and "validation skipped" in report["validation_note"]
+    assert model.output_shape == (None, 8)
