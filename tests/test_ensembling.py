@@ -92,3 +92,36 @@ def test_submission_file_as_input_list(tmp_path):
     assert pl.matrix[1].tolist() == list(range(1, 13)) and pl.matrix[0].tolist() == POPULAR.tolist()
     with pytest.raises(ValueError, match="not in customers.csv"):
         read_submission_list(path, customers.iloc[:1])
+
+
+def test_notebook_helpers_score_lists_and_variants(tmp_path):
+    from hm_utils.ensembling import (
+        combine_tables, customer_queries, evaluate_ensembles, read_prediction_lists, score_lists, subset_list,
+    )
+    from hm_utils.ranking import write_predictions
+
+    # customer 0 bought {1, 2}; customer 1 bought {5}
+    hold = pd.DataFrame({"customer_key": [0, 0, 1], "article_id": [1, 2, 5]})
+    write_predictions(tmp_path, "a", [0, 1, 2], np.array([padded(1, 9), padded(5), padded(7)]))
+    write_predictions(tmp_path, "b", [0, 1], np.array([padded(2), padded(8, 5)]))
+    lists = read_prediction_lists(tmp_path, ["a", "b"])
+    scores = score_lists(lists, hold).set_index("list")["map12"]
+    # a: customer 0 AP = (1/1)/2 = 1/2, customer 1 AP = 1 -> 3/4; b: 1/2 and (1/2)/1 -> 1/2
+    assert scores["a"] == pytest.approx(0.75) and scores["b"] == pytest.approx(0.5)
+    assert subset_list(lists[0], [1, 2]).customer_keys.tolist() == [1, 2]
+    variants, out = evaluate_ensembles(lists, None, None, POPULAR, hold, {"rank": {"w_sim": 0.0, "w_rank": 1.0}})
+    # rank fusion, customer 0: 1 -> 1/2, 2 -> 1/2, 9 -> 1/4 -> [1, 2, 9] (tie 1/2: earlier column) AP = 1
+    # customer 1: 5 -> (1 + 1/2)/2 = 3/4, 8 -> 1/2 -> [5, 8] AP = 1; customer 2 is not in the held-out week
+    assert out["rank"][0].tolist() == [0, 1]
+    assert variants["map12"].iloc[0] == pytest.approx(1.0)
+    table = combine_tables(score_lists(lists, hold), variants)
+    assert table["list"].tolist() == ["rank", "a", "b"] and table["kind"].tolist() == ["ensemble", "input", "input"]
+    with pytest.raises(FileNotFoundError, match="06_candidate_ranking"):
+        read_prediction_lists(tmp_path, ["missing"])
+    tx = pd.DataFrame({"t_dat": pd.to_datetime(["2020-01-01", "2020-01-02"]), "customer_key": [0, 0],
+                       "article_id": [1, 1], "price": [0.1, 0.1]})
+    emb = ArticleEmbeddings(np.array([1]), np.array([[0.0, 2.0]], np.float32))
+    for mode in ("profile", "anchor"):
+        np.testing.assert_allclose(customer_queries(tx, emb, mode)(np.array([0, 1])), [[0, 1], [0, 0]])
+    with pytest.raises(ValueError, match="unknown query mode"):
+        customer_queries(tx, emb, "nope")

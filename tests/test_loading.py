@@ -179,3 +179,31 @@ def test_find_images_flags_presence(tmp_path):
     img = find_images(d, [108775015, 108775044])
     assert img[C.HAS_IMAGE].tolist() == [True, False]
     assert img[C.IMAGE_PATH].tolist() == ["images/010/0108775015.jpg", "images/010/0108775044.jpg"]
+
+
+def test_customer_lookup_fast_path_matches_hash_lookup():
+    from hm_utils.loading import CustomerLookup
+    import pyarrow as pa
+    rng = np.random.default_rng(0)
+    ids = ["".join(rng.choice(list(HEX), 64)) for _ in range(500)]
+    customers = pd.DataFrame({C.CUSTOMER_KEY: np.arange(500, dtype=np.int32), C.CUSTOMER_ID: ids})
+    lookup = CustomerLookup(customers)
+    assert lookup._fast
+    twin = ids[7][:16] + ("0" if ids[7][16] != "0" else "1") + ids[7][17:]  # same 64-bit prefix, other id
+    query = [ids[3], ids[499], twin, "f" * 64, ids[0]]
+    got = lookup(pa.array(query)).to_pylist()
+    assert got == [3, 499, None, None, 0]
+    # a non-hex id format falls back to the hash lookup with the same answers
+    odd = pd.DataFrame({C.CUSTOMER_KEY: np.arange(3, dtype=np.int32), C.CUSTOMER_ID: ["a", "bb", "c-c"]})
+    slow = CustomerLookup(odd)
+    assert not slow._fast
+    assert slow(pa.array(["c-c", "zz", "a"])).to_pylist() == [2, None, 0]
+
+
+def test_outputs_get_normal_file_mode(tmp_path):
+    import os
+    d = write_mini(tmp_path / "data")
+    prepare_data(d, tmp_path / "work", progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (os.stat(tmp_path / "work" / "articles.parquet").st_mode & 0o777) == (0o666 & ~mask)

@@ -14,11 +14,16 @@ from hm_utils.ranking import (
     OriginalRanker,
     PopularityRanker,
     RepurchaseRanker,
+    choose_ranker,
     customer_history,
+    default_rankers,
     evaluate_rankers,
     fill_with_popular,
     first_in_row,
+    load_embedding_files,
     popular_articles,
+    predict_all,
+    ranking_verdict,
     read_predictions,
     split_holdout,
     top_by_score,
@@ -233,3 +238,80 @@ def test_embeddings_reject_duplicates_and_treat_zero_rows_as_missing():
     e = ArticleEmbeddings(np.array([9, 4]), np.array([[0.0, 0.0], [3.0, 4.0]]))
     assert e.rows([4, 9, 5, -1]).tolist() == [0, -1, -1, -1]
     np.testing.assert_allclose(e.vectors(e.rows([4]))[0], [0.6, 0.8])
+
+
+# ------------------------------------------------------ notebook helpers ---
+def test_choose_ranker_and_verdict_from_a_table():
+    table = pd.DataFrame({"ranker": ["repurchase", "improved_image", "popularity", "original_image"],
+                          "map12": [0.030, 0.040, 0.020, 0.010]})
+    assert choose_ranker(table) == "improved_image"
+    assert choose_ranker(table, "popularity") == "popularity"
+    with pytest.raises(ValueError, match="unknown ranker 'nope'"):
+        choose_ranker(table, "nope")
+    text = ranking_verdict(table)
+    # original_image (0.010) loses to both simple rankers; improved_image beats the best (0.030) by +33.3 %
+    assert "original_image (MAP@12 0.0100) LOSES to repurchase and popularity" in text
+    assert "improved_image (MAP@12 0.0400) beats every simple ranker" in text and "+33.3%" in text
+
+
+def test_default_rankers_one_original_and_improved_per_embedding_file():
+    embs = {"image": rand_embeddings(np.arange(100, 140)), "combined": rand_embeddings(np.arange(100, 140), seed=2)}
+    names = [r.name for r in default_rankers(embs, n_candidates=20)]
+    assert names == ["popularity", "repurchase", "original_image", "original_combined",
+                     "improved_image", "improved_combined"]
+    assert [r.name for r in default_rankers({})] == ["popularity", "repurchase"]
+
+
+def test_missing_embedding_file_is_skipped_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="article_embeddings.parquet not found"):
+        assert load_embedding_files(tmp_path, {"image": "article_embeddings.parquet"}) == {}
+
+
+def test_python_dates_are_accepted_and_bad_dates_named():
+    t = background()
+    t_dates = t.assign(t_dat=t["t_dat"].dt.date.astype(object))
+    np.testing.assert_array_equal(RepurchaseRanker().fit(t_dates).predict(np.arange(40)),
+                                  RepurchaseRanker().fit(t).predict(np.arange(40)))
+    with pytest.raises(ValueError, match="'t_dat' is not a date"):
+        split_holdout(t.assign(t_dat="yesterday"))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['article_id'\]"):
+        PopularityRanker().fit(t.drop(columns="article_id"))
+
+
+def test_improved_without_embeddings_is_popularity_plus_repurchase():
+    own = tx([(20, 0, 139)])
+    t = pd.concat([background(days=21), own], ignore_index=True)
+    r = ImprovedRanker(None, n_candidates=20, tune=False, weights=BlendWeights(sim=1.0, pop=1.0, rep=5.0)).fit(t)
+    m = r.predict([0, 99])
+    assert m[0, 0] == 139 and m[1].tolist() == r.popular_.tolist()
+    assert r.personal_.tolist() == [True, False]
+
+
+def test_predict_all_writes_full_predictions(tmp_path):
+    t = background()
+    preds, table = predict_all([PopularityRanker()], t, np.arange(5), work_dir=tmp_path)
+    keys, mat = read_predictions(tmp_path / "predictions" / "full" / "popularity.parquet")
+    assert keys.tolist() == list(range(5)) and np.array_equal(mat, preds["popularity"])
+    assert table["coverage"].tolist() == [0.0]
+
+
+def test_plots_draw_one_bar_per_ranker():
+    from hm_utils.ranking_plots import plot_map_scores, plot_tuning_grid
+
+    fig = plot_map_scores(pd.DataFrame({"ranker": ["a", "popularity"], "map12": [0.2, 0.1],
+                                        "coverage": [1.0, 0.0], "seconds": [1.0, 0.1]}))
+    assert len(fig.axes[0].patches) == 2
+    grid = pd.DataFrame([{"sim": s, "pop": 1.0, "rep": r, "map12": s + r} for s in (0, 1) for r in (0, 2)])
+    fig2 = plot_tuning_grid(grid)
+    assert fig2.axes[0].images[0].get_array().shape == (2, 2)
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_improved_gives_the_same_lists_in_small_customer_chunks():
+    t = background(days=28)
+    emb = rand_embeddings(np.arange(100, 140))
+    keys = np.arange(0, 45)
+    whole = ImprovedRanker(emb, n_candidates=30, tune=False).fit(t).predict(keys)
+    chunked = ImprovedRanker(emb, n_candidates=30, tune=False, chunk_size=4, block_size=3).fit(t).predict(keys)
+    np.testing.assert_array_equal(whole, chunked)
