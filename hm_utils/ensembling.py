@@ -32,7 +32,7 @@ import pandas as pd
 
 from .config import CUSTOMER_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .metrics import PAD, as_prediction_matrix
-from .ranking import ArticleEmbeddings, _blocks, fill_with_popular, first_in_row, top_by_score
+from .ranking import ArticleEmbeddings, iter_blocks, fill_with_popular, first_in_row, top_by_score
 from .submission import parse_predictions
 
 
@@ -58,16 +58,23 @@ def read_submission_list(path, customers: pd.DataFrame, name: str | None = None,
     naming the file, the row and the customer; predictions must be 12 ten-digit ids."""
     from pathlib import Path
 
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if list(df.columns)[:2] != [CUSTOMER_ID, PREDICTION]:
-        raise ValueError(f"{path}: columns must start with {[CUSTOMER_ID, PREDICTION]}; found {list(df.columns)}")
-    lookup = pd.Series(customers[CUSTOMER_KEY].to_numpy(np.int64), index=customers[CUSTOMER_ID].astype(str))
-    keys = lookup.reindex(df[CUSTOMER_ID]).to_numpy()
-    bad = np.isnan(keys)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types={CUSTOMER_ID: pa.string(), PREDICTION: pa.string()}, strings_can_be_null=False))
+    if table.column_names[:2] != [CUSTOMER_ID, PREDICTION]:
+        raise ValueError(f"{path}: columns must start with {[CUSTOMER_ID, PREDICTION]}; found {table.column_names}")
+    df = table.select([CUSTOMER_ID, PREDICTION]).to_pandas()
+    idx = pc.index_in(table[CUSTOMER_ID], value_set=pa.array(customers[CUSTOMER_ID].astype("str"))).to_numpy(
+        zero_copy_only=False)
+    bad = pd.isna(idx)
     if bad.any():
         r = int(np.argmax(bad))
         raise ValueError(f"{path}: row {r + 1}: customer {df[CUSTOMER_ID].iloc[r]} is not in customers.csv")
-    ok = df[PREDICTION].str.fullmatch(r"[0-9]{10}( [0-9]{10}){11}").fillna(False).to_numpy(bool)
+    keys = customers[CUSTOMER_KEY].to_numpy(np.int64)[idx.astype(np.int64)]
+    ok = pc.match_substring_regex(table[PREDICTION], r"^[0-9]{10}( [0-9]{10}){11}$").to_numpy(zero_copy_only=False)
     if not ok.all():
         r = int(np.argmin(ok))
         raise ValueError(f"{path}: row {r + 1} (customer {df[CUSTOMER_ID].iloc[r]}): prediction is not "
@@ -163,7 +170,7 @@ def ensemble(lists: list[PredictionList], embeddings: ArticleEmbeddings | None,
     weights = [pl.weight for pl in lists]
     out = np.full((len(keys), k), PAD, np.int32)
     use_sim = embeddings is not None and queries is not None and w_sim != 0
-    for s, e in _blocks(len(keys), block_size, "ensembling", progress):
+    for s, e in iter_blocks(len(keys), block_size, "ensembling", progress):
         c = cand[s:e]
         rank, vote = rank_scores(c, n_lists, weights)
         sim_term = rank
@@ -201,9 +208,11 @@ def subset_list(pl: PredictionList, customer_keys) -> PredictionList:
     return PredictionList(pl.name, pl.customer_keys[keep], pl.matrix[keep], pl.weight)
 
 
-def read_prediction_lists(work_dir, names, subdir: str = "holdout") -> list[PredictionList]:
+def read_prediction_lists(work_dir, names, subdir: str = "holdout", weights: dict | None = None
+                          ) -> list[PredictionList]:
     """``predictions/<subdir>/<name>.parquet`` of each ranker ``name`` (written by notebook 06)
-    as :class:`PredictionList` objects; a missing file is a FileNotFoundError naming it."""
+    as :class:`PredictionList` objects, weighted by ``weights[name]`` (default 1.0); a
+    missing file is a FileNotFoundError naming it."""
     from .ranking import predictions_path, read_predictions
     from .storage import require_file
 
@@ -211,7 +220,7 @@ def read_prediction_lists(work_dir, names, subdir: str = "holdout") -> list[Pred
     for name in names:
         path = require_file(predictions_path(work_dir, name, subdir), "06_candidate_ranking")
         keys, mat = read_predictions(path)
-        out.append(PredictionList(name, keys, mat))
+        out.append(PredictionList(name, keys, mat, float((weights or {}).get(name, 1.0))))
     return out
 
 

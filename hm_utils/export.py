@@ -13,7 +13,9 @@ memory, an exception) leaves the finished shards behind; the next call with the
 same model, articles and settings reuses them without recomputing and ends with
 the same final file as an uninterrupted run. The final file is assembled from
 the shards, written to a temporary name and renamed, and the shard folder is
-removed.
+removed. :func:`export_embeddings_many` exports several models in one pass
+over the images (each image decoded once; a backbone the models share runs
+once per batch, only the heads per model).
 
 Output files (CONTRIBUTING.md):
 
@@ -41,6 +43,7 @@ import json
 import shutil
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -160,19 +163,40 @@ def _model_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_trace(owner, key, build):
+    """A traced function kept with ``owner`` (a keras model) so that later exports with
+    the same model and shapes reuse the graph instead of tracing again."""
+    try:
+        per_model = _TRACED.setdefault(owner, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return build()
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
+
+
 def _keras_call_fn(model, combined: bool, image_size, n_tabular):
-    """Traced call of one keras model: (images, tabular or None) -> tensor [B, d]."""
+    """Traced call of one keras model: (images, tabular or None) -> tensor [B, d] (cached per model)."""
+    return _cached_trace(model, ("whole", combined, tuple(image_size), n_tabular),
+                         lambda: _build_keras_call(model, combined, image_size, n_tabular))
+
+
+def _build_keras_call(model, combined: bool, image_size, n_tabular):
     import tensorflow as tf
 
     img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
     spec = {"image": img_spec, "tabular": tf.TensorSpec([None, n_tabular], tf.float32)} if combined else img_spec
     dict_input = isinstance(getattr(model, "input", None), dict)
+    model_ref = weakref.ref(model)  # the cache is keyed weakly on the model: hold no strong reference to it
 
     @tf.function(input_signature=[spec])
     def _call(inputs):
         if dict_input and not combined:
             inputs = {"image": inputs}
-        return model(inputs, training=False)
+        return model_ref()(inputs, training=False)
     return _call
 
 
@@ -210,27 +234,40 @@ def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (
     calls = {n: _keras_call_fn(m, combined[n], image_size, n_tabular) for n, m in keras_models.items()}
     shared = shared_backbone(models)
     state = {"shared": shared is not None, "checked": False}
+    any_combined = any(combined.values())
     if shared is not None:
         import tensorflow as tf
 
         backbone, heads = shared
         img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
         tab_spec = tf.TensorSpec([None, n_tabular], tf.float32)
-        any_combined = any(combined.values())
 
-        @tf.function(input_signature=[img_spec, tab_spec] if any_combined else [img_spec])
-        def _shared(images, tabular=None):
-            feats = backbone(images, training=False)
-            return {n: h({"features": feats, "tabular": tabular} if combined[n] else {"features": feats},
-                         training=False) for n, h in heads.items()}
+        def build():
+            bb_ref = weakref.ref(backbone)  # cached weakly on the backbone: no strong references in the closure
+            head_refs = {n: weakref.ref(h) for n, h in heads.items()}
+            flags = dict(combined)
 
-    def whole(images, tabular):
+            @tf.function(input_signature=[img_spec, tab_spec] if any_combined else [img_spec])
+            def _shared_call(images, tabular=None):
+                feats = bb_ref()(images, training=False)
+                return {n: r()({"features": feats, "tabular": tabular} if flags[n] else {"features": feats},
+                               training=False) for n, r in head_refs.items()}
+            return _shared_call
+        key = ("shared", tuple((n, id(h), combined[n]) for n, h in heads.items()), tuple(image_size), n_tabular)
+        _shared = _cached_trace(backbone, key, build)
+
+    def whole(images, tabular, eager: bool = False):
         out = {}
         for n, m in models.items():
-            if n in calls:
+            if n in calls and not eager:
                 res = calls[n]({"image": images, "tabular": tabular} if combined[n] else images)
+            elif combined[n]:
+                res = m({"image": images, "tabular": tabular}, training=False) if n in keras_models \
+                    else m({"image": images, "tabular": tabular})
+            elif n in keras_models:
+                res = m({"image": images} if isinstance(m.input, dict) else images, training=False)
             else:
-                res = m({"image": images, "tabular": tabular}) if combined[n] else m(images)
+                res = m(images)
             out[n] = np.asarray(res, dtype=np.float32)
         return out
 
@@ -242,7 +279,8 @@ def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (
         if not state["checked"]:
             state["checked"] = True
             k = min(2, int(images.shape[0]))
-            ref = whole(images[:k], None if tabular is None else tabular[:k])
+            # eager on numpy (Keras refuses mixed tensor/numpy dicts), so no extra tracing
+            ref = whole(np.asarray(images[:k]), None if tabular is None else np.asarray(tabular[:k]), eager=True)
             diff = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out)
             if not diff <= 1e-4:
                 warnings.warn(f"shared-backbone embeddings differ from the whole models by {diff:.2e}; "

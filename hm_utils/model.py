@@ -311,17 +311,24 @@ def build_siamese(tower: keras.Model) -> keras.Model:
     ``anchor_<name>``, ``positive_<name>``, ``negative_<name>``; it outputs the
     three embeddings packed as float32 [B, 3, D] (axis 1: anchor, positive,
     negative), the layout :class:`hm_utils.losses.TripletLoss` expects.
-    Works for the whole embedding model or just its head (cached features)."""
+    Works for the whole embedding model or just its head (cached features).
+
+    The three roles go through the tower as ONE batch of 3B rows (concatenated,
+    then split), so BatchNorm normalises them with shared batch statistics. Three
+    separate calls would normalise anchors, positives and negatives each by their
+    own batch mean and variance: a difference the loss can exploit during
+    training that does not exist at inference, when articles are embedded alone.
+    """
     if not isinstance(tower.input, dict):
         raise TypeError("build_siamese needs a tower built with named (dict) inputs, "
                         "as build_embedding_model and build_head make")
     specs = tower.input
-    inputs, outs = {}, []
-    for role in ROLES:
-        role_in = {n: keras.Input(shape=t.shape[1:], name=f"{role}_{n}") for n, t in specs.items()}
-        inputs.update({f"{role}_{n}": v for n, v in role_in.items()})
-        outs.append(tower(role_in))
-    packed = ops.stack(outs, axis=1)
+    inputs = {f"{role}_{n}": keras.Input(shape=t.shape[1:], name=f"{role}_{n}")
+              for role in ROLES for n, t in specs.items()}
+    joined = {n: ops.concatenate([inputs[f"{role}_{n}"] for role in ROLES], axis=0) for n in specs}
+    out = tower(joined)                                   # [3B, D]: anchors, then positives, then negatives
+    dim = out.shape[-1]
+    packed = ops.transpose(ops.reshape(out, (3, -1, dim)), (1, 0, 2))  # [B, 3, D]
     return keras.Model(inputs, packed, name="siamese")
 
 

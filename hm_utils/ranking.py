@@ -325,7 +325,8 @@ def top_by_score(candidates: np.ndarray, scores: np.ndarray, k: int = SUBMISSION
     return take_first_valid(c_sorted, valid, k)
 
 
-def _blocks(n: int, size: int, desc: str, progress: bool = True):
+def iter_blocks(n: int, size: int, desc: str, progress: bool = True):
+    """(start, end) of consecutive blocks of ``size`` over ``range(n)``; a tqdm bar when there are several."""
     starts = range(0, n, size)
     if progress and n > size:
         starts = tqdm(starts, desc=desc, unit="block", leave=False)
@@ -471,7 +472,7 @@ def rank_by_anchor(anchors: np.ndarray, candidates: np.ndarray, embeddings: Arti
     who = np.nonzero(personal)[0]
     uniq, inverse = np.unique(rows[who], return_inverse=True)
     per_anchor = np.empty((len(uniq), kk), np.int64)
-    for s, e in _blocks(len(uniq), block_size, "anchor similarity", progress):
+    for s, e in iter_blocks(len(uniq), block_size, "anchor similarity", progress):
         sims = embeddings.matrix[uniq[s:e]] @ cmat.T           # [b, c'] cosines (unit rows)
         if kk < sims.shape[1]:
             part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
@@ -586,7 +587,14 @@ class ImprovedRanker(Ranker):
       the last week of the *training* transactions (fitting on the weeks before
       it, at most ``tune_customers`` customers), then the ranker is refitted on
       all training transactions. With weak embeddings the grid's ``sim = 0``
-      entries win and the ranker is popularity + repurchase.
+      entries win and the ranker is popularity + repurchase (ties go to the
+      earlier grid entry, so to ``sim = 0``). ``tuning_`` keeps the grid's scores.
+    * ``embeddings=None``: popularity + repurchase only.
+    * Work: customers in chunks of ``chunk_size``; per chunk a [c, ~130]
+      candidate matrix; cosine to the shared pool by one matrix product per
+      ``block_size`` customers, to the ~27 personal candidates by a gather of
+      their rows (:meth:`ArticleEmbeddings.dot`); scores and per-row sorts
+      vectorized.
     """
     name = "improved"
 
@@ -634,7 +642,6 @@ class ImprovedRanker(Ranker):
         return BlendWeights(float(best["sim"]), float(best["pop"]), float(best["rep"])), table
 
     def _fit(self, transactions):
-        end = self.fit_end_
         n_rows = int(transactions[CUSTOMER_KEY].max()) + 1
         self.n_rows_ = n_rows
         counts = article_counts(transactions, days=7)
@@ -715,7 +722,7 @@ class ImprovedRanker(Ranker):
             crow = emb.rows(cand[:, :m_own])
             pool_rows = emb.rows(self.pool_)
             pool_mat = emb.vectors(pool_rows)                    # [n_pool, d], zero rows without embedding
-            for s, e in _blocks(n, self.block_size, "profile similarity", progress=False):
+            for s, e in iter_blocks(n, self.block_size, "profile similarity", progress=False):
                 prof = self.profiles(keys[s:e])
                 sim[s:e, :m_own] = emb.dot(crow[s:e], prof)      # gathered: few per customer
                 sim[s:e, m_own:] = prof @ pool_mat.T              # shared pool: one matrix product
@@ -734,7 +741,7 @@ class ImprovedRanker(Ranker):
         # customers in chunks so that the [chunk, ~130] candidate arrays stay small at full scale
         out = np.full((len(keys), self.k), PAD, np.int32)
         personal = np.zeros(len(keys), bool)
-        for s, e in _blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
+        for s, e in iter_blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
             comp = self._components(keys[s:e])
             out[s:e] = self._combine(comp, self.weights)
             personal[s:e] = comp["personal"]
@@ -750,7 +757,7 @@ def predictions_frame(customer_keys, matrix) -> pd.DataFrame:
         raise ValueError(f"prediction matrix shape {mat.shape} does not match {len(keys)} customer keys")
     cols = {CUSTOMER_KEY: keys}
     for j in range(mat.shape[1]):
-        cols[f"p{j + 1}"] = mat[:, j]
+        cols[PREDICTION_COLUMNS[j] if j < len(PREDICTION_COLUMNS) else f"p{j + 1}"] = mat[:, j]
     return pd.DataFrame(cols)
 
 
@@ -871,26 +878,44 @@ def choose_ranker(table: pd.DataFrame, name: str | None = None) -> str:
     return name
 
 
-def ranking_verdict(table: pd.DataFrame) -> str:
+def ranking_verdict(table: pd.DataFrame, tunings: dict[str, pd.DataFrame] | None = None) -> str:
     """A plain-language comparison of the embedding rankers (``original_*``, ``improved_*``)
-    with the simple ones (popularity, repurchase), written from the numbers."""
+    with the simple ones (popularity, repurchase), written from the numbers.
+
+    ``table``: from :func:`evaluate_rankers`. ``tunings``: optional
+    ``{ranker name: ImprovedRanker.tuning_}``; for each, the sentence also says
+    what the similarity term adds on the tuning week (best grid cell with
+    similarity weight > 0 against the best with weight 0, i.e. popularity +
+    repurchase alone).
+    """
     score = dict(zip(table["ranker"], table["map12"]))
     simple = {k: v for k, v in score.items() if k in ("popularity", "repurchase")}
     if not simple:
         return "No simple baseline was scored."
     best_simple = max(simple, key=simple.get)
+    top = simple[best_simple]
     lines = []
     for name, val in score.items():
         if name in simple:
             continue
-        beaten = [s for s, v in simple.items() if v > val]
+        beaten = [s for s, v in simple.items() if v > val + 1e-12]
         if beaten:
-            lines.append(f"{name} (MAP@12 {val:.4f}) LOSES to {' and '.join(beaten)} "
-                         f"({', '.join(f'{simple[b]:.4f}' for b in beaten)}).")
+            line = (f"{name} (MAP@12 {val:.4f}) LOSES to {' and '.join(beaten)} "
+                    f"({', '.join(f'{simple[b]:.4f}' for b in beaten)}).")
+        elif abs(val - top) <= 1e-12:
+            line = f"{name} (MAP@12 {val:.4f}) only TIES with {best_simple}: the embeddings change nothing here."
         else:
-            lines.append(f"{name} (MAP@12 {val:.4f}) beats every simple ranker "
-                         f"(best: {best_simple}, {simple[best_simple]:.4f}; "
-                         f"{(val / simple[best_simple] - 1) * 100 if simple[best_simple] > 0 else float('inf'):+.1f}%).")
+            gain = f"{(val / top - 1) * 100:+.1f}%" if top > 0 else "from zero"
+            line = f"{name} (MAP@12 {val:.4f}) beats every simple ranker (best: {best_simple}, {top:.4f}; {gain})."
+        tuning = (tunings or {}).get(name)
+        if tuning is not None and len(tuning):
+            with_sim = tuning.loc[tuning["sim"] > 0, "map12"].max()
+            without = tuning.loc[tuning["sim"] == 0, "map12"].max()
+            if pd.notna(with_sim) and pd.notna(without):
+                verb = "adds" if with_sim > without else "adds nothing:"
+                line += (f" On its tuning week the similarity term {verb} {with_sim - without:+.4f} MAP@12 "
+                         f"({with_sim:.4f} against {without:.4f} for popularity + repurchase alone).")
+        lines.append(line)
     return "\n".join(lines) if lines else "No embedding ranker was scored (no embedding files)."
 
 

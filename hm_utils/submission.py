@@ -16,19 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from .config import ARTICLE_ID, CUSTOMER_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .metrics import PAD, as_prediction_matrix
 from .ranking import fill_with_popular
-from .storage import write_csv
+from .storage import atomic_path
 
 ID_DIGITS = 10
 _ROW_BYTES = SUBMISSION_K * (ID_DIGITS + 1) - 1  # 12 ids + 11 spaces = 131
 
 
-def format_predictions(matrix) -> np.ndarray:
-    """int matrix [n, 12] of article ids (0 <= id < 10**10) -> object array [n] of
-    ``"0XXXXXXXXX 0XXXXXXXXX ..."`` strings (131 characters each)."""
+def format_predictions(matrix) -> pd.Series:
+    """int matrix [n, 12] of article ids (0 <= id < 10**10) -> str Series [n] of
+    ``"0XXXXXXXXX 0XXXXXXXXX ..."`` (131 characters each). The digits are written
+    into one uint8 buffer and wrapped as an Arrow string array without a copy."""
     mat = np.asarray(matrix, dtype=np.int64)
     if mat.ndim != 2 or mat.shape[1] != SUBMISSION_K:
         raise ValueError(f"prediction matrix must be [n, {SUBMISSION_K}]; got shape {mat.shape}")
@@ -41,17 +45,37 @@ def format_predictions(matrix) -> np.ndarray:
     for p in range(ID_DIGITS - 1, -1, -1):
         buf[:, :, p] = (rest % 10 + ord("0")).astype(np.uint8)
         rest //= 10
-    flat = np.ascontiguousarray(buf.reshape(n, -1)[:, :_ROW_BYTES])
-    return flat.view(f"S{_ROW_BYTES}").ravel().astype(str).astype(object)
+    flat = np.ascontiguousarray(buf.reshape(n, -1)[:, :_ROW_BYTES]).reshape(-1)
+    offsets = np.arange(n + 1, dtype=np.int64) * _ROW_BYTES
+    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(flat))
+    return pd.Series(arr.to_pandas(), name=PREDICTION)
+
+
+def _as_arrow_strings(strings) -> pa.LargeStringArray:
+    arr = pa.array(pd.Series(strings, dtype="str").to_numpy(dtype=object)) if not isinstance(strings, pd.Series) \
+        else pa.array(strings.astype("str"))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
 
 
 def parse_predictions(strings) -> np.ndarray:
-    """Inverse of :func:`format_predictions` for well-formed strings: int64 [n, 12]."""
-    arr = np.asarray(pd.Series(strings).astype(str).to_numpy().astype(f"S{_ROW_BYTES}"))
-    b = arr.view(np.uint8).reshape(len(arr), _ROW_BYTES)
-    b = np.concatenate([b, np.full((len(arr), 1), ord(" "), np.uint8)], axis=1).reshape(len(arr), SUBMISSION_K, -1)
-    digits = b[:, :, :ID_DIGITS].astype(np.int64) - ord("0")
-    return (digits * (10 ** np.arange(ID_DIGITS - 1, -1, -1, dtype=np.int64))).sum(axis=2)
+    """Inverse of :func:`format_predictions`: int64 [n, 12] from well-formed strings
+    (exactly 12 ten-digit ids separated by single spaces; check with the validator first)."""
+    arr = _as_arrow_strings(strings)
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, SUBMISSION_K), np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    if (np.diff(offsets) != _ROW_BYTES).any():
+        r = int(np.argmax(np.diff(offsets) != _ROW_BYTES))
+        raise ValueError(f"prediction {r} is not {_ROW_BYTES} characters long: {arr[r].as_py()!r}")
+    rows = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[0] + n * _ROW_BYTES].reshape(n, -1)
+    out = np.zeros((n, SUBMISSION_K), np.int64)
+    for p in range(ID_DIGITS):  # digit p of id j sits in column j * 11 + p
+        out *= 10
+        out += rows[:, p::ID_DIGITS + 1] - ord("0")
+    return out
 
 
 def make_submission(customers: pd.DataFrame, predictions, popular, customer_keys=None,
@@ -84,13 +108,20 @@ def make_submission(customers: pd.DataFrame, predictions, popular, customer_keys
     if (filled == PAD).any():
         raise ValueError(f"the fallback list has only {len(np.unique(popular))} distinct articles; "
                          f"{k} are needed to complete every customer's list")
-    return pd.DataFrame({CUSTOMER_ID: customers[CUSTOMER_ID].astype(str).to_numpy(),
+    return pd.DataFrame({CUSTOMER_ID: customers[CUSTOMER_ID].astype("str").reset_index(drop=True),
                          PREDICTION: format_predictions(filled)})
 
 
 def write_submission(df: pd.DataFrame, path) -> Path:
-    """Write a submission frame to ``path`` atomically (temporary name, then rename)."""
-    return write_csv(df[[CUSTOMER_ID, PREDICTION]], path)
+    """Write a submission frame to ``path`` atomically (temporary name, then rename):
+    the header ``customer_id,prediction`` and one unquoted line per row (Arrow's CSV writer)."""
+    table = pa.table({CUSTOMER_ID: pa.array(df[CUSTOMER_ID].astype("str")),
+                      PREDICTION: pa.array(df[PREDICTION].astype("str"))})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(f"{CUSTOMER_ID},{PREDICTION}\n".encode())
+            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return Path(path)
 
 
 def _fail(row: int, customer, what: str, where: str):
@@ -114,23 +145,29 @@ def validate_submission(submission, customers: pd.DataFrame, articles: pd.DataFr
     if isinstance(submission, pd.DataFrame):
         df = submission
     else:
-        df = pd.read_csv(submission, dtype=str, keep_default_na=False)
+        try:
+            table = pacsv.read_csv(submission, convert_options=pacsv.ConvertOptions(
+                column_types={CUSTOMER_ID: pa.string(), PREDICTION: pa.string()}, strings_can_be_null=False))
+        except pa.ArrowInvalid as err:
+            raise ValueError(f"{where}: not a readable submission CSV: {err}") from None
+        df = table.to_pandas()
     if list(df.columns) != [CUSTOMER_ID, PREDICTION]:
         raise ValueError(f"{where}: columns must be {[CUSTOMER_ID, PREDICTION]}; found {list(df.columns)}")
-    cust = df[CUSTOMER_ID].astype(str)
-    pred = df[PREDICTION].astype(str)
-    known_customers = pd.Index(customers[CUSTOMER_ID].astype(str))
-    unknown = ~cust.isin(known_customers).to_numpy()
+    cust = df[CUSTOMER_ID].astype("str").reset_index(drop=True)
+    pred = df[PREDICTION].astype("str").reset_index(drop=True)
+    cust_pa, pred_pa = _as_arrow_strings(cust), _as_arrow_strings(pred)
+    known_pa = _as_arrow_strings(customers[CUSTOMER_ID].astype("str"))
+    unknown = ~pc.is_in(cust_pa, value_set=known_pa).to_numpy(zero_copy_only=False)
     dup = cust.duplicated().to_numpy()
-    pattern = rf"[0-9]{{{ID_DIGITS}}}( [0-9]{{{ID_DIGITS}}}){{{SUBMISSION_K - 1}}}"
-    bad_format = ~pred.str.fullmatch(pattern).fillna(False).to_numpy(bool)
+    pattern = rf"^[0-9]{{{ID_DIGITS}}}( [0-9]{{{ID_DIGITS}}}){{{SUBMISSION_K - 1}}}$"
+    bad_format = ~pc.match_substring_regex(pred_pa, pattern).to_numpy(zero_copy_only=False)
     problems = unknown | dup | bad_format
     repeated = np.zeros(len(df), bool)
     unknown_article = np.zeros(len(df), bool)
     ids = None
     ok_rows = np.nonzero(~bad_format)[0]
     if len(ok_rows):
-        ids = parse_predictions(pred.to_numpy()[ok_rows])
+        ids = parse_predictions(pred.iloc[ok_rows])
         if distinct:
             from .ranking import first_in_row
             repeated[ok_rows] = ~first_in_row(ids).all(axis=1)
@@ -158,7 +195,7 @@ def validate_submission(submission, customers: pd.DataFrame, articles: pd.DataFr
             _fail(r + 1, c, f"article {int(vals[cnt > 1][0]):010d} predicted more than once", where)
         miss = row_ids[~np.isin(row_ids, np.unique(articles[ARTICLE_ID].to_numpy(np.int64)))]
         _fail(r + 1, c, f"unknown article {int(miss[0]):010d} (not in articles.csv)", where)
-    missing = ~known_customers.isin(cust)
+    missing = ~pc.is_in(known_pa, value_set=cust_pa).to_numpy(zero_copy_only=False)
     if missing.any():
         raise ValueError(f"{where}: {int(missing.sum())} customers of customers.csv have no row, "
-                         f"e.g. {known_customers[np.argmax(missing)]}")
+                         f"e.g. {known_pa[int(np.argmax(missing))].as_py()}")

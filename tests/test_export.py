@@ -121,20 +121,6 @@ def test_export_nulls_warnings_and_values(catalogue, tmp_path):
     assert (mat[~has] == 0).all()
 
 
-class _FailAfter:
-    """Wraps a model; raises on the (n+1)-th call, like a crash half-way."""
-
-    def __init__(self, model, n):
-        self.model, self.n, self.calls = model, n, 0
-        self.digest = "same"  # not used: a keras model wrapper below passes the model through
-
-    def __call__(self, images):
-        self.calls += 1
-        if self.calls > self.n:
-            raise RuntimeError("simulated crash")
-        return self.model(images, training=False)
-
-
 def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monkeypatch):
     import hm_utils.export as ex
 
@@ -394,3 +380,21 @@ def test_many_models_share_one_backbone_pass(catalogue, tmp_path):
         a, b = load_embeddings(outs[n]), load_embeddings(single)
         assert (a[2] == b[2]).all()
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+
+
+def test_traced_call_is_reused_and_does_not_keep_the_model_alive(catalogue, tmp_path):
+    import gc
+    import weakref
+
+    import hm_utils.export as ex
+
+    articles, images = catalogue
+    model = _tiny_model()
+    _export(model, articles, images, tmp_path / "a.parquet")
+    first = dict(ex._TRACED[model])
+    _export(model, articles, images, tmp_path / "b.parquet")
+    assert len(ex._TRACED[model]) == 1 and all(ex._TRACED[model][k] is v for k, v in first.items())
+    ref = weakref.ref(model)
+    del model, first
+    gc.collect()
+    assert ref() is None  # the cache holds the model weakly

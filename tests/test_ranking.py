@@ -132,7 +132,6 @@ def test_original_ranks_candidates_by_cosine_to_the_most_bought_article_since_st
     mat[:, 0] = 1.0                        # all point along x ...
     mat[:, 1] = np.linspace(0, 3, 40)      # ... rising in y: cos to (0,1) grows with the id
     mat[5] = 0                             # article 105: no embedding
-    emb = ArticleEmbeddings(ids, mat)
     anchor_up = np.array([0.0, 1.0], np.float32)
     emb2 = ArticleEmbeddings(np.r_[ids, 900], np.vstack([mat, anchor_up]), np.r_[np.ones(40, bool), True])
     own = tx([(1, 0, 900), (1, 0, 900), (1, 0, 900),          # before the start date: ignored
@@ -252,6 +251,12 @@ def test_choose_ranker_and_verdict_from_a_table():
     # original_image (0.010) loses to both simple rankers; improved_image beats the best (0.030) by +33.3 %
     assert "original_image (MAP@12 0.0100) LOSES to repurchase and popularity" in text
     assert "improved_image (MAP@12 0.0400) beats every simple ranker" in text and "+33.3%" in text
+    # with the tuning grid: best with sim > 0 is 0.05, best with sim = 0 is 0.045 -> adds +0.0050
+    grid = pd.DataFrame({"sim": [0.0, 0.0, 1.0], "pop": 1.0, "rep": [0.0, 1.0, 1.0], "map12": [0.02, 0.045, 0.05]})
+    text = ranking_verdict(table, {"improved_image": grid})
+    assert "the similarity term adds +0.0050 MAP@12 (0.0500 against 0.0450" in text
+    tie = pd.DataFrame({"ranker": ["popularity", "original_image"], "map12": [0.3, 0.3]})
+    assert "only TIES with popularity" in ranking_verdict(tie)
 
 
 def test_default_rankers_one_original_and_improved_per_embedding_file():
