@@ -19,8 +19,10 @@ the count). Models (untrained, ``hm_utils.model.build_embedding_model``):
 It also checks that reduced-scale decoding gives embeddings close to a full
 decode (mean and minimum cosine between the two, on the real photos).
 
-    python -m benchmarks.bench_export --scale 0.05 --max-images 512   # 512 images, light models
-    python -m benchmarks.bench_export --scale 0.0025 --models resnet50  # 264 images
+    python -m benchmarks.bench_export --scale 0.05                     # small_cnn, 256 images
+    python -m benchmarks.bench_export --scale 0.05 --max-images 512 --models small_cnn,mobilenetv3small
+    python -m benchmarks.bench_export --scale 0.0025 --models resnet50   # 256 images, slow on 2 cores
+    python -m benchmarks.bench_export --pair --models resnet50           # both notebook-03 models, one pass
 
 ``--scale`` is a fraction of the competition's 105,542 articles (capped at
 ``--max-images``). Peak memory: ``resource.getrusage`` max RSS of the process.
@@ -157,9 +159,11 @@ def run_ours_pair(models: dict, paths, out_dir: Path, batch_size: int) -> float:
     tab = np.ones((len(paths), 11), np.float32)
     outs = {n: out_dir / f"pair_{n}.parquet" for n in models}
     t0 = time.perf_counter()
-    export_embeddings_many(models, articles, images, outs, image_size=IMAGE_SIZE, batch_size=batch_size,
-                           shard_size=1024, tabular=tab, progress=False)
-    return time.perf_counter() - t0
+    reports = export_embeddings_many(models, articles, images, outs, image_size=IMAGE_SIZE, batch_size=batch_size,
+                                     shard_size=1024, tabular=tab, progress=False)
+    secs = time.perf_counter() - t0
+    assert all(r.n_embedded == len(paths) for r in reports.values()), "every benchmark image should embed"
+    return secs
 
 
 def run_baseline_pair(models: dict, paths, batch_size: int) -> float:
@@ -181,9 +185,10 @@ def run_baseline_pair(models: dict, paths, batch_size: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=0.0025, help="fraction of the 105,542 competition articles")
-    ap.add_argument("--max-images", type=int, default=512)
+    ap.add_argument("--max-images", type=int, default=256, help="cap on the images per run")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--models", default="small_cnn,resnet50", help="comma-separated backbones")
+    ap.add_argument("--models", default="small_cnn",
+                    help="comma-separated backbones: small_cnn, mobilenetv3small, efficientnetb0, resnet50 (slow on CPU)")
     ap.add_argument("--sets", default="synthetic,real", help="comma-separated: synthetic, real")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per method; the best one counts")
     ap.add_argument("--pair", action="store_true",

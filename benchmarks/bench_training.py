@@ -29,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,9 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
         siamese_head = build_siamese(head)
         siamese_head.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=TripletLoss())
         ds = _cached_dataset(rows, tf.constant(feats), None, batch_size, True, seed)
-        siamese_head.fit(ds.take(2), epochs=1, verbose=0)  # trace once
+        siamese_head.fit(ds.take(2), epochs=1, verbose=0, shuffle=False)  # trace once
         t0 = time.perf_counter()
-        siamese_head.fit(ds, epochs=1, verbose=0)
+        siamese_head.fit(ds, epochs=1, verbose=0, shuffle=False)
         cached_epoch_s = time.perf_counter() - t0
 
         # --- baseline: decode + backbone for every triplet, every epoch
@@ -99,9 +100,9 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
         siamese_full.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=TripletLoss())
         ds_img = _image_dataset_triplets(rows[: (steps + 1) * batch_size], paths, None, image_size, batch_size,
                                          False, seed)
-        siamese_full.fit(ds_img.take(1), epochs=1, verbose=0)  # warm-up / trace
+        siamese_full.fit(ds_img.take(1), epochs=1, verbose=0, shuffle=False)  # warm-up / trace
         t0 = time.perf_counter()
-        siamese_full.fit(ds_img.skip(1).take(steps), epochs=1, verbose=0)
+        siamese_full.fit(ds_img.skip(1).take(steps), epochs=1, verbose=0, shuffle=False)
         step_s = (time.perf_counter() - t0) / steps
         plain_epoch_s = step_s * n_batches
 
@@ -125,6 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="batches timed for the uncached epoch")
     ap.add_argument("--max-images", type=int, default=256, help="images timed for the feature extraction")
     args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     size = tuple(int(v) for v in args.image_size.lower().split("x"))
     n_triplets = max(args.batch_size, round(args.scale * N_CUSTOMERS_FULL))
     n_articles = max(32, round(args.scale * N_ARTICLES_FULL))

@@ -47,6 +47,10 @@ from .model import (assemble_embedding_model, build_backbone, build_head, build_
                     tabular_features, tabular_stats)
 
 MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to hold any out)
+# AdamW learning rate. On the demo profile (frozen random ResNet50, average pooling: features of mean ~4,
+# std ~4) 1e-3 and 3e-4 make the validation loss jump from epoch to epoch and stop at ~0.72-0.74 triplet
+# accuracy; 1e-4 trains smoothly to ~0.91 (image only) and ~0.95 (combined) in 8 epochs.
+LEARNING_RATE = 1e-4
 DISTRIBUTE = ("default", "mirrored")
 
 
@@ -179,13 +183,6 @@ def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, see
             f"({len(customers) - n_val} / {n_val} customers)")
 
 
-def triplet_rows(triplets: pd.DataFrame, cache: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
-    """Cache rows of (anchor, positive, negative): int64 [n, 3], and a bool [n]
-    mask of triplets whose three articles all have features."""
-    rows = np.stack([cache.rows(triplets[c].to_numpy()) for c in (ANCHOR, POSITIVE, NEGATIVE)], axis=1)
-    return rows, (rows >= 0).all(axis=1)
-
-
 # ------------------------------------------------------------- datasets ---
 ROLES = ("anchor", "positive", "negative")
 
@@ -285,7 +282,7 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
                   image_size: tuple[int, int] = (300, 200), embedding_dim: int = 550,
                   pooling: str = "flatten", normalize: bool = False, weights=None,
                   loss: str = "triplet", margin: float = 0.2, temperature: float = 0.1,
-                  epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-3,
+                  epochs: int = 10, batch_size: int = 64, learning_rate: float = 1e-4,
                   weight_decay: float = 4e-3, validation_split: float = 0.2, seed: int = 42,
                   distribute: str = "default", use_cache: bool = True, max_triplets: int | None = None,
                   backbone_model: keras.Model | None = None, feature_cache: FeatureCache | None = None,
@@ -302,7 +299,8 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
     variant, backbone, image_size (H, W), embedding_dim, pooling, normalize,
         weights, hidden_units: the model (:func:`hm_utils.model.build_embedding_model`).
     loss: "triplet" (FaceNet, ``margin``) or "infonce" (``temperature``).
-    epochs, batch_size, learning_rate, weight_decay: AdamW (Loshchilov & Hutter).
+    epochs, batch_size, learning_rate, weight_decay: AdamW (Loshchilov & Hutter 2019,
+        "Decoupled Weight Decay Regularization"); weight_decay 4e-3 is Keras's default.
     validation_split: share of customers held out (see :func:`split_by_customer`).
     distribute: "default" or "mirrored" (training runs in the strategy's scope).
     use_cache: with a frozen backbone, compute its features once
@@ -521,13 +519,13 @@ def training_settings(profile: str, **overrides) -> dict:
     epochs, batch_size, image_size and max_triplets, with every override that is
     not None taking precedence (notebook parameters default to None = profile).
     Also: loss ("triplet"), normalize (False, the original), weights (None),
-    learning_rate (1e-3), validation_split (0.2), distribute ("default")."""
+    learning_rate (:data:`LEARNING_RATE`), validation_split (0.2), distribute ("default")."""
     from .config import get_profile
 
     p = get_profile(profile)
     s = {"backbone": p.backbone, "pooling": p.pooling, "embedding_dim": p.embedding_dim, "epochs": p.epochs,
          "batch_size": p.batch_size, "image_size": tuple(p.image_size), "max_triplets": p.max_triplets,
-         "loss": "triplet", "normalize": False, "weights": None, "learning_rate": 1e-3,
+         "loss": "triplet", "normalize": False, "weights": None, "learning_rate": LEARNING_RATE,
          "validation_split": 0.2, "distribute": "default"}
     unknown = set(overrides) - set(s)
     if unknown:

@@ -202,15 +202,17 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
                              image_size={SIZE!r}, batch_size=3, shard_size=4, progress=False)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = tmp_path / "child.log"
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
     shard_dir = shard_dir_for(out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (shard_dir / "part-00001.parquet").exists():
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the child finished before it could be killed"
+    assert proc.poll() is None, f"the child ended (rc {proc.returncode}) before it could be killed: " \
+        f"{log.read_text()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()

@@ -166,3 +166,16 @@ def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
     if len(triplets) < T.MIN_TRIPLETS_FOR_VALIDATION:
         assert report["n_validation"] == 0 and "validation skipped" in report["validation_note"]
     assert model.output_shape == (None, 8)
+
+
+def test_mirrored_strategy_and_bad_distribute(toy):
+    articles, images, trip, _ = toy
+    kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=1, batch_size=16,
+              hidden_units=8, verbose=0, log=lambda *a: None)
+    bb = build_backbone("small_cnn", SIZE, "avg", trainable=False)
+    _, history, report = T.train_siamese(trip.iloc[:32], articles, images, distribute="mirrored",
+                                         backbone_model=bb, **kw)
+    assert report["distribute"] == "mirrored" and report["n_replicas"] >= 1 and report["used_cache"]
+    assert len(history["loss"]) == 1
+    with pytest.raises(ValueError, match="tpu"):
+        T.train_siamese(trip.iloc[:4], articles, images, distribute="tpu", **kw)
