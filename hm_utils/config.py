@@ -42,13 +42,13 @@ ARTICLE_INT_COLUMNS = [
     "index_group_no", "section_no", "garment_group_no",
 ]
 # The original notebook's 11 numeric article columns fed to the tabular encoder;
-# `index_code` (a letter A..J) is encoded as its 0-based position in INDEX_CODES.
+# `index_code` (a letter) is encoded as its 0-based position in INDEX_CODES.
 TABULAR_COLUMNS = [
     "product_code", "product_type_no", "graphical_appearance_no", "colour_group_code",
     "perceived_colour_value_id", "perceived_colour_master_id", "department_no",
     "index_code", "index_group_no", "section_no", "garment_group_no",
 ]
-INDEX_CODES = list("ABCDEFGHIJ")
+INDEX_CODES = list("ABCDEFGHIJ") + ["S"]  # A..J as documented, and S (Sport), which the real file also has
 
 PRODUCT_GROUP = "product_group_name"
 INDEX_GROUP = "index_group_name"
@@ -219,6 +219,3 @@ def synthetic_dir(profile: str, seed: int) -> Path:
 TRAINING_HISTORY = "models/training_history.parquet"   # model, epoch, loss, val_loss, seconds
 TRAINING_REPORT = "models/training_report.json"        # per model: counts, accuracies, losses, timings
 FEATURE_CACHE_DIR = "cache"                            # WORK_DIR/cache/<backbone>_features.npy (big runs)
-# The real articles.csv also has index_code "S" (Sport), which INDEX_CODES above lacks; the tabular encoder
-# codes index_code as its position in this list (A..J as before, then S).
-TABULAR_INDEX_CODES = INDEX_CODES + [c for c in "S" if c not in INDEX_CODES]

@@ -775,7 +775,13 @@ def write_triplets(triplets: pd.DataFrame, work_dir) -> "Path":
 
 def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
     """``triplets.parquet`` from notebook 02, all strategies or only ``strategy``.
-    ValueError names the strategies present when ``strategy`` is not among them."""
+
+    An unknown strategy name is a ValueError naming the strategies there are. A
+    known strategy with no rows in the file (none mined, or none left after the
+    image filter, as on a small excerpt) gives an empty frame and a warning
+    naming the strategies present, so that the next notebook can say so.
+    """
+    import warnings
     from pathlib import Path
 
     from .storage import require_file
@@ -785,7 +791,11 @@ def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
     if strategy is not None:
         present = list(dict.fromkeys(df[STRATEGY]))
         if strategy not in present:
-            raise ValueError(f"{path} has no triplets of strategy {strategy!r}; it has {', '.join(present) or 'none'}")
+            if strategy not in STRATEGIES:
+                raise ValueError(f"unknown triplet strategy {strategy!r}; known: {', '.join(STRATEGIES)} "
+                                 f"({path} has {', '.join(present) or 'none'})")
+            warnings.warn(f"{path} has no triplets of strategy {strategy!r} (it has {', '.join(present) or 'none'}); "
+                          f"see 02's skip and image-filter counts", UserWarning, stacklevel=2)
         df = df[df[STRATEGY] == strategy].reset_index(drop=True)
     return df
 

@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-from .config import TABULAR_COLUMNS, TABULAR_INDEX_CODES  # noqa: E402
+from .config import TABULAR_COLUMNS, INDEX_CODES  # noqa: E402
 from .storage import atomic_path  # noqa: E402
 
 BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn")
@@ -124,7 +124,7 @@ def _small_cnn(image_size: tuple[int, int]) -> keras.Model:
 
 def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (300, 200),
                    pooling: str = "flatten", weights: str | os.PathLike | None = None,
-                   trainable: bool | None = None) -> keras.Model:
+                   trainable: bool | None = None, seed: int | None = None) -> keras.Model:
     """The image feature extractor: ``image`` float32 [B, H, W, 3] raw 0..255 RGB
     -> features float32 [B, F].
 
@@ -134,7 +134,8 @@ def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (30
     (the original; F = h*w*C, e.g. 10*7*2048 = 143,360 for ResNet50 at
     300x200), "avg" averages it (F = C, 2048 for ResNet50). ``trainable`` None
     means frozen for the ImageNet architectures and trainable for small_cnn.
-    Named "backbone".
+    ``seed`` seeds Keras's random generators first, so that a random
+    (``weights=None``) backbone is the same from run to run. Named "backbone".
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
@@ -142,6 +143,8 @@ def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (30
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
     image_size = (int(image_size[0]), int(image_size[1]))
     path = resolve_weights(backbone, weights)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
     wts = str(path) if path is not None else None
     inp = keras.Input(shape=(*image_size, 3), name="image")
     if backbone == "resnet50":
@@ -172,7 +175,7 @@ def tabular_features(articles: pd.DataFrame) -> np.ndarray:
     ``config.TABULAR_COLUMNS`` order and ``articles`` row order.
 
     ``index_code`` (a letter A..J or S) becomes its 0-based position in
-    ``config.TABULAR_INDEX_CODES`` (A = 0 ... J = 9, S = 10). Raises KeyError naming missing columns and
+    ``config.INDEX_CODES`` (A = 0 ... J = 9, S = 10). Raises KeyError naming missing columns and
     ValueError naming the article ids with unknown index codes or missing values.
     """
     missing = [c for c in TABULAR_COLUMNS if c not in articles.columns]
@@ -182,11 +185,11 @@ def tabular_features(articles: pd.DataFrame) -> np.ndarray:
     for j, col in enumerate(TABULAR_COLUMNS):
         s = articles[col]
         if col == "index_code":
-            codes = s.astype("str").str.strip().map({c: i for i, c in enumerate(TABULAR_INDEX_CODES)})
+            codes = s.astype("str").str.strip().map({c: i for i, c in enumerate(INDEX_CODES)})
             bad = codes.isna().to_numpy()
             if bad.any():
                 ids = articles["article_id"].to_numpy()[bad][:5].tolist() if "article_id" in articles else []
-                raise ValueError(f"column index_code has values outside {TABULAR_INDEX_CODES} "
+                raise ValueError(f"column index_code has values outside {INDEX_CODES} "
                                  f"({s[bad].unique()[:5].tolist()}) for article(s) {ids}")
             out[:, j] = codes.to_numpy(dtype=np.float32)
         else:

@@ -187,17 +187,30 @@ def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, see
 ROLES = ("anchor", "positive", "negative")
 
 
-def _cached_dataset(rows: np.ndarray, features: tf.Tensor, tabular: tf.Tensor | None, batch_size: int,
+def _cached_dataset(rows: np.ndarray, features, tabular: tf.Tensor | None, batch_size: int,
                     shuffle: bool, seed: int) -> tf.data.Dataset:
-    """(x, y) batches for the siamese head: x = {role_features [B, F], role_tabular [B, 11]}, y zeros [B]."""
+    """(x, y) batches for the siamese head: x = {role_features [B, F], role_tabular [B, 11]}, y zeros [B].
+
+    ``features``: a tensor (in memory), or a ``np.memmap`` (on-disk cache), whose
+    rows are then read batch by batch instead of being loaded whole."""
     ds = tf.data.Dataset.from_tensor_slices(rows.astype(np.int64))
     if shuffle:
         ds = ds.shuffle(max(len(rows), 1), seed=seed, reshuffle_each_iteration=True)
+    if isinstance(features, np.memmap):
+        mm, dim = features, int(features.shape[1])
+
+        def take(idx):
+            f = tf.numpy_function(lambda i: np.asarray(mm[i], dtype=np.float32), [idx], tf.float32)
+            f.set_shape([None, dim])
+            return f
+    else:
+        def take(idx):
+            return tf.cast(tf.gather(features, idx), tf.float32)
 
     def gather(r):
         x = {}
         for j, role in enumerate(ROLES):
-            x[f"{role}_features"] = tf.cast(tf.gather(features, r[:, j]), tf.float32)
+            x[f"{role}_features"] = take(r[:, j])
             if tabular is not None:
                 x[f"{role}_tabular"] = tf.gather(tabular, r[:, j])
         return x, tf.zeros([tf.shape(r)[0]], tf.float32)
@@ -277,6 +290,14 @@ def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------- training ---
+def _copy_model(model: keras.Model) -> keras.Model:
+    """An independent copy of ``model`` (same architecture, same current weights, own variables)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = model.trainable
+    return copy
+
+
 def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.DataFrame,
                   variant: str = "image_only", backbone: str = "resnet50",
                   image_size: tuple[int, int] = (300, 200), embedding_dim: int = 550,
@@ -306,7 +327,8 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
     use_cache: with a frozen backbone, compute its features once
         (:func:`compute_feature_cache`) and train only the head; otherwise decode
         images every epoch. ``backbone_model`` / ``feature_cache`` reuse a
-        backbone and its cache across variants.
+        frozen backbone and its cache across variants; a trainable
+        ``backbone_model`` is copied first, so the caller's object is never changed.
     max_triplets: random subset of that many triplets (seeded) when given.
 
     Returns
@@ -347,7 +369,14 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
 
     with strategy.scope():
         bb = backbone_model or build_backbone(backbone, image_size, pooling, weights)
+        if backbone_model is not None and bb.trainable:
+            # a trainable backbone is trained by this call: work on a copy, so that a model trained
+            # earlier with the same backbone object keeps the weights it was trained with
+            bb = _copy_model(bb)
         image_size = tuple(int(s) for s in bb.input_shape[1:3])
+        if feature_cache is not None and backbone_model is None:
+            raise ValueError("feature_cache given without the backbone_model that computed it; pass both "
+                             "(a new backbone would not match the cached features)")
         cached = use_cache and not bb.trainable
         if use_cache and bb.trainable:
             log(f"backbone {bb.layers[1].name} is trainable: no feature cache, images are decoded every epoch")
@@ -396,7 +425,8 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         tower = assemble_embedding_model(bb, head, variant)
         if cached:
             train_model = build_siamese(head)
-            feats_t = tf.constant(np.asarray(feature_cache.features))
+            feats = feature_cache.features
+            feats_t = feats if isinstance(feats, np.memmap) else tf.constant(feats)
             tab_t = tf.constant(tab) if tab is not None else None
             make_ds = lambda r, shuffle: _cached_dataset(r, feats_t, tab_t, batch_size, shuffle, seed)  # noqa: E731
             embed = lambda: _head_embeddings(head, feature_cache.features, tab)  # noqa: E731

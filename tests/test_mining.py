@@ -429,8 +429,11 @@ def test_write_load_triplets_and_summary(tmp_path):
     pd.testing.assert_frame_equal(back, kept)
     assert back["anchor"].dtype == np.int32
     assert len(load_triplets(tmp_path, "hard")) == 1
-    with pytest.raises(ValueError, match="original, hard"):
-        load_triplets(tmp_path, "popularity")
+    with pytest.warns(UserWarning, match="no triplets of strategy 'popularity'.*original, hard"):
+        empty = load_triplets(tmp_path, "popularity")   # a known strategy with no rows: empty, with a warning
+    assert len(empty) == 0 and list(empty.columns) == list(kept.columns)
+    with pytest.raises(ValueError, match="unknown triplet strategy 'nonsense'"):
+        load_triplets(tmp_path, "nonsense")
     with pytest.raises(FileNotFoundError, match="02_triplet_mining"):
         load_triplets(tmp_path / "nowhere")
     with pytest.raises(KeyError, match="strategy"):

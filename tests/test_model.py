@@ -145,3 +145,12 @@ def test_bad_choices_are_named():
         M.build_backbone("small_cnn", SIZE, pooling="max")
     with pytest.raises(ValueError, match="text_only"):
         M.build_embedding_model("text_only", "small_cnn", SIZE)
+
+
+def test_seeded_random_backbone_is_reproducible():
+    x = np.random.default_rng(2).uniform(0, 255, (2, *SIZE, 3)).astype("float32")
+    a = M.build_backbone("small_cnn", SIZE, "avg", seed=7)
+    b = M.build_backbone("small_cnn", SIZE, "avg", seed=7)
+    c = M.build_backbone("small_cnn", SIZE, "avg", seed=8)
+    np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
+    assert not np.allclose(np.asarray(a(x)), np.asarray(c(x)))

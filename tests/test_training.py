@@ -179,3 +179,54 @@ def test_mirrored_strategy_and_bad_distribute(toy):
     assert len(history["loss"]) == 1
     with pytest.raises(ValueError, match="tpu"):
         T.train_siamese(trip.iloc[:4], articles, images, distribute="tpu", **kw)
+
+
+def test_training_from_an_on_disk_cache_matches_in_memory(toy, tmp_path):
+    articles, images, trip, _ = toy
+    bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
+    ids = articles["article_id"].to_numpy()
+    paths = T.article_image_paths(images, ids)
+    mem = T.compute_feature_cache(bb, ids, paths, progress=False)
+    disk = T.compute_feature_cache(bb, ids, paths, progress=False, cache_path=tmp_path / "f.npy")
+    assert isinstance(disk.features, np.memmap)
+    kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=2, batch_size=16,
+              hidden_units=8, verbose=0, log=lambda *a: None, backbone_model=bb, seed=5)
+    _, h_mem, r_mem = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
+    _, h_disk, r_disk = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=disk, **kw)
+    np.testing.assert_allclose(h_disk["loss"], h_mem["loss"], rtol=1e-4)
+    assert r_disk["trained_accuracy"] == pytest.approx(r_mem["trained_accuracy"])
+    with pytest.raises(ValueError, match="backbone_model"):
+        T.train_siamese(trip.iloc[:8], articles, images, feature_cache=mem,
+                        **{k: v for k, v in kw.items() if k != "backbone_model"})
+
+
+def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
+    """Two variants trained with one trainable backbone object: the first model keeps its weights."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from hm_utils.model import build_backbone
+    from hm_utils.training import train_siamese
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(1, 9, dtype=np.int32) + 100000000
+    rows = []
+    for a in ids:
+        path = tmp_path / f"{a}.jpg"
+        Image.fromarray(rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)).save(path)
+        rows.append((a, str(path), True))
+    images = pd.DataFrame(rows, columns=["article_id", "abs_path", "has_image"])
+    articles = pd.DataFrame({"article_id": ids})
+    triplets = pd.DataFrame({"customer_key": np.arange(8, dtype=np.int32), "anchor": ids,
+                             "positive": np.roll(ids, 1), "negative": np.roll(ids, 3)})
+    bb = build_backbone("small_cnn", (32, 24), "avg", None, seed=1)
+    before = [w.copy() for w in bb.get_weights()]
+    model, _, _ = train_siamese(triplets, articles, images, variant="image_only", backbone="small_cnn",
+                                backbone_model=bb, image_size=(32, 24), embedding_dim=8, pooling="avg",
+                                epochs=1, batch_size=4, validation_split=0.0, seed=0, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, bb.get_weights()))  # caller's object untouched
+    from hm_utils.model import get_backbone
+    own = get_backbone(model)
+    assert own is not bb
+    assert any(not np.allclose(a, b) for a, b in zip(before, own.get_weights()))  # the copy was trained

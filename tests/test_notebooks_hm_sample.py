@@ -1,0 +1,56 @@
+"""Notebook tier: the whole series on the real-data excerpt ``../shared/hm_sample``.
+
+The excerpt exercises real ids, real photos, missing images and a transactions
+file without ``sales_channel_id``; it has too few repeat customers to learn
+from, and the series must say so rather than crash.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from hm_utils import config as C
+from hm_utils.export import load_embeddings
+from hm_utils.loading import load_customers, load_images
+from hm_utils.pipeline import run_series
+from hm_utils.reporting import load_metrics
+from hm_utils.submission import validate_submission
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.fixture(scope="module")
+def sample_series(hm_sample, tmp_path_factory):
+    work = tmp_path_factory.mktemp("hm_sample_series")
+    run_series(profile="tiny", work_dir=work, data_dir=hm_sample, seed=42, log=lambda *a: None)
+    return work
+
+
+def test_sample_series_loads_exactly(sample_series):
+    m = load_metrics(sample_series, "01_data_preparation")
+    assert (m["n_articles"], m["n_customers"], m["n_transactions"], m["n_images"]) == (1000, 4946, 5000, 100)
+    assert m["has_sales_channel"] is False and m["source"] == "given"
+
+
+def test_sample_series_training_reports_its_triplets(sample_series):
+    m = load_metrics(sample_series, "03_model_training")
+    assert m["n_triplets"] == m["n_train"] + m["n_validation"]
+    assert "triplets" in m["validation_note"]
+    assert (sample_series / C.IMAGE_ONLY_MODEL).is_file() and (sample_series / C.COMBINED_MODEL).is_file()
+
+
+def test_sample_series_embeddings_null_without_image(sample_series):
+    images = load_images(sample_series).set_index(C.ARTICLE_ID)
+    for name in (C.ARTICLE_EMBEDDINGS, C.COMBINED_EMBEDDINGS):
+        ids, matrix, has = load_embeddings(sample_series / name)
+        assert len(ids) == 1000 and int(has.sum()) == 100 and int((~has).sum()) == 900
+        assert (has == images.loc[ids, C.HAS_IMAGE].to_numpy()).all()
+
+
+def test_sample_series_submission_covers_every_customer(sample_series):
+    customers = load_customers(sample_series)
+    for name in (C.SUBMISSION_CSV, C.SUBMISSION_ENSEMBLE_CSV):
+        sub = pd.read_csv(sample_series / name, dtype=str)
+        assert len(sub) == 4946
+        assert set(sub[C.CUSTOMER_ID]) == set(customers[C.CUSTOMER_ID])
+        validate_submission(sample_series / name, customers)
