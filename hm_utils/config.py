@@ -85,6 +85,9 @@ FIGURES_DIR = "figures"        # PNG figures, WORK_DIR/figures/<name>.png
 METRICS_DIR = "metrics"        # key figures, WORK_DIR/metrics/<notebook>.json
 EXECUTED_DIR = "executed"      # papermill's executed notebooks
 DATA_SOURCE_JSON = "data_source.json"  # written by 01: where the data came from
+PREDICTIONS_DIR = "predictions"  # WORK_DIR/predictions/{holdout,full,ensemble}/<ranker>.parquet (06, 07)
+HOLDOUT_SUBDIR, FULL_SUBDIR = "holdout", "full"  # held-out-week predictions / fitted on every transaction
+EMBEDDING_FILES = {"image": ARTICLE_EMBEDDINGS, "combined": COMBINED_EMBEDDINGS}  # short name -> file in WORK_DIR
 
 KAGGLE_INPUT = Path("/kaggle/input/h-and-m-personalized-fashion-recommendations")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -42,15 +42,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import ARTICLE_EMBEDDINGS, ARTICLE_ID, COMBINED_EMBEDDINGS, CUSTOMER_KEY, SUBMISSION_K, T_DAT
+from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING_FILES, FULL_SUBDIR, HOLDOUT_SUBDIR, PREDICTIONS_DIR,  # noqa: F401
+                     SUBMISSION_K, T_DAT)
 from .metrics import PAD, map_at_k
 from .similarity import l2_normalize, top_k
 from .storage import write_parquet
 
 PREDICTION_COLUMNS = [f"p{i}" for i in range(1, SUBMISSION_K + 1)]
-PREDICTIONS_DIR = "predictions"  # WORK_DIR/predictions/{holdout,full}/<ranker>.parquet
-HOLDOUT_SUBDIR, FULL_SUBDIR = "holdout", "full"   # held-out-week predictions / fitted on everything
-EMBEDDING_FILES = {"image": ARTICLE_EMBEDDINGS, "combined": COMBINED_EMBEDDINGS}  # name -> file in WORK_DIR
 
 
 # ------------------------------------------------------------- the split ---
