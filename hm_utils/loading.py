@@ -107,6 +107,12 @@ def _line_of(path: Path, text: str) -> int | None:
     return None
 
 
+def _convert_options(column_types: dict, include: list[str]) -> pacsv.ConvertOptions:
+    """Explicit types for the ``include`` columns; empty unquoted fields read as null."""
+    return pacsv.ConvertOptions(column_types={k: v for k, v in column_types.items() if k in include},
+                                include_columns=include, strings_can_be_null=True, quoted_strings_can_be_null=False)
+
+
 def _read_csv_stream(path: Path, column_types: dict, include: list[str], block_size: int = 64 << 20):
     """Yield record batches of a CSV with explicit types; ValueError with the line number of a malformed line."""
     bad: list = []
@@ -120,9 +126,7 @@ def _read_csv_stream(path: Path, column_types: dict, include: list[str], block_s
             path,
             read_options=pacsv.ReadOptions(block_size=block_size),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={k: v for k, v in column_types.items() if k in include},
-                                                 include_columns=include, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=False),
+            convert_options=_convert_options(column_types, include),
         )
         for batch in reader:
             yield batch
@@ -147,9 +151,7 @@ def _read_csv_whole(path: Path, column_types: dict, include: list[str]) -> pa.Ta
         return pacsv.read_csv(
             path, read_options=pacsv.ReadOptions(block_size=64 << 20),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(column_types={k: v for k, v in column_types.items() if k in include},
-                                                 include_columns=include, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=False))
+            convert_options=_convert_options(column_types, include))
     except pa.ArrowInvalid:
         # re-read single-threaded to name the line (slow path, errors only)
         for _ in _read_csv_stream(path, column_types, include):
