@@ -89,7 +89,7 @@ def _frames(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.DataFrame({ARTICLE_ID: ids, HAS_IMAGE: True, "abs_path": paths}))
 
 
-def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool = True):
+def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool = True, precision: str = "auto"):
     """(seconds, embeddings float32 [n, d]) of a full export, file written and read back."""
     from hm_utils.export import export_embeddings, load_embeddings
 
@@ -97,7 +97,7 @@ def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool =
     out = out_dir / f"bench_{reduced_scale}.parquet"
     t0 = time.perf_counter()
     export_embeddings(model, articles, images, out, image_size=IMAGE_SIZE, batch_size=batch_size,
-                      shard_size=1024, reduced_scale=reduced_scale, progress=False)
+                      shard_size=1024, reduced_scale=reduced_scale, progress=False, precision=precision)
     secs = time.perf_counter() - t0
     _, mat, has = load_embeddings(out)
     assert has.all(), "every benchmark image should embed"
@@ -117,25 +117,25 @@ def run_baseline(model, paths, batch_size: int):
     return time.perf_counter() - t0, np.concatenate(out).astype(np.float32)
 
 
-def decode_agreement(reduced: np.ndarray, full: np.ndarray) -> dict:
-    """How close reduced-scale embeddings are to full-decode ones, per image.
+def agreement(a: np.ndarray, ref: np.ndarray, what: str = "reduced, full") -> dict:
+    """How close embeddings ``a`` are to ``ref`` (same images, same row order).
 
     Untrained relu embeddings all point roughly the same way, so the raw cosine
     is near 1 even between different images; the *centred* cosine (the mean
-    full-decode embedding subtracted from both) is the informative one, shown
+    ``ref`` embedding subtracted from both) is the informative one, shown
     beside the same quantity for mismatched pairs (image i against image i+1,
     distinct files), the no-agreement reference.
     """
     from hm_utils.similarity import pairwise_cosine
 
-    mu = full.mean(axis=0, keepdims=True)
-    raw = pairwise_cosine(reduced, full)
-    cen = pairwise_cosine(reduced - mu, full - mu)
-    distinct = np.any(full != np.roll(full, -1, axis=0), axis=1)
-    ref = pairwise_cosine(np.roll(full, -1, axis=0) - mu, full - mu)[distinct]
-    return {"cos(reduced, full) mean": float(raw.mean()), "cos(reduced, full) min": float(raw.min()),
-            "centred cos(reduced, full) mean": float(cen.mean()), "centred cos min": float(cen.min()),
-            "centred cos other image (reference)": float(ref.mean()) if ref.size else float("nan")}
+    mu = ref.mean(axis=0, keepdims=True)
+    raw = pairwise_cosine(a, ref)
+    cen = pairwise_cosine(a - mu, ref - mu)
+    distinct = np.any(ref != np.roll(ref, -1, axis=0), axis=1)
+    other = pairwise_cosine(np.roll(ref, -1, axis=0) - mu, ref - mu)[distinct]
+    return {f"cos({what}) mean": float(raw.mean()), f"cos({what}) min": float(raw.min()),
+            f"centred cos({what}) mean": float(cen.mean()), f"centred cos({what}) min": float(cen.min()),
+            "centred cos other image (reference)": float(other.mean()) if other.size else float("nan")}
 
 
 def build(backbone: str):
@@ -151,7 +151,7 @@ def build_pair(backbone: str) -> dict:
             for v in ("image_only", "combined")}
 
 
-def run_ours_pair(models: dict, paths, out_dir: Path, batch_size: int) -> float:
+def run_ours_pair(models: dict, paths, out_dir: Path, batch_size: int, precision: str = "auto") -> float:
     """Seconds to write both files with one pass (hm_utils.export.export_embeddings_many)."""
     from hm_utils.export import export_embeddings_many
 
@@ -160,7 +160,7 @@ def run_ours_pair(models: dict, paths, out_dir: Path, batch_size: int) -> float:
     outs = {n: out_dir / f"pair_{n}.parquet" for n in models}
     t0 = time.perf_counter()
     reports = export_embeddings_many(models, articles, images, outs, image_size=IMAGE_SIZE, batch_size=batch_size,
-                                     shard_size=1024, tabular=tab, progress=False)
+                                     shard_size=1024, tabular=tab, progress=False, precision=precision)
     secs = time.perf_counter() - t0
     assert all(r.n_embedded == len(paths) for r in reports.values()), "every benchmark image should embed"
     return secs
@@ -194,6 +194,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pair", action="store_true",
                     help="export both notebook-03 models (shared backbone) in one pass vs the plain loop run twice; "
                          "img/s then counts embeddings (2 per image)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="what the backbone computes in (hm_utils.inference); auto = bfloat16 on a CPU with AMX-BF16, "
+                         "as notebook 04 runs it")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -201,9 +204,12 @@ def main(argv=None) -> int:
 
     if args.batch_size < 1 or args.repeats < 1:
         ap.error("--batch-size and --repeats must be >= 1")
+    from hm_utils.inference import resolve_precision
+
+    precision = resolve_precision(args.precision)
     n = max(8, min(args.max_images, int(round(args.scale * N_COMPETITION_ARTICLES))))
     print(f"bench_export: {n} images per run at {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, batch {args.batch_size}, "
-          f"best of {args.repeats}; "
+          f"best of {args.repeats}, ours in {precision} (--precision {args.precision}); "
           f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
           f"GPUs: {len(tf.config.list_physical_devices('GPU'))}, TF {tf.__version__}")
     tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
@@ -224,10 +230,10 @@ def main(argv=None) -> int:
                 warm = next(iter(sets.values()))[:4]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    run_ours_pair(models, warm, tmp, args.batch_size)
+                    run_ours_pair(models, warm, tmp, args.batch_size, args.precision)
                     run_baseline_pair(models, warm, args.batch_size)
                 for set_name, paths in sets.items():
-                    t_o = min(run_ours_pair(models, paths, tmp, args.batch_size) for _ in range(args.repeats))
+                    t_o = min(run_ours_pair(models, paths, tmp, args.batch_size, args.precision) for _ in range(args.repeats))
                     t_b = min(run_baseline_pair(models, paths, args.batch_size) for _ in range(args.repeats))
                     row = {"model": f"{backbone} x2 (image_only + combined)", "images": set_name, "n": len(paths),
                            "ours img/s": 2 * len(paths) / t_o, "baseline img/s": 2 * len(paths) / t_b,
@@ -241,13 +247,13 @@ def main(argv=None) -> int:
             warm = next(iter(sets.values()))[:4]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                run_ours(model, warm, tmp, args.batch_size)
+                run_ours(model, warm, tmp, args.batch_size, precision=args.precision)
                 run_baseline(model, warm, args.batch_size)
             for set_name, paths in sets.items():
                 rss0 = _max_rss_mb()
                 t_ours = t_base = float("inf")
                 for _ in range(args.repeats):  # interleaved, best of `repeats` (the machine is shared)
-                    t, e_ours = run_ours(model, paths, tmp, args.batch_size)
+                    t, e_ours = run_ours(model, paths, tmp, args.batch_size, precision=args.precision)
                     t_ours = min(t_ours, t)
                     rss1 = _max_rss_mb()
                     t, e_base = run_baseline(model, paths, args.batch_size)
@@ -260,10 +266,14 @@ def main(argv=None) -> int:
                        "max RSS MB after ours": round(rss1, 0), "max RSS MB after baseline": round(rss2, 0),
                        "max RSS MB before": round(rss0, 0)}
                 if set_name.startswith("hm_sample"):
-                    t_full, e_full = min((run_ours(model, paths, tmp, args.batch_size, reduced_scale=False)
-                                          for _ in range(args.repeats)), key=lambda te: te[0])
+                    t_full, e_full = min((run_ours(model, paths, tmp, args.batch_size, reduced_scale=False,
+                                                   precision=args.precision) for _ in range(args.repeats)),
+                                         key=lambda te: te[0])
                     row["ours full-decode img/s"] = len(paths) / t_full
-                    row.update(decode_agreement(e_ours, e_full))
+                    row.update(agreement(e_ours, e_full, "reduced, full"))
+                if precision != "float32":
+                    _, e_fp32 = run_ours(model, paths, tmp, args.batch_size, precision="float32")
+                    row.update(agreement(e_ours, e_fp32, f"{precision}, float32"))
                 rows.append(row)
                 print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in row.items()), flush=True)

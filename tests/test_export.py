@@ -1,6 +1,7 @@
 """hm_utils.export: streamed, resumable embedding export and loading of both file kinds."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -137,8 +138,8 @@ def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monke
     real_make = ex._make_embed_fn
     counter = {"calls": 0, "limit": 2}
 
-    def failing_make(*args):
-        fn = real_make(*args)
+    def failing_make(*args, **kw):
+        fn = real_make(*args, **kw)
 
         def wrapped(images_, tab):
             counter["calls"] += 1
@@ -190,8 +191,8 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
         import hm_utils.export as ex
         m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
         real = ex._make_embed_fn
-        def slow(*args):
-            fn = real(*args)
+        def slow(*args, **kw):
+            fn = real(*args, **kw)
             def w(x, t):
                 time.sleep(0.4)
                 return fn(x, t)
@@ -400,3 +401,87 @@ def test_traced_call_is_reused_and_does_not_keep_the_model_alive(catalogue, tmp_
     del model, first
     gc.collect()
     assert ref() is None  # the cache holds the model weakly
+
+
+# ----------------------------------------------------- compiled tower path ---
+def _tower(seed: int = 0, dim: int = 4):
+    from hm_utils.model import build_embedding_model
+
+    keras.utils.set_random_seed(seed)
+    return build_embedding_model("image_only", "small_cnn", SIZE, embedding_dim=dim, pooling="avg", hidden_units=8)
+
+
+def _plain(model, images, articles_ids, ids):
+    """The model's own output for the given article ids (decoded like the export)."""
+    from hm_utils.images import load_image
+
+    paths = images.set_index(ARTICLE_ID).loc[ids, "abs_path"]
+    batch = np.stack([load_image(p, SIZE) for p in paths])
+    return np.asarray(model({"image": batch}, training=False))
+
+
+def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue, tmp_path):
+    import gc
+    import weakref
+
+    import hm_utils.export as ex
+
+    articles, images = catalogue
+    model = _tower()
+    backbone = model.get_layer("backbone")
+    rep, _ = _export(model, articles, images, tmp_path / "a.parquet", precision="float32")
+    assert rep.precision == "float32"
+    compiled = {k: v for k, v in ex._TRACED[backbone].items() if k[0] == "compiled"}
+    assert len(compiled) == 1
+    _export(model, articles, images, tmp_path / "b.parquet", precision="float32")
+    again = {k: v for k, v in ex._TRACED[backbone].items() if k[0] == "compiled"}
+    assert again.keys() == compiled.keys() and all(again[k] is compiled[k] for k in compiled)
+
+    # "train" the backbone: the next export must use the new weights, not the frozen old graph
+    conv = backbone.get_layer("small_cnn").get_layer("conv1")
+    conv.set_weights([w + 0.05 for w in conv.get_weights()])
+    _export(model, articles, images, tmp_path / "c.parquet", precision="float32")
+    assert len([k for k in ex._TRACED[backbone] if k[0] == "compiled"]) == 2
+    ids, mat, has = load_embeddings(tmp_path / "c.parquet")
+    _, old, _ = load_embeddings(tmp_path / "a.parquet")
+    assert np.abs(mat[has] - old[has]).max() > 1e-4
+    np.testing.assert_allclose(mat[has][:3], _plain(model, images, None, ids[has][:3]), rtol=1e-5, atol=1e-6)
+
+    refs = [weakref.ref(model), weakref.ref(backbone)]
+    del model, backbone, conv, compiled, again
+    gc.collect()
+    assert all(r() is None for r in refs)  # the caches hold the model weakly
+
+
+def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, monkeypatch):
+    import hm_utils.export as ex
+
+    articles, images = catalogue
+    model = _tower(seed=1)
+    monkeypatch.setattr(ex, "CHECK_TOLERANCE", {"float32": -1.0, "bfloat16": -1.0})
+    rep, rec = _export(model, articles, images, tmp_path / "e.parquet", precision="float32")
+    assert any("running each model whole" in str(w.message) for w in rec)
+    assert rep.precision == "float32" and rep.n_embedded == 10
+    ids, mat, has = load_embeddings(tmp_path / "e.parquet")
+    np.testing.assert_allclose(mat[has], _plain(model, images, None, ids[has]), rtol=1e-5, atol=1e-6)
+
+
+def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(catalogue, tmp_path):
+    from hm_utils.inference import cpu_has_fast_bfloat16
+
+    articles, images = catalogue
+    model = _tower(seed=2)
+    out = tmp_path / "p.parquet"
+    rep, _ = _export(model, articles, images, out, precision="float32", keep_shards=True)
+    meta = json.loads(pq.read_schema(out).metadata[b"hm_embeddings"])
+    assert rep.precision == meta["precision"] == "float32"
+    fp32 = load_embeddings(out)
+    if not cpu_has_fast_bfloat16():
+        pytest.skip("no AMX-BF16 on this CPU: the bfloat16 half of this test needs it")
+    rep, _ = _export(model, articles, images, out, precision="bfloat16")
+    assert rep.shards_reused == 0 and rep.precision == "bfloat16"
+    assert json.loads(pq.read_schema(out).metadata[b"hm_embeddings"])["precision"] == "bfloat16"
+    bf16 = load_embeddings(out)
+    assert (bf16[2] == fp32[2]).all()
+    rel = np.abs(bf16[1][bf16[2]] - fp32[1][fp32[2]]).max() / np.abs(fp32[1][fp32[2]]).max()
+    assert 0 < rel < 5e-2
