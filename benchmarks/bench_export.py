@@ -3,8 +3,10 @@
 Both methods embed the same images with the same model at 300 x 200:
 
 * ours: :func:`hm_utils.export.export_embeddings` -- tf.data streaming with
-  parallel reduced-scale JPEG decoding, a traced model call, shards on disk and
-  the final parquet file (all of it inside the timing);
+  parallel reduced-scale JPEG decoding, the backbone compiled for inference
+  (:mod:`hm_utils.inference`: batch norms folded, frozen graph, bfloat16 with
+  ``--precision auto`` on a CPU with AMX), shards on disk and the final parquet
+  file (all of it inside the timing);
 * baseline: the plain loop of the original notebook -- ``keras.utils.load_img``
   + ``img_to_array`` per image (full-size decode, PIL resize), then
   ``model.predict`` batch by batch; nothing written.
@@ -17,7 +19,8 @@ the count). Models (untrained, ``hm_utils.model.build_embedding_model``):
 550-d head; the original architecture apart from pooling).
 
 It also checks that reduced-scale decoding gives embeddings close to a full
-decode (mean and minimum cosine between the two, on the real photos).
+decode, and (when ours runs in bfloat16) that bfloat16 gives embeddings close to
+float32 (mean and minimum cosine between the two).
 
     python -m benchmarks.bench_export --scale 0.05                     # small_cnn, 256 images
     python -m benchmarks.bench_export --scale 0.05 --max-images 512 --models small_cnn,mobilenetv3small
