@@ -261,37 +261,60 @@ def _head_call(head, combined: bool, n_tabular):
     return _cached_trace(head, ("head", combined, n_tabular), build)
 
 
-# first-batch check of the compiled path against the plain models: largest
-# |difference| / max(1, largest |plain value|) (float32), / largest |plain value| (bfloat16)
-CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
+# First-batch check of the compiled path against the plain float32 models, on up
+# to CHECK_IMAGES images. float32: largest |difference| / max(1, largest |plain
+# value|) must stay <= FLOAT32_TOLERANCE, else every model runs whole (traced,
+# float32). bfloat16: every embedding's cosine to the plain one must be >=
+# BFLOAT16_MIN_COSINE; with precision "auto" a lower one switches the backbones to
+# float32 (a model whose head amplifies small feature differences, such as the
+# demo's image-only model on its untrained backbone: cosine 0.92-1.0), with
+# "bfloat16" asked for explicitly it is only a warning.
+CHECK_IMAGES = 8
+FLOAT32_TOLERANCE = 1e-4
+BFLOAT16_MIN_COSINE = 0.995
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine per row of two float [n, d] arrays; 1 where both rows are zero, 0 where one is."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both = (na == 0) & (nb == 0)
+    cos = (a * b).sum(axis=1) / np.where(na * nb > 0, na * nb, 1.0)
+    return np.where(both, 1.0, cos)
 
 
 def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (None, None),
-                   n_tabular: int | None = None, precision: str = "float32") -> Callable:
+                   n_tabular: int | None = None, precision: str = "float32", strict: bool = True) -> Callable:
     """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) ->
     ``{name: np.float32 [B, d]}`` for every model; its ``state["precision"]``
-    says what the backbones computed in.
+    says what the backbones computed in, ``state["check_min_cosine"]`` the
+    first-batch agreement with the plain float32 models (bfloat16 only).
 
     ``hm_utils.model`` towers (:func:`tower_parts`) run as a compiled backbone
     (:func:`_backbone_call`; once per batch for all towers whose backbones hold
     identical weights) and a traced head per model. The first batch is checked
-    against the plain models (:data:`CHECK_TOLERANCE`); a mismatch falls back to
-    running each model whole in float32, with a warning. Other keras models run
-    whole as traced graphs (``tf.function`` with a batch-size-free input
-    signature, so the last, smaller batch does not retrace); other callables as
-    they are."""
+    against the plain float32 models (see :data:`BFLOAT16_MIN_COSINE`): a float32
+    mismatch falls back to running each model whole; a bfloat16 one, unless
+    ``strict`` (bfloat16 asked for by name), to float32 backbones; both with a
+    warning. Other keras models run whole as traced graphs (``tf.function``
+    with a batch-size-free input signature, so the last, smaller batch does not
+    retrace); other callables as they are."""
     keras_models = {n: m for n, m in models.items() if _is_keras_model(m)}
     calls = {n: _keras_call_fn(m, combined[n], image_size, n_tabular) for n, m in keras_models.items()}
     parts = tower_parts(models)
-    state = {"fast": parts is not None, "checked": False, "precision": "float32"}
+    state = {"fast": parts is not None, "checked": False, "precision": "float32", "check_min_cosine": None}
+    bb_calls: dict = {}
     if parts is not None:
         digest_of = {n: _model_digest(bb) for n, (bb, _) in parts.items()}
         backbones = {}
         for n, (bb, _) in parts.items():
             backbones.setdefault(digest_of[n], bb)
-        bb_calls = {d: _backbone_call(bb, image_size, precision, d) for d, bb in backbones.items()}
+
+        def compile_backbones(prec):
+            bb_calls.clear()
+            bb_calls.update({d: _backbone_call(bb, image_size, prec, d) for d, bb in backbones.items()})
+            state["precision"] = next(iter(bb_calls.values())).precision
+        compile_backbones(precision)
         head_calls = {n: _head_call(h, combined[n], n_tabular) for n, (_, h) in parts.items()}
-        state["precision"] = next(iter(bb_calls.values())).precision
 
     def whole(images, tabular, eager: bool = False):
         out = {}
@@ -313,23 +336,42 @@ def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (
         return {n: np.asarray(head_calls[n](feats[digest_of[n]], tabular) if combined[n]
                               else head_calls[n](feats[digest_of[n]]), dtype=np.float32) for n in models}
 
+    def check(images, tabular, out):
+        k = min(CHECK_IMAGES, int(images.shape[0]))
+        # eager on numpy (Keras refuses mixed tensor/numpy dicts), so no extra tracing
+        ref = whole(np.asarray(images[:k]), None if tabular is None else np.asarray(tabular[:k]), eager=True)
+        if state["precision"] == "float32":
+            scale = max(float(np.abs(ref[n]).max()) for n in ref)
+            rel = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out) / max(1.0, scale)
+            if rel <= FLOAT32_TOLERANCE:
+                return out
+            warnings.warn(f"compiled float32 embeddings differ from the plain models by {rel:.2e} (relative); "
+                          "running each model whole instead", stacklevel=3)
+            state["fast"] = False
+            return whole(images, tabular)
+        worst = {n: float(_row_cosines(out[n][:k], ref[n]).min()) for n in out}
+        state["check_min_cosine"] = min(worst.values())
+        if state["check_min_cosine"] >= BFLOAT16_MIN_COSINE:
+            return out
+        shown = ", ".join(f"{n} {c:.4f}" for n, c in worst.items())
+        if strict:
+            warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: "
+                          f"{shown}; below {BFLOAT16_MIN_COSINE}); kept because precision='bfloat16' was asked for",
+                          stacklevel=3)
+            return out
+        warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: {shown}; "
+                      f"below {BFLOAT16_MIN_COSINE}): exporting in float32 instead. precision='bfloat16' keeps "
+                      "the faster bfloat16 anyway", stacklevel=3)
+        compile_backbones("float32")
+        return check(images, tabular, fast(images, tabular))
+
     def fn(images, tabular):
         if not state["fast"]:
             return whole(images, tabular)
         out = fast(images, tabular)
         if not state["checked"]:
             state["checked"] = True
-            k = min(2, int(images.shape[0]))
-            # eager on numpy (Keras refuses mixed tensor/numpy dicts), so no extra tracing
-            ref = whole(np.asarray(images[:k]), None if tabular is None else np.asarray(tabular[:k]), eager=True)
-            scale = max(float(np.abs(ref[n]).max()) for n in ref)
-            diff = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out)
-            rel = diff / (max(1.0, scale) if state["precision"] == "float32" else max(scale, 1e-12))
-            if not rel <= CHECK_TOLERANCE[state["precision"]]:
-                warnings.warn(f"compiled {state['precision']} embeddings differ from the plain models by "
-                              f"{rel:.2e} (relative); running each model whole in float32 instead", stacklevel=2)
-                state["fast"], state["precision"] = False, "float32"
-                return whole(images, tabular)
+            return check(images, tabular, out)
         return out
     fn.state = state
     return fn
@@ -515,9 +557,7 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
         if tab.shape[0] != len(articles):
             raise ValueError(f"tabular has {tab.shape[0]} rows for {len(articles)} articles")
     from .inference import resolve_precision
-    precision = resolve_precision(precision)
-    embed_fn = _make_embed_fn(models, combined, tuple(image_size), None if tab is None else tab.shape[1],
-                              precision=precision)
+    requested, precision = precision, resolve_precision(precision)
 
     settings = {"image_size": list(image_size), "shard_size": int(shard_size), "reduced_scale": bool(reduced_scale),
                 "precision": precision,
@@ -528,6 +568,10 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
     manifest = _read_manifest(sdir, _fingerprint(ids, has, settings))
     n_shards = max(1, -(-len(ids) // shard_size))
     manifest["n_shards"] = n_shards
+    # a resumed export keeps the precision its first shards were computed in
+    used_before = manifest.get("precision_used")
+    embed_fn = _make_embed_fn(models, combined, tuple(image_size), None if tab is None else tab.shape[1],
+                              precision=used_before or precision, strict=requested != "auto" or bool(used_before))
 
     done = {int(k) for k in manifest["shards"] if _shard_file(sdir, int(k)).is_file()}
     todo = [i for i in range(n_shards) if i not in done]
@@ -558,6 +602,7 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
                 warnings.warn(f"{len(unreadable)} image(s) could not be decoded; these articles get a null "
                               f"embedding: {shown}", UnreadableImageWarning, stacklevel=3)
             write_parquet(table, _shard_file(sdir, i))
+            manifest["precision_used"] = getattr(embed_fn, "state", {}).get("precision", precision)
             manifest["shards"][str(i)] = {"rows": table.num_rows, "embedded": computed - before,
                                           "unreadable": unreadable, "dims": dims}
             write_json(manifest, sdir / MANIFEST)

@@ -458,7 +458,7 @@ def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, m
 
     articles, images = catalogue
     model = _tower(seed=1)
-    monkeypatch.setattr(ex, "CHECK_TOLERANCE", {"float32": -1.0, "bfloat16": -1.0})
+    monkeypatch.setattr(ex, "FLOAT32_TOLERANCE", -1.0)
     rep, rec = _export(model, articles, images, tmp_path / "e.parquet", precision="float32")
     assert any("running each model whole" in str(w.message) for w in rec)
     assert rep.precision == "float32" and rep.n_embedded == 10
@@ -485,3 +485,34 @@ def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(ca
     assert (bf16[2] == fp32[2]).all()
     rel = np.abs(bf16[1][bf16[2]] - fp32[1][fp32[2]]).max() / np.abs(fp32[1][fp32[2]]).max()
     assert 0 < rel < 5e-2
+
+
+@pytest.mark.skipif(not __import__("hm_utils.inference", fromlist=["x"]).cpu_has_fast_bfloat16(),
+                    reason="no AMX-BF16 on this CPU: precision 'auto' means float32 here")
+def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tmp_path, monkeypatch):
+    import hm_utils.export as ex
+
+    articles, images = catalogue
+    model = _tower(seed=3)
+    # as it is, bfloat16 passes the check on this model
+    rep, rec = _export(model, articles, images, tmp_path / "ok.parquet", precision="auto")
+    assert rep.precision == "bfloat16" and not any("differ from float32" in str(w.message) for w in rec)
+
+    monkeypatch.setattr(ex, "BFLOAT16_MIN_COSINE", 1.01)  # no cosine can pass
+    rep, rec = _export(model, articles, images, tmp_path / "auto.parquet", precision="auto")
+    assert rep.precision == "float32"
+    assert any("exporting in float32 instead" in str(w.message) for w in rec)
+    ids, mat, has = load_embeddings(tmp_path / "auto.parquet")
+    np.testing.assert_allclose(mat[has], _plain(model, images, None, ids[has]), rtol=1e-5, atol=1e-6)
+
+    rep, rec = _export(model, articles, images, tmp_path / "asked.parquet", precision="bfloat16")
+    assert rep.precision == "bfloat16"
+    assert any("kept because precision='bfloat16' was asked" in str(w.message) for w in rec)
+
+
+def test_row_cosines_by_hand():
+    from hm_utils.export import _row_cosines
+
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
+    b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0], [1.0, 0.0], [-3.0, -4.0]])
+    np.testing.assert_allclose(_row_cosines(a, b), [0.0, 1.0, 1.0, 0.0, -1.0])
