@@ -275,11 +275,12 @@ BFLOAT16_MIN_COSINE = 0.995
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine per row of two float [n, d] arrays; 1 where both rows are zero, 0 where one is."""
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    both = (na == 0) & (nb == 0)
-    cos = (a * b).sum(axis=1) / np.where(na * nb > 0, na * nb, 1.0)
-    return np.where(both, 1.0, cos)
+    """:func:`hm_utils.similarity.pairwise_cosine` of two float [n, d] arrays, except
+    that two all-zero rows (a relu embedding that is zero either way) count as equal: 1."""
+    from .similarity import pairwise_cosine
+
+    both_zero = ~np.asarray(a).any(axis=1) & ~np.asarray(b).any(axis=1)
+    return np.where(both_zero, 1.0, pairwise_cosine(a, b))
 
 
 def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (None, None),
@@ -304,7 +305,9 @@ def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (
     state = {"fast": parts is not None, "checked": False, "precision": "float32", "check_min_cosine": None}
     bb_calls: dict = {}
     if parts is not None:
-        digest_of = {n: _model_digest(bb) for n, (bb, _) in parts.items()}
+        by_object = {id(bb): bb for bb, _ in parts.values()}  # a shared backbone is hashed once
+        digest_by_object = {i: _model_digest(bb) for i, bb in by_object.items()}
+        digest_of = {n: digest_by_object[id(bb)] for n, (bb, _) in parts.items()}
         backbones = {}
         for n, (bb, _) in parts.items():
             backbones.setdefault(digest_of[n], bb)

@@ -300,11 +300,11 @@ def compile_for_inference(model, input_signature: Sequence, precision: str = "fl
         model = fold_batchnorm(model)  # a copy even when nothing folds: keep_zero_biases changes it
         keep_zero_biases(model)
     frozen, structure = freeze(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False), input_signature)
+
+    def float32_call(*args):
+        return tf.nest.pack_sequence_as(structure, tf.nest.flatten(frozen(*args)))
     if precision == "float32":
-        def call(*args):
-            out = frozen(*args)
-            return tf.nest.pack_sequence_as(structure, tf.nest.flatten(out))
-        return InferenceFunction(call, "float32", n_folded)
+        return InferenceFunction(float32_call, "float32", n_folded)
 
     if not cpu_has_fast_bfloat16():
         warnings.warn("precision='bfloat16' on a CPU without AMX-BF16: it will run, but slower than float32 "
@@ -313,7 +313,7 @@ def compile_for_inference(model, input_signature: Sequence, precision: str = "fl
     if n_bf16 == 0:
         warnings.warn("the bfloat16 rewrite changed no node (TensorFlow without oneDNN?); running float32",
                       stacklevel=2)
-        return compile_for_inference(model, input_signature, "float32", fold=False)
+        return InferenceFunction(float32_call, "float32", n_folded)
     in_names = [t.name for t in frozen.inputs]
     out_names = [t.name for t in frozen.outputs]
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])

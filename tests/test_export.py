@@ -411,7 +411,7 @@ def _tower(seed: int = 0, dim: int = 4):
     return build_embedding_model("image_only", "small_cnn", SIZE, embedding_dim=dim, pooling="avg", hidden_units=8)
 
 
-def _plain(model, images, articles_ids, ids):
+def _plain(model, images, ids):
     """The model's own output for the given article ids (decoded like the export)."""
     from hm_utils.images import load_image
 
@@ -445,7 +445,7 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
     ids, mat, has = load_embeddings(tmp_path / "c.parquet")
     _, old, _ = load_embeddings(tmp_path / "a.parquet")
     assert np.abs(mat[has] - old[has]).max() > 1e-4
-    np.testing.assert_allclose(mat[has][:3], _plain(model, images, None, ids[has][:3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mat[has][:3], _plain(model, images, ids[has][:3]), rtol=1e-5, atol=1e-6)
 
     refs = [weakref.ref(model), weakref.ref(backbone)]
     del model, backbone, conv, compiled, again
@@ -463,7 +463,7 @@ def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, m
     assert any("running each model whole" in str(w.message) for w in rec)
     assert rep.precision == "float32" and rep.n_embedded == 10
     ids, mat, has = load_embeddings(tmp_path / "e.parquet")
-    np.testing.assert_allclose(mat[has], _plain(model, images, None, ids[has]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mat[has], _plain(model, images, ids[has]), rtol=1e-5, atol=1e-6)
 
 
 def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(catalogue, tmp_path):
@@ -503,7 +503,7 @@ def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tm
     assert rep.precision == "float32"
     assert any("exporting in float32 instead" in str(w.message) for w in rec)
     ids, mat, has = load_embeddings(tmp_path / "auto.parquet")
-    np.testing.assert_allclose(mat[has], _plain(model, images, None, ids[has]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mat[has], _plain(model, images, ids[has]), rtol=1e-5, atol=1e-6)
 
     rep, rec = _export(model, articles, images, tmp_path / "asked.parquet", precision="bfloat16")
     assert rep.precision == "bfloat16"
