@@ -128,12 +128,15 @@ class Profile:
     synthetic_image_size: tuple[int, int]      # (height, width) of generated JPEGs
     # model
     image_size: tuple[int, int]                # (height, width) fed to the model
-    backbone: str                              # resnet50 | efficientnetb0 | mobilenetv3small | small_cnn
+    backbone: str                              # efficientnet_lite0 | resnet50 | efficientnetb0 | mobilenetv3small | small_cnn
     pooling: str                               # flatten | avg
     embedding_dim: int
     epochs: int
     batch_size: int
     max_triplets: int | None                   # cap on training triplets (None = all)
+    # "imagenet": the backbone's ImageNet weights (efficientnet_lite0: from its pip package, offline;
+    # see hm_utils.model.resolve_weights); None: random (untrained)
+    weights: str | None = "imagenet"
     # ranking
     n_candidates: int = 100
     holdout_days: int = 7
@@ -149,21 +152,21 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny", n_articles=300, n_customers=400, n_transactions=8_000,
-        synthetic_image_size=(96, 64), image_size=(96, 64), backbone="small_cnn",
+        synthetic_image_size=(96, 64), image_size=(96, 64), backbone="efficientnet_lite0",
         pooling="avg", embedding_dim=32, epochs=2, batch_size=32, max_triplets=2_000,
-        n_candidates=50,
+        weights="imagenet", n_candidates=50,
     ),
     "demo": Profile(
         name="demo", n_articles=3_000, n_customers=10_000, n_transactions=300_000,
-        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="resnet50",
+        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="efficientnet_lite0",
         pooling="avg", embedding_dim=550, epochs=8, batch_size=64, max_triplets=None,
-        n_candidates=100,
+        weights="imagenet", n_candidates=100,
     ),
     "full": Profile(
         name="full", n_articles=105_542, n_customers=1_371_980, n_transactions=31_788_324,
-        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="resnet50",
-        pooling="flatten", embedding_dim=550, epochs=10, batch_size=64, max_triplets=None,
-        n_candidates=100,
+        synthetic_image_size=(300, 200), image_size=(300, 200), backbone="efficientnet_lite0",
+        pooling="avg", embedding_dim=550, epochs=10, batch_size=64, max_triplets=None,
+        weights="imagenet", n_candidates=100,
     ),
 }
 DEFAULT_PROFILE = "demo"

