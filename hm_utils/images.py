@@ -10,9 +10,18 @@ Reduced-scale decoding: libjpeg can decode a JPEG directly at 1/2, 1/4 or 1/8
 of its size (``tf.io.decode_jpeg(..., ratio=r)``), which is several times
 faster than a full decode for the competition's ~1750 x 1166 photos. We pick
 the largest ratio whose decoded image still covers the target height and width,
-then resize to exactly (H, W). The aspect ratio is NOT kept: like the original
-notebook (which resized every image to 300 x 200), the image is stretched to
-(H, W). Non-JPEG files (PNG, GIF, BMP) are decoded at full size.
+then bring it to exactly (H, W) in one of two ways (``fit``):
+
+- ``"pad"`` (default): keep the aspect ratio -- resize so that the photo fits
+  inside (H, W) (scale = min(H / h, W / w)), then centre it and pad the rest with
+  :data:`PAD_VALUE` (255, white: the background of the product photos). A photo
+  is never distorted (the catalogue's square 128 x 128 photos become a 200 x 200
+  square with 50-pixel white bands above and below at 300 x 200; the competition's
+  1750 x 1166 photos already have the 3:2 shape of 300 x 200 and are barely padded).
+- ``"stretch"``: resize to (H, W) regardless of shape, like the original notebook
+  (which stretched every image to 300 x 200).
+
+Non-JPEG files (PNG, GIF, BMP) are decoded at full size.
 
 Unreadable files (missing, truncated, not an image) never crash the stream:
 they are dropped, and because every element carries its index in ``paths`` the
@@ -32,6 +41,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 JPEG_RATIOS = (1, 2, 4, 8)  # the downscale factors libjpeg supports
+FITS = ("pad", "stretch")   # keep the aspect ratio and pad / resize to (H, W) regardless
+DEFAULT_FIT = "pad"
+PAD_VALUE = 255.0           # padding colour (every channel): white, the product photos' background
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -63,15 +75,49 @@ def _decode_jpeg_reduced(contents: tf.Tensor, image_size: tuple[int, int]) -> tf
     return tf.switch_case(branch, branches)
 
 
-def decode_image(contents: tf.Tensor, image_size: tuple[int, int], reduced_scale: bool = True) -> tf.Tensor:
+def _check_fit(fit: str) -> str:
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+    return fit
+
+
+def fitted_size(height: int, width: int, image_size: tuple[int, int]) -> tuple[int, int]:
+    """(h', w') of an image of ``height`` x ``width`` pixels resized to fit inside
+    ``image_size`` = (H, W) with its aspect ratio kept: scale = min(H / height,
+    W / width), sides rounded to whole pixels (at least 1, at most H and W).
+    Pure Python, mirrors what ``fit="pad"`` does per image."""
+    th, tw = int(image_size[0]), int(image_size[1])
+    scale = min(th / height, tw / width)
+    return (min(th, max(1, int(round(height * scale)))), min(tw, max(1, int(round(width * scale)))))
+
+
+def _resize_and_pad(img: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """float32 [h, w, 3] -> [H, W, 3]: fit inside (H, W) keeping the aspect ratio, centre, pad with PAD_VALUE."""
+    th, tw = int(image_size[0]), int(image_size[1])
+    shape = tf.cast(tf.shape(img)[:2], tf.float64)
+    scale = tf.minimum(th / shape[0], tw / shape[1])
+    nh = tf.clip_by_value(tf.cast(tf.round(shape[0] * scale), tf.int32), 1, th)
+    nw = tf.clip_by_value(tf.cast(tf.round(shape[1] * scale), tf.int32), 1, tw)
+    img = tf.image.resize(img, tf.stack([nh, nw]), method="bilinear", antialias=True)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    pads = tf.stack([tf.stack([top, th - nh - top]), tf.stack([left, tw - nw - left]), tf.constant([0, 0])])
+    img = tf.pad(img, pads, constant_values=PAD_VALUE)
+    img.set_shape([th, tw, 3])
+    return img
+
+
+def decode_image(contents: tf.Tensor, image_size: tuple[int, int], reduced_scale: bool = True,
+                 fit: str = DEFAULT_FIT) -> tf.Tensor:
     """Decode one encoded image (bytes scalar tensor) to float32 [H, W, 3], raw 0..255 RGB.
 
     JPEGs (recognised by their magic bytes) are decoded at reduced scale when
     ``reduced_scale``; anything else goes through ``tf.io.decode_image``
     (PNG/GIF/BMP; text or garbage raises ``InvalidArgumentError``).
     Grey or CMYK images become 3-channel RGB. Resized with bilinear
-    interpolation and antialiasing, aspect ratio not kept.
+    interpolation and antialiasing; ``fit`` "pad" keeps the aspect ratio and pads
+    with :data:`PAD_VALUE` (white), "stretch" does not keep it (module docstring).
     """
+    _check_fit(fit)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), _JPEG_MAGIC)
 
     def jpeg():
@@ -85,18 +131,24 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], reduced_scale
 
     img = tf.cond(is_jpeg, jpeg, other)
     img.set_shape([None, None, 3])
-    img = tf.image.resize(tf.cast(img, tf.float32), image_size, method="bilinear", antialias=True)
+    if fit == "pad":
+        img = _resize_and_pad(tf.cast(img, tf.float32), image_size)
+    else:
+        img = tf.image.resize(tf.cast(img, tf.float32), image_size, method="bilinear", antialias=True)
     return tf.clip_by_value(img, 0.0, 255.0)
 
 
-def read_and_decode(path: tf.Tensor, image_size: tuple[int, int], reduced_scale: bool = True) -> tf.Tensor:
-    """Read a file (string scalar tensor) and decode it: float32 [H, W, 3] in 0..255."""
-    return decode_image(tf.io.read_file(path), image_size, reduced_scale)
+def read_and_decode(path: tf.Tensor, image_size: tuple[int, int], reduced_scale: bool = True,
+                    fit: str = DEFAULT_FIT) -> tf.Tensor:
+    """Read a file (string scalar tensor) and decode it: float32 [H, W, 3] in 0..255
+    (``fit`` as in :func:`decode_image`)."""
+    return decode_image(tf.io.read_file(path), image_size, reduced_scale, fit)
 
 
 def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int] = (300, 200),
                   batch_size: int = 64, reduced_scale: bool = True,
-                  num_parallel_calls: int = tf.data.AUTOTUNE, drop_unreadable: bool = True) -> tf.data.Dataset:
+                  num_parallel_calls: int = tf.data.AUTOTUNE, drop_unreadable: bool = True,
+                  fit: str = DEFAULT_FIT) -> tf.data.Dataset:
     """Stream images from disk: a ``tf.data.Dataset`` of ``(index, images)`` batches.
 
     Parameters
@@ -109,6 +161,8 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
     num_parallel_calls : parallel decoders (``tf.data.AUTOTUNE`` by default).
     drop_unreadable : drop files that fail to read or decode (True) instead of
         raising ``InvalidArgumentError`` / ``NotFoundError`` when iterating.
+    fit : "pad" (keep the aspect ratio, pad with white) or "stretch" (see the
+        module docstring).
 
     Yields
     ------
@@ -117,11 +171,12 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
 
     Order is deterministic. Nothing is held in memory beyond the prefetch buffer.
     """
+    _check_fit(fit)
     paths = [str(p) for p in paths]
     size = (int(image_size[0]), int(image_size[1]))
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string) if paths else tf.zeros([0], tf.string)))
-    ds = ds.map(lambda i, p: (i, read_and_decode(p, size, reduced_scale)),
+    ds = ds.map(lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit)),
                 num_parallel_calls=num_parallel_calls, deterministic=True)
     if drop_unreadable:
         ds = ds.ignore_errors()
@@ -167,17 +222,19 @@ def find_unreadable(paths: Sequence[str | os.PathLike], image_size: tuple[int, i
 
 
 def load_image(path: str | os.PathLike, image_size: tuple[int, int] = (300, 200),
-               reduced_scale: bool = True) -> np.ndarray:
-    """One image as float32 [H, W, 3], raw RGB 0..255, decoded like :func:`image_dataset`.
+               reduced_scale: bool = True, fit: str = DEFAULT_FIT) -> np.ndarray:
+    """One image as float32 [H, W, 3], raw RGB 0..255, decoded like :func:`image_dataset`
+    (``fit`` "pad" or "stretch").
 
     Raises FileNotFoundError naming a missing file, ValueError naming a file
     that is not a readable image.
     """
+    _check_fit(fit)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        img = read_and_decode(tf.constant(str(path)), (int(image_size[0]), int(image_size[1])), reduced_scale)
+        img = read_and_decode(tf.constant(str(path)), (int(image_size[0]), int(image_size[1])), reduced_scale, fit)
         return img.numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.UnknownError) as exc:
         raise ValueError(f"cannot decode image {path}: {exc.message.splitlines()[0] if exc.message else exc}") from None

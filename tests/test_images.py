@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hm_utils.images import (choose_jpeg_ratio, find_unreadable, image_dataset, load_image,
-                             report_unreadable)
+from hm_utils.images import (PAD_VALUE, choose_jpeg_ratio, find_unreadable, fitted_size, image_dataset,
+                             load_image, report_unreadable)
 
 
 def _jpeg(path: Path, h: int, w: int, colour=(200, 40, 40)) -> Path:
@@ -57,6 +57,54 @@ def test_dataset_streams_indices_and_batches(tmp_path, hm_sample):
     idx = np.concatenate([b[0].numpy() for b in batches])
     assert idx.tolist() == [0, 1, 2, 3, 4, 5]
     assert batches[0][1].shape == (4, 48, 32, 3) and batches[0][1].dtype.name == "float32"
+
+
+def _png_block(path: Path, h: int, w: int, colour=(200, 40, 40)) -> Path:
+    Image.fromarray(np.full((h, w, 3), colour, np.uint8)).save(path, format="PNG")
+    return path
+
+
+def test_fitted_size_by_hand():
+    assert fitted_size(10, 20, (40, 40)) == (20, 40)        # scale min(4, 2) = 2
+    assert fitted_size(128, 128, (300, 200)) == (200, 200)  # the catalogue's square photos
+    assert fitted_size(1750, 1166, (300, 200)) == (300, 200)  # 1166 * 300 / 1750 = 199.9 -> 200
+    assert fitted_size(1000, 10, (30, 20)) == (30, 1)       # never below one pixel
+
+
+def test_pad_keeps_the_aspect_ratio_and_pads_white(tmp_path):
+    # a 10 x 20 solid red block into 40 x 40: resized to 20 x 40, 10 white rows above and below
+    p = _png_block(tmp_path / "block.png", 10, 20)
+    img = load_image(p, (40, 40), fit="pad")
+    assert img.shape == (40, 40, 3)
+    np.testing.assert_array_equal(img[:10], PAD_VALUE)
+    np.testing.assert_array_equal(img[30:], PAD_VALUE)
+    np.testing.assert_allclose(img[10:30], np.broadcast_to([200.0, 40.0, 40.0], (20, 40, 3)), atol=1e-3)
+    # odd padding: 41 rows -> 10 above, 11 below
+    img = load_image(p, (41, 40))  # "pad" is the default
+    assert (img[:10] == PAD_VALUE).all() and (img[30:] == PAD_VALUE).all() and img[30:].shape[0] == 11
+    np.testing.assert_allclose(img[10:30, :, 0], 200.0, atol=1e-3)
+    # a tall block into a wide frame: white columns left and right (20 x 10 into 20 x 40: 15 + 10 + 15)
+    img = load_image(_png_block(tmp_path / "tall.png", 20, 10), (20, 40))
+    assert (img[:, :15] == PAD_VALUE).all() and (img[:, 25:] == PAD_VALUE).all()
+    np.testing.assert_allclose(img[:, 15:25, 1], 40.0, atol=1e-3)
+    # "stretch" (the original's) fills the whole frame
+    img = load_image(p, (40, 40), fit="stretch")
+    np.testing.assert_allclose(img[..., 0], 200.0, atol=1e-3)
+    with pytest.raises(ValueError, match="crop"):
+        load_image(p, (40, 40), fit="crop")
+
+
+def test_pad_in_the_stream_and_with_reduced_jpeg_decoding(tmp_path):
+    # 80 x 40 JPEG (red, blue top-left quarter) into 40 x 40: 40 x 20 in the middle columns
+    jpg = _jpeg(tmp_path / "a.jpg", 80, 40)
+    (_, imgs), = list(image_dataset([str(jpg)], (40, 40), batch_size=1, fit="pad"))
+    img = imgs.numpy()[0]
+    assert (img[:, :10] == PAD_VALUE).all() and (img[:, 30:] == PAD_VALUE).all()
+    assert img[5, 13, 2] > 150 and img[5, 13, 0] < 80     # blue quarter, now at columns 10..19
+    assert img[35, 25, 0] > 150 and img[35, 25, 2] < 80   # red
+    np.testing.assert_array_equal(img, load_image(jpg, (40, 40)))
+    stretched = next(iter(image_dataset([str(jpg)], (40, 40), batch_size=1, fit="stretch")))[1].numpy()[0]
+    assert stretched[:, :10, 0].min() < 100  # no white band: the photo covers the frame
 
 
 def test_small_jpeg_content_kept(tmp_path):
