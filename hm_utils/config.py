@@ -225,3 +225,15 @@ def synthetic_dir(profile: str, seed: int) -> Path:
 TRAINING_HISTORY = "models/training_history.parquet"   # model, epoch, loss, val_loss, seconds
 TRAINING_REPORT = "models/training_report.json"        # per model: counts, accuracies, losses, timings
 FEATURE_CACHE_DIR = "cache"                            # WORK_DIR/cache/<backbone>_features.npy (big runs)
+
+# ------------------------------ ranker evaluation and learned ranker (helper H8, issue 11) ---
+EVALUATION_DIR = "evaluation"                                    # WORK_DIR/evaluation/ (notebook 06)
+RANKERS_BY_WEEK = "evaluation/rankers_by_week.parquet"           # ranker, week_start, map12, n_scored, ...
+AP_BY_CUSTOMER_WEEK = "evaluation/ap_by_customer_week.parquet"   # ranker, week_start, customer_key, ap
+WEIGHTS_BY_WEEK = "evaluation/weights_by_week.parquet"           # tuned ranker, week_start, sim, pop, rep
+SLICES_BY_WEEK = "evaluation/slices_by_week.parquet"             # ranker, week_start, slice, AP sums, hits
+WEEKS_SUBDIR = "weeks"             # predictions/weeks/<YYYY-MM-DD>/<ranker>.parquet: each rolling week's lists
+EVAL_WEEKS = {"tiny": 2, "demo": 4, "full": 4}   # rolling weeks scored per profile (the held-out one + earlier)
+BOOTSTRAP_SAMPLES = 1000                         # paired bootstrap resamples of customer-weeks
+RECALL_K = 100                                   # recall@100 of ranked / candidate lists
+BASELINE_RANKER = "repurchase"                   # every interval is a difference to this ranker

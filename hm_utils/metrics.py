@@ -196,6 +196,42 @@ def map_at_k(predictions, actual, k: int = SUBMISSION_K, customer_keys=None) -> 
     return float(ap.mean()) if len(ap) else float("nan")
 
 
+def hits_at_k(predictions, actual, k: int = 100, customer_keys=None) -> tuple[int, int]:
+    """``(hits, purchases)``: how many of the distinct (customer, article) purchases in
+    ``actual`` appear among the first ``k`` predictions of that customer, and how many
+    purchases there are. Customers without a prediction row count as misses. Inputs as in
+    :func:`map_at_k` (the matrix may be wider than 12: pass ``k``)."""
+    keys, mat = as_prediction_matrix(predictions, customer_keys, k)
+    a_cust, a_art = as_actual_pairs(actual)
+    if a_cust.size == 0:
+        return 0, 0
+    rows = np.isin(keys, np.unique(a_cust))
+    keys, mat = keys[rows], mat[rows]
+    valid = first_occurrence_mask(mat) if mat.shape[1] <= 16 else _first_in_rows(mat)
+    pred_codes = _encode(np.repeat(keys, mat.shape[1])[valid.ravel()], mat.ravel()[valid.ravel()])
+    hits = int(np.isin(_encode(a_cust, a_art), pred_codes).sum())
+    return hits, int(a_cust.size)
+
+
+def _first_in_rows(mat: np.ndarray) -> np.ndarray:
+    """Like :func:`first_occurrence_mask` for wide rows (one stable sort per row)."""
+    order = np.argsort(mat, axis=1, kind="stable")
+    srt = np.take_along_axis(mat, order, axis=1)
+    first = np.ones(mat.shape, bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    out = np.empty(mat.shape, bool)
+    np.put_along_axis(out, order, first, axis=1)
+    return out & (mat != PAD)
+
+
+def recall_at_k(predictions, actual, k: int = 100, customer_keys=None) -> float:
+    """Share of the distinct (customer, article) purchases in ``actual`` found among the
+    customer's first ``k`` predictions (micro-averaged over purchases; ``nan`` when there
+    are none). Used for candidate lists, where ``k`` is ~100 rather than 12."""
+    hits, total = hits_at_k(predictions, actual, k, customer_keys)
+    return hits / total if total else float("nan")
+
+
 def coverage(is_personal) -> float:
     """Share of customers given a personal (not the fallback) list: mean of a bool array; nan when empty."""
     arr = np.asarray(is_personal, dtype=bool)

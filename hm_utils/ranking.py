@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING_FILES, FULL_SUBDIR, HOLDOUT_SUBDIR, PREDICTIONS_DIR,  # noqa: F401
                      SUBMISSION_K, T_DAT)
-from .metrics import PAD, map_at_k
+from .metrics import PAD, average_precision_at_k, map_at_k
 from .similarity import l2_normalize, top_k
 from .storage import write_parquet
 
@@ -518,20 +518,45 @@ class CustomerProfiles:
         self._row = he["erow"].to_numpy()
         self._w = he["w"].to_numpy(np.float32)
         self._ptr = np.searchsorted(he[CUSTOMER_KEY].to_numpy(), np.arange(n_rows + 1))
+        codes = (he[CUSTOMER_KEY].to_numpy(np.int64) << 31) | he[ARTICLE_ID].to_numpy(np.int64)
+        order = np.argsort(codes, kind="stable")
+        self._codes, self._code_w = codes[order], self._w[order]
         return self
 
-    def has_profile(self, keys) -> np.ndarray:
-        """bool [n]: the customer has at least one embedded purchase."""
+    def item_weights(self, keys, article_ids) -> np.ndarray:
+        """float32 [n, m]: the weight ``w_j`` article ``article_ids[i, j]`` has in customer
+        ``keys[i]``'s profile (0 when it is not one of the profile's items). One
+        ``searchsorted`` over sorted (customer, article) codes."""
+        keys = np.asarray(keys, np.int64).reshape(-1, 1)
+        arts = np.asarray(article_ids, np.int64)
+        if len(self._codes) == 0:
+            return np.zeros(arts.shape, np.float32)
+        q = (keys << 31) | np.maximum(arts, 0)
+        pos = np.minimum(np.searchsorted(self._codes, q), len(self._codes) - 1)
+        return np.where((self._codes[pos] == q) & (arts >= 0), self._code_w[pos], np.float32(0))
+
+    def leave_one_out_cosine(self, keys, article_ids, raw: np.ndarray | None = None,
+                             dots: np.ndarray | None = None) -> np.ndarray:
+        """float32 [n, m]: cosine between each article and the customer's profile *without that
+        article's own contribution* (so a profile never "sees" the candidate it scores).
+
+        With the raw profile ``p = sum_j w_j e_j`` (unit ``e_j``), ``D = p . e_a`` and the
+        article's own weight ``w_a`` (0 when not bought), the leave-one-out profile is
+        ``p - w_a e_a``, so ``cos = (D - w_a) / sqrt(|p|^2 - 2 w_a D + w_a^2)``: no second
+        gather. 0 where the article has no embedding, the customer no profile, or the
+        profile holds nothing but the article. ``raw`` (from :meth:`raw_profiles`) and
+        ``dots`` (``D``, float [n, m]) may be passed when already computed."""
         keys = np.asarray(keys, np.int64)
-        inside = (keys >= 0) & (keys < self.n_rows_)
-        k_in = np.where(inside, keys, 0)
-        return inside & (self._ptr[k_in + 1] > self._ptr[k_in])
+        arts = np.asarray(article_ids, np.int64)
+        raw = self.raw_profiles(keys) if raw is None else raw
+        rows = self.embeddings.rows(arts)
+        if dots is None:
+            dots = self.embeddings.dot(rows, raw)
+        w = self.item_weights(keys, arts)
+        return leave_one_out_cosine(dots, np.einsum("ij,ij->i", raw, raw), w, rows >= 0)
 
-    def __call__(self, keys) -> np.ndarray:
-        return self.profiles(keys)
-
-    def profiles(self, keys) -> np.ndarray:
-        """float32 [n, d]: unit profile vector of each customer key (zero row when none)."""
+    def raw_profiles(self, keys) -> np.ndarray:
+        """float32 [n, d]: ``sum_j w_j e_j`` before normalising (zero rows when none)."""
         keys = np.asarray(keys, np.int64)
         out = np.zeros((len(keys), self.embeddings.dim), np.float32)
         inside = (keys >= 0) & (keys < self.n_rows_)
@@ -546,7 +571,41 @@ class CustomerProfiles:
         contrib = self.embeddings.matrix[self._row[flat]] * self._w[flat, None]
         has = lengths > 0
         out[has] = np.add.reduceat(contrib, offsets[has], axis=0)
-        return l2_normalize(out)
+        return out
+
+    def has_profile(self, keys) -> np.ndarray:
+        """bool [n]: the customer has at least one embedded purchase."""
+        keys = np.asarray(keys, np.int64)
+        inside = (keys >= 0) & (keys < self.n_rows_)
+        k_in = np.where(inside, keys, 0)
+        return inside & (self._ptr[k_in + 1] > self._ptr[k_in])
+
+    def __call__(self, keys) -> np.ndarray:
+        return self.profiles(keys)
+
+    def profiles(self, keys) -> np.ndarray:
+        """float32 [n, d]: unit profile vector of each customer key (zero row when none)."""
+        return l2_normalize(self.raw_profiles(keys))
+
+
+def leave_one_out_cosine(dots, sq_norms, own_weights, valid=None) -> np.ndarray:
+    """Cosine of each article to a profile with the article's own term removed.
+
+    ``dots`` float [n, m]: ``p_i . e_a`` for the raw profile ``p_i`` and unit article
+    vectors; ``sq_norms`` float [n]: ``|p_i|^2``; ``own_weights`` float [n, m]: the
+    article's weight in ``p_i`` (0 when absent); ``valid`` bool [n, m] (None: all).
+    Returns float32 [n, m] ``(D - w) / |p - w e|`` with ``|p - w e|^2 = |p|^2 - 2 w D + w^2``;
+    0 where not valid or the remaining profile is (numerically) empty.
+    """
+    d = np.asarray(dots, np.float64)
+    w = np.asarray(own_weights, np.float64)
+    n2 = np.asarray(sq_norms, np.float64)[:, None]
+    rest = n2 - 2.0 * w * d + w * w
+    ok = rest > 1e-9 * np.maximum(n2, 1e-30)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    out = np.where(ok, (d - w) / np.sqrt(np.where(ok, rest, 1.0)), 0.0)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -578,13 +637,15 @@ class ImprovedRanker(Ranker):
       ``neighbor_items`` most recent purchases. Exact blocked top-k
       (:func:`hm_utils.similarity.top_k`); no approximate index is needed at the
       catalogue sizes of the tiny/demo profiles.
-    * Score: ``w.sim * cos(profile, candidate) + w.pop * log1p(count)/log1p(max count)``
+    * Score: ``w.sim * cos(profile without the candidate, candidate) + w.pop * log1p(count)/log1p(max count)``
       (last-week popularity) ``+ w.rep * min(1, sum of the customer's
       recency weights for that article)``.
-    * ``tune=True``: the weights are chosen from ``weight_grid`` by MAP@12 on
-      the last week of the *training* transactions (fitting on the weeks before
-      it, at most ``tune_customers`` customers), then the ranker is refitted on
-      all training transactions. With weak embeddings the grid's ``sim = 0``
+    * ``tune=True``: the weights are chosen from ``weight_grid`` by MAP@12 pooled
+      over the last ``tune_weeks`` weeks of the *training* transactions (each
+      week scored by the ranker fitted on the days before it; at most
+      ``tune_customers`` customers in all), then the ranker is refitted on all
+      training transactions. One week's winner flips from week to week; the
+      pooled customer-weeks chase less noise. With weak embeddings the grid's ``sim = 0``
       entries win and the ranker is popularity + repurchase (ties go to the
       earlier grid entry, so to ``sim = 0``). ``tuning_`` keeps the grid's scores.
     * ``embeddings=None``: popularity + repurchase only.
@@ -601,14 +662,14 @@ class ImprovedRanker(Ranker):
                  repurchase_days: int = 28, neighbor_items: int = 3, n_neighbors: int = 5,
                  neighbor_days: int = 28, tune: bool = True, weight_grid: list[BlendWeights] | None = None,
                  tune_days: int = 7, tune_customers: int = 20_000, block_size: int = 1024, seed: int = 0,
-                 name: str | None = None, chunk_size: int = 32_768):
+                 name: str | None = None, chunk_size: int = 32_768, tune_weeks: int = 3):
         self.embeddings = embeddings
         self.n_candidates, self.k, self.weights = n_candidates, k, weights or BlendWeights()
         self.half_life_days, self.profile_items = half_life_days, profile_items
         self.repurchase_days, self.neighbor_items, self.n_neighbors = repurchase_days, neighbor_items, n_neighbors
         self.neighbor_days, self.tune, self.weight_grid = neighbor_days, tune, weight_grid or DEFAULT_WEIGHT_GRID
         self.tune_days, self.tune_customers, self.block_size, self.seed = tune_days, tune_customers, block_size, seed
-        self.chunk_size = chunk_size
+        self.chunk_size, self.tune_weeks = chunk_size, tune_weeks
         self.tuning_ = None
         if name:
             self.name = name
@@ -620,22 +681,35 @@ class ImprovedRanker(Ranker):
         return super().fit(transactions)
 
     def _tune(self, transactions) -> tuple[BlendWeights, pd.DataFrame]:
-        try:
-            inner_train, inner_val = split_holdout(transactions, self.tune_days)
-        except ValueError:
+        """Grid search on the last ``tune_weeks`` weeks of ``transactions`` pooled: for each
+        week the ranker is fitted on the days before it and every grid cell scores the
+        week's customers; a cell's ``map12`` is the mean AP over all customer-weeks."""
+        from .evaluation import split_week, week_windows
+
+        transactions = as_transactions(transactions)
+        if transactions.empty:
             return self.weights, None
-        keys = np.unique(inner_val[CUSTOMER_KEY].to_numpy())
-        if len(keys) == 0:
+        per_week = max(1, self.tune_customers // max(self.tune_weeks, 1))
+        aps = [[] for _ in self.weight_grid]
+        weeks = []
+        for start in week_windows(transactions, self.tune_weeks, self.tune_days):
+            inner_train, inner_val = split_week(transactions, start, self.tune_days)
+            keys = np.unique(inner_val[CUSTOMER_KEY].to_numpy())
+            if inner_train.empty or len(keys) == 0:
+                continue
+            if len(keys) > per_week:
+                keys = np.sort(np.random.default_rng(self.seed).choice(keys, per_week, replace=False))
+            Ranker.fit(self, inner_train)
+            comp = self._components(keys)
+            for g, w in enumerate(self.weight_grid):
+                mat = fill_with_popular(self._combine(comp, w, self.k), self.popular_, self.k)
+                aps[g].append(average_precision_at_k(mat, inner_val, self.k, customer_keys=keys).to_numpy())
+            weeks.append(start)
+        if not weeks:
             return self.weights, None
-        if len(keys) > self.tune_customers:
-            keys = np.sort(np.random.default_rng(self.seed).choice(keys, self.tune_customers, replace=False))
-        Ranker.fit(self, inner_train)
-        comp = self._components(keys)
-        rows = []
-        for w in self.weight_grid:
-            mat = fill_with_popular(self._combine(comp, w), self.popular_, self.k)
-            rows.append({**w.as_dict(), "map12": map_at_k(mat, inner_val, self.k, customer_keys=keys)})
-        table = pd.DataFrame(rows)
+        table = pd.DataFrame([{**w.as_dict(), "map12": float(np.concatenate(a).mean()),
+                               "customer_weeks": int(sum(len(x) for x in a)), "weeks": len(weeks)}
+                              for w, a in zip(self.weight_grid, aps)])
         best = table.sort_values("map12", ascending=False, kind="stable").iloc[0]
         return BlendWeights(float(best["sim"]), float(best["pop"]), float(best["rep"])), table
 
@@ -720,10 +794,17 @@ class ImprovedRanker(Ranker):
             crow = emb.rows(cand[:, :m_own])
             pool_rows = emb.rows(self.pool_)
             pool_mat = emb.vectors(pool_rows)                    # [n_pool, d], zero rows without embedding
+            prof_model = self.profiles_
             for s, e in iter_blocks(n, self.block_size, "profile similarity", progress=False):
-                prof = self.profiles(keys[s:e])
-                sim[s:e, :m_own] = emb.dot(crow[s:e], prof)      # gathered: few per customer
-                sim[s:e, m_own:] = prof @ pool_mat.T              # shared pool: one matrix product
+                raw = prof_model.raw_profiles(keys[s:e])         # leave-one-out needs the raw sums
+                sq = np.einsum("ij,ij->i", raw, raw)
+                own = cand[s:e, :m_own]
+                sim[s:e, :m_own] = leave_one_out_cosine(        # gathered: few per customer
+                    emb.dot(crow[s:e], raw), sq, prof_model.item_weights(keys[s:e], own), crow[s:e] >= 0)
+                pool_ids = np.broadcast_to(self.pool_, (e - s, n_pool))
+                sim[s:e, m_own:] = leave_one_out_cosine(        # shared pool: one matrix product
+                    raw @ pool_mat.T, sq, prof_model.item_weights(keys[s:e], pool_ids),
+                    np.broadcast_to(pool_rows >= 0, (e - s, n_pool)))
         return {"cand": cand, "sim": sim, "pop": pop, "rep": rep, "personal": personal}
 
     def profiles(self, keys) -> np.ndarray:
@@ -731,9 +812,9 @@ class ImprovedRanker(Ranker):
         return self.profiles_(keys)
 
     @staticmethod
-    def _combine(comp: dict, w: BlendWeights) -> np.ndarray:
+    def _combine(comp: dict, w: BlendWeights, k: int = SUBMISSION_K) -> np.ndarray:
         score = w.sim * comp["sim"] + w.pop * comp["pop"] + w.rep * comp["rep"]
-        return top_by_score(comp["cand"], score)
+        return top_by_score(comp["cand"], score, k)
 
     def _predict(self, keys):
         # customers in chunks so that the [chunk, ~130] candidate arrays stay small at full scale
@@ -741,7 +822,7 @@ class ImprovedRanker(Ranker):
         personal = np.zeros(len(keys), bool)
         for s, e in iter_blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
             comp = self._components(keys[s:e])
-            out[s:e] = self._combine(comp, self.weights)
+            out[s:e] = self._combine(comp, self.weights, self.k)
             personal[s:e] = comp["personal"]
         return out, personal
 

@@ -1,5 +1,7 @@
 """Figures for notebooks 06 and 07: MAP@12 per ranker (or per input list and
-ensemble), and the improved ranker's weight-tuning grid."""
+ensemble), the improved ranker's weight-tuning grid, the rolling-week
+intervals against the baseline, and the learned ranker's feature importance
+and candidate recall."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -51,6 +53,60 @@ def plot_tuning_grid(tuning: pd.DataFrame, title: str = "Improved ranker: MAP@12
         for j in range(grid.shape[1]):
             ax.text(j, i, f"{grid.iat[i, j]:.3f}", ha="center", va="center", fontsize=7, color="white")
     fig.colorbar(im, ax=ax, label="MAP@12")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_intervals(summary: pd.DataFrame, baseline: str = "repurchase",
+                   title: str = "MAP@12 difference to {baseline} over the rolling weeks") -> plt.Figure:
+    """Each ranker's mean difference in MAP@12 to ``baseline`` with its 95 % paired bootstrap
+    interval (horizontal error bars; a dashed line at 0). ``summary``: from
+    :func:`hm_utils.evaluation.summarize` (columns ranker, diff, lo, hi, customer_weeks,
+    verdict). Intervals crossing 0 are grey ("cannot tell"), above green, below red."""
+    t = summary[summary["ranker"] != baseline].sort_values("diff", kind="stable")
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(t) + 1.6))
+    colour = {"better": "#2ca02c", "worse": "#d62728"}
+    for y, (_, r) in enumerate(t.iterrows()):
+        c = colour.get(r["verdict"], "#7f7f7f")
+        ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=c,
+                    capsize=3)
+    ax.axvline(0, color="black", ls="--", lw=1)
+    ax.set_yticks(range(len(t)), t["ranker"].astype(str))
+    n = int(t["customer_weeks"].max()) if len(t) else 0
+    ax.set_xlabel(f"MAP@12 minus {baseline} (95% paired bootstrap interval, {n:,} customer-weeks)")
+    ax.set_title(title.format(baseline=baseline))
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_importance(importance: pd.DataFrame, top: int = 20,
+                            title: str = "Learned ranker: share of split gain per feature") -> plt.Figure:
+    """Horizontal bars of ``gain`` (share of the total) for the ``top`` features of
+    :meth:`hm_utils.learned_ranker.LearnedRanker.feature_importance`; embedding features
+    (``cos_*``, ``src_neighbours_*``) blue, the rest grey."""
+    t = importance.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(t) + 1.4))
+    emb = t["feature"].str.startswith(("cos_", "src_neighbours_"))
+    ax.barh(t["feature"], t["gain"], color=np.where(emb, "#1f77b4", "#9e9e9e"))
+    ax.set_xlabel("share of total split gain")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_candidate_recall(recall: pd.DataFrame, title: str = "Candidate recall on the held-out week") -> plt.Figure:
+    """Bars of each candidate source's recall (share of the held-out purchases it proposes),
+    the union (``all``) first, with the candidates per customer written beside each bar.
+    ``recall``: from :func:`hm_utils.candidates.candidate_recall`."""
+    t = recall.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(t) + 1.4))
+    ax.barh(t["source"], t["recall"], color=np.where(t["source"] == "all", "#1f77b4", "#9e9e9e"))
+    for y, (_, r) in enumerate(t.iterrows()):
+        ax.text(r["recall"] + 0.01, y, f"{r['recall']:.1%} · {r['per_customer']:.0f} per customer", va="center",
+                fontsize=8)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("share of held-out purchases among the candidates")
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.config import CUSTOMER_KEY, SUBMISSION_CSV, SUBMISSION_ENSEMBLE_CSV
+from hm_utils.config import (AP_BY_CUSTOMER_WEEK, CUSTOMER_KEY, FIGURES_DIR, RANKERS_BY_WEEK, SUBMISSION_CSV,
+                             SUBMISSION_ENSEMBLE_CSV, WEIGHTS_BY_WEEK)
+from hm_utils.evaluation import split_week, week_predictions_path, week_windows
 from hm_utils.loading import load_articles, load_customers, load_transactions
 from hm_utils.metrics import map_at_k
 from hm_utils.ranking import predictions_path, read_predictions, split_holdout
@@ -65,6 +67,90 @@ def test_06_submission_has_every_customer_and_validates(tiny_series, ranking):
     keys, mat = read_predictions(predictions_path(tiny_series, ranking["submission_ranker"], "full"))
     order = np.argsort(keys)
     np.testing.assert_array_equal(parse_predictions(sub["prediction"]), mat[order][customers[CUSTOMER_KEY]])
+
+
+def test_06_rolling_weeks_recomputed_from_saved_lists(tiny_series, ranking):
+    t = load_transactions(tiny_series)
+    days = ranking["holdout_days"]
+    starts = week_windows(t, ranking["eval_weeks"], days)
+    assert [str(s.date()) for s in starts] == ranking["week_starts"] and len(starts) == ranking["eval_weeks"]
+    by_week = pd.read_parquet(tiny_series / RANKERS_BY_WEEK)
+    assert {"ranker", "week_start", "map12", "n_scored"} <= set(by_week.columns)
+    assert len(by_week) == len(ranking["rankers"]) * len(starts)
+    for _, row in by_week.iterrows():
+        train, scored = split_week(t, row["week_start"], days)
+        assert train["t_dat"].max() < row["week_start"] <= scored["t_dat"].min()
+        keys, mat = read_predictions(week_predictions_path(tiny_series, row["week_start"], row["ranker"]))
+        assert row["n_scored"] == scored[CUSTOMER_KEY].nunique() == len(keys)
+        assert row["map12"] == pytest.approx(map_at_k(mat, scored, customer_keys=keys), abs=1e-12), row["ranker"]
+    # the last rolling week is the held-out week of the table
+    last = by_week[by_week["week_start"] == by_week["week_start"].max()]
+    assert dict(zip(last["ranker"], last["map12"])) == pytest.approx(ranking["map12"], abs=1e-12)
+    # the rolling score is the customer-weighted mean of the weekly MAP@12
+    for name, g in by_week.groupby("ranker"):
+        assert ranking["rolling_map12"][name] == pytest.approx((g["map12"] * g["n_scored"]).sum() / g["n_scored"].sum())
+        assert ranking["customer_weeks"][name] == g["n_scored"].sum()
+
+
+def test_06_intervals_agree_with_the_saved_scores_and_the_verdicts(tiny_series, ranking):
+    ap = pd.read_parquet(tiny_series / AP_BY_CUSTOMER_WEEK)
+    base = ranking["baseline_ranker"]
+    b = ap[ap["ranker"] == base].set_index(["week_start", CUSTOMER_KEY])["ap"]
+    for name, (diff, lo, hi) in ranking["rolling_interval"].items():
+        a = ap[ap["ranker"] == name].set_index(["week_start", CUSTOMER_KEY])["ap"]
+        assert diff == pytest.approx((a - b.loc[a.index]).mean(), abs=1e-12), name
+        assert lo <= diff + 1e-12 and diff <= hi + 1e-12
+        verdict = ranking["verdict"][name]
+        if name == base:
+            assert verdict == "baseline" and lo == hi == 0
+        else:
+            assert verdict == ("better" if lo > 0 else "worse" if hi < 0 else "cannot tell"), name
+    assert (tiny_series / FIGURES_DIR / "06_map12_intervals.png").is_file()
+    assert {c["baseline"] for c in ranking["learned_vs_improved"]} == {
+        n for n in ranking["main_rankers"] if n.startswith("improved_")}
+    # the submission comes from a ranker whose interval beats the baseline, else from the baseline
+    chosen = ranking["submission_ranker"]
+    assert chosen in ranking["main_rankers"]
+    assert ranking["verdict"][chosen] in ("better", "baseline")
+
+
+def test_06_ablations_random_vectors_and_none(ranking):
+    names = set(ranking["rankers"])
+    for f in ranking["embedding_files"]:
+        assert {f"original_{f}_random", f"improved_{f}", f"improved_{f}_random"} <= names, f
+    assert {"improved_none", "learned", "learned_random", "learned_none"} <= names
+    pairs = {(c["ranker"], c["baseline"]) for c in ranking["ablation"]}
+    assert ("learned", "learned_random") in pairs and ("learned", "learned_none") in pairs
+    assert all(c["lo"] <= c["diff"] + 1e-12 <= c["hi"] + 2e-12 for c in ranking["ablation"])
+    assert not any(n.endswith(("_random", "_none")) for n in ranking["main_rankers"])
+
+
+def test_06_weights_per_scored_week_and_of_the_final_refit(tiny_series, ranking):
+    w = pd.read_parquet(tiny_series / WEIGHTS_BY_WEEK)
+    improved = [n for n in ranking["rankers"] if n.startswith("improved_")]
+    assert sorted(w["ranker"].unique()) == sorted(improved)
+    assert (w.groupby("ranker").size() == ranking["eval_weeks"]).all()
+    assert sorted(ranking["improved_weights_by_week"]) == sorted(improved)
+    for name, weeks in ranking["improved_weights_by_week"].items():
+        assert sorted(weeks) == ranking["week_starts"]
+    assert sorted(ranking["improved_weights"]) == sorted(n for n in improved if n in ranking["main_rankers"])
+
+
+def test_06_learned_ranker_recall_slices_and_importance(tiny_series, ranking):
+    rec = ranking["candidate_recall"]
+    assert 0 < rec["all"] <= 1 and all(v <= rec["all"] + 1e-12 for v in rec.values())
+    assert {"own", "same_product", "popular", "trending", "bought_together"} <= set(rec)
+    assert {f"neighbours_{f}" for f in ranking["embedding_files"]} <= set(rec)
+    for key, s in ranking["slices"].items():
+        name, sl = key.split("/")
+        assert sl in ("all", "inactive_4w", "cold_articles") and name in ranking["rankers"]
+        assert s["recall100"] is None or 0 <= s["recall100"] <= 1 or np.isnan(s["recall100"])
+    assert ranking["slices"]["repurchase/all"]["map12"] == pytest.approx(ranking["rolling_map12"]["repurchase"])
+    if ranking["learned_backend"] == "lightgbm":
+        imp = ranking["feature_importance"]
+        assert sum(imp.values()) == pytest.approx(1.0)
+        assert any(f.startswith("cos_profile_") for f in imp)
+        assert (tiny_series / FIGURES_DIR / "06_feature_importance.png").is_file()
 
 
 def test_07_recorded_map12_equals_recomputed(tiny_series, holdout):

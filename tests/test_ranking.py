@@ -320,3 +320,42 @@ def test_improved_gives_the_same_lists_in_small_customer_chunks():
     whole = ImprovedRanker(emb, n_candidates=30, tune=False).fit(t).predict(keys)
     chunked = ImprovedRanker(emb, n_candidates=30, tune=False, chunk_size=4, block_size=3).fit(t).predict(keys)
     np.testing.assert_array_equal(whole, chunked)
+
+
+# ------------------------------------------------------- leave-one-out ---
+def test_leave_one_out_profile_similarity_by_hand():
+    # articles 1 = (1, 0), 2 = (0, 1), 3 = (1, 1)/sqrt 2; customer 0 bought 1 today (w = 1) and
+    # 2 one half-life ago (w = 0.5): raw profile (1, 0.5)
+    emb = ArticleEmbeddings(np.array([1, 2, 3]), np.array([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]], np.float32))
+    t = tx([(14, 0, 1), (0, 0, 2)])
+    prof = CustomerProfiles(emb, half_life_days=14).fit(t)
+    np.testing.assert_allclose(prof.item_weights([0], [[1, 2, 3, -1]]), [[1.0, 0.5, 0.0, 0.0]])
+    got = prof.leave_one_out_cosine([0], [[1, 2, 3]])
+    # without article 1 the profile is 0.5 * (0, 1): cos to (1, 0) is 0; without 2 it is (1, 0):
+    # cos to (0, 1) is 0; article 3 was not bought: cos((1, .5), (1, 1)/sqrt 2) = 1.5 / sqrt(1.25 * 2)
+    np.testing.assert_allclose(got, [[0.0, 0.0, 1.5 / np.sqrt(2.5)]], atol=1e-6)
+    # the plain profile cosine would have scored article 1 at 1 / sqrt(1.25)
+    np.testing.assert_allclose(prof.profiles([0]) @ np.array([1.0, 0.0]), [1 / np.sqrt(1.25)], rtol=1e-6)
+    # a profile holding only the candidate leaves nothing: 0, not a division by zero
+    one = CustomerProfiles(emb, half_life_days=14).fit(tx([(3, 0, 1)]))
+    assert one.leave_one_out_cosine([0], [[1]]).tolist() == [[0.0]]
+
+
+def test_improved_ranker_similarity_leaves_the_candidate_out():
+    emb = ArticleEmbeddings(np.array([1, 2, 3]), np.array([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]], np.float32))
+    t = pd.concat([tx([(14, 0, 1), (0, 0, 2)]), tx([(14, 5, 3), (13, 6, 3), (12, 6, 1)])], ignore_index=True)
+    imp = ImprovedRanker(emb, n_candidates=3, tune=False, n_neighbors=0).fit(t)
+    comp = imp._components(np.array([0]))
+    sim = {int(c): float(s) for c, s in zip(comp["cand"][0], comp["sim"][0]) if c >= 0}
+    # customer 0's own articles 1 and 2 (personal and in the popular pool) score 0, article 3 1.5 / sqrt 2.5
+    assert sim == pytest.approx({1: 0.0, 2: 0.0, 3: 1.5 / np.sqrt(2.5)}, abs=1e-6)
+
+
+def test_improved_tuning_pools_several_weeks_before_the_fit_end():
+    t = background(days=42)
+    imp = ImprovedRanker(rand_embeddings(np.arange(100, 140)), n_candidates=30, tune=True, tune_weeks=3).fit(t)
+    assert (imp.tuning_["weeks"] == 3).all()
+    # every grid cell is scored on the same customer-weeks: the buyers of the three weeks before the end
+    from hm_utils.evaluation import split_week, week_windows
+    n = sum(split_week(t, s)[1]["customer_key"].nunique() for s in week_windows(t, 3))
+    assert (imp.tuning_["customer_weeks"] == n).all()

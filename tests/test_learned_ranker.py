@@ -1,0 +1,208 @@
+"""Candidate sources, ranker features and the learned ranker on hand-built cases."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hm_utils.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
+                                 top_per_group)
+from hm_utils.evaluation import evaluate_rolling, split_week, week_windows
+from hm_utils.learned_ranker import LearnedRanker, customer_groups, lightgbm_available
+from hm_utils.ranker_features import FeatureBuilder
+from hm_utils.ranking import ArticleEmbeddings
+
+DAY0 = pd.Timestamp("2020-08-01")
+A1, A2, A3, B1, C1, C2, D1 = 1001001, 1001002, 1001003, 1002001, 1003001, 1003002, 1004001
+
+
+def tx(rows):
+    """rows: (day, customer_key, article_id[, price])."""
+    rows = [r if len(r) == 4 else (*r, 0.03) for r in rows]
+    df = pd.DataFrame(rows, columns=["day", "customer_key", "article_id", "price"])
+    return pd.DataFrame({"t_dat": DAY0 + pd.to_timedelta(df["day"], unit="D"),
+                         "customer_key": df["customer_key"].astype("int32"),
+                         "article_id": df["article_id"].astype("int32"), "price": df["price"].astype("float32")})
+
+
+def catalogue():
+    ids = [A1, A2, A3, B1, C1, C2, D1]
+    return pd.DataFrame({"article_id": ids, "product_code": [i // 1000 for i in ids],
+                         "product_type_no": [1, 1, 1, 2, 3, 3, 4], "colour_group_code": [9, 8, 7, 9, 9, 8, 7],
+                         "index_group_no": [1, 1, 1, 1, 2, 2, 2]})
+
+
+def three_customers():
+    """Last day 40. Last week = days 34..40, the 3 weeks before = days 13..33."""
+    return tx([(0, 0, D1), (38, 0, A1), (38, 0, B1),                  # customer 0
+               (20, 1, A2), (39, 1, B1), (39, 1, C1),                  # customer 1
+               (5, 2, D1), (15, 2, C1), (16, 2, C1), (40, 2, D1)])     # customer 2 (D1 again on day 40)
+
+
+EMB = ArticleEmbeddings(np.array([A1, A2, A3, B1, C1, C2, D1]),
+                        np.array([[1, 0], [0.9, 0.1], [0, 1], [0.7, 0.7], [-1, 0], [-1, 0.1], [0, -1]], np.float32))
+SETTINGS = CandidateSettings(own_days=30, own_max=5, product_items=5, n_variants=3, n_popular=2, n_trending=1,
+                             neighbor_items=1, n_neighbors=1, live_days=28, pair_days=28, pair_items=5, n_pairs=2)
+
+
+def test_candidate_sources_on_three_customers_by_hand():
+    t = three_customers()
+    gen = CandidateGenerator(catalogue(), {"e": EMB}, SETTINGS).fit(t)
+    # last week: B1 twice, A1 and C1 once (tie -> lower id): popular B1, A1.
+    assert gen.popular_.tolist() == [B1, A1]
+    # growth = last week - mean of the 3 weeks before: B1 2, A1 1, C1 1 - 2/3, D1 1 - 0: B1 first (D1 ties A1 at 1)
+    assert gen.trending_.tolist() == [B1]
+    # live: sold after day 12 (A1 A2 B1 C1 D1) or never sold (A3 C2, new)
+    assert gen.live_.tolist() == sorted([A1, A2, A3, B1, C1, C2, D1])
+    lists = gen.source_lists([0, 1, 2])
+    got = {name: [sorted(set(r[r >= 0].tolist())) for r in m] for name, m in lists.items()}
+    # own (30 days): c0 A1 B1 (D1 is 40 days old); c1 B1 C1 A2; c2 D1 (day 40) C1 (day 16)
+    assert got["own"] == [sorted([A1, B1]), sorted([A2, B1, C1]), sorted([C1, D1])]
+    # other colours of recent purchases: A1 -> A2 A3; C1 -> C2; A2 -> A1 A3
+    assert got["same_product"] == [sorted([A2, A3]), sorted([A1, A3, C2]), [C2]]
+    # baskets after day 12: {A1 B1} (c0 day 38), {B1 C1} (c1 day 39): A1 -> B1, B1 -> A1 C1, C1 -> B1
+    assert got["bought_together"] == [sorted([A1, B1, C1]), sorted([A1, B1, C1]), [B1]]
+    # nearest live neighbour of the most recent purchase: c0 A1 -> A2, c1 B1 -> A2 (0.78), c2 D1 -> A3?
+    # D1 = (0, -1): cosines A1 0, A2 -0.11, A3 -1, B1 -0.71, C1 0, C2 -0.1: A1 and C1 tie at 0 -> lower row, A1
+    assert got["neighbours_e"] == [[A2], [A2], [A1]]
+    assert got["popular"] == [sorted([A1, B1])] * 3 and got["trending"] == [[B1]] * 3
+    cands = gen.generate([0, 1, 2])
+    assert cands.names == ["own", "same_product", "popular", "trending", "bought_together", "neighbours_e"]
+    per = cands.frame().groupby("customer_key")["article_id"].apply(list).to_dict()
+    assert per == {0: sorted([A1, A2, A3, B1, C1]), 1: sorted([A1, A2, A3, B1, C1, C2]),
+                   2: sorted([A1, B1, C1, C2, D1])}
+    row = (cands.customer_key == 0) & (cands.article_id == A2)
+    assert cands.has_source("same_product")[row].all() and cands.has_source("neighbours_e")[row].all()
+    assert not cands.has_source("own")[row].any()
+    # recall on a scored week: c0 buys A3 (same product), c1 D1 (nowhere), c2 C2 (same product)
+    rec = candidate_recall(cands, tx([(41, 0, A3), (41, 1, D1), (42, 2, C2), (42, 7, A1)])).set_index("source")
+    assert rec.loc["all", "recall"] == pytest.approx(2 / 3) and rec.loc["all", "purchases"] == 3
+    assert rec.loc["same_product", "hits"] == 2 and rec.loc["own", "hits"] == 0
+    assert rec.loc["popular", "per_customer"] == 2.0
+
+
+def test_table_helpers_by_hand():
+    g, table = top_per_group(np.array([5, 5, 5, 7]), np.array([30, 10, 20, 40]), np.array([1.0, 2.0, 2.0, 0.5]), 2)
+    # group 5: 10 and 20 tie at 2.0 (lower id first), 30 dropped; group 7: 40
+    assert g.tolist() == [5, 7] and table.tolist() == [[10, 20], [40, -1]]
+    assert lookup_table(g, table, np.array([[7, 6]])).tolist() == [[[40, -1], [-1, -1]]]
+    assert customer_groups(np.array([3, 3, 4, 9, 9, 9])).tolist() == [2, 1, 3]
+
+
+def test_features_by_hand_with_leave_one_out_embedding_features():
+    # one customer: A1 (1, 0) on day 14 (price 0.02) and day 10 (price 0.04); B1 on day 0 (0.03).
+    # customer 1 buys A1 once at 0.06. Profile weights (half-life 14, end day 14): A1 n=2 -> 2, B1 -> 0.5
+    emb = ArticleEmbeddings(np.array([A1, A3, B1]), np.array([[1, 0], [1, 1], [0, 1]], np.float32))
+    t = tx([(14, 0, A1, 0.02), (10, 0, A1, 0.04), (0, 0, B1, 0.03), (14, 1, A1, 0.06)])
+    customers = pd.DataFrame({"customer_key": [0, 1, 2], "age": [30.0, np.nan, 55.0]})
+    fb = FeatureBuilder(catalogue(), customers, {"e": emb}, sources=[]).fit(t)
+    from hm_utils.candidates import Candidates
+    c = Candidates(np.array([0, 0, 0, 2]), np.array([A1, A2, A3, A1]), np.zeros(4, np.uint16), [])
+    f = pd.DataFrame(fb.transform(c), columns=fb.names)
+    assert f["own_n"].tolist() == [2, 0, 0, 0] and f["own_days"].iloc[0] == 0 and np.isnan(f["own_days"].iloc[1])
+    # A2 shares A1's product: 2 purchases, 0 days ago
+    assert f["prod_n"].tolist()[:3] == [2, 2, 2] and f["prod_days"].iloc[1] == 0
+    # A1's mean price (0.02 + 0.04 + 0.06) / 3 = 0.04 against customer 0's (0.02 + 0.04 + 0.03) / 3 = 0.03
+    assert f["price_ratio"].iloc[0] == pytest.approx(0.04 / 0.03, rel=1e-5)
+    assert f["art_n_1w"].iloc[0] == 3 and f["art_days_first"].iloc[0] == 4 and np.isnan(f["art_days_first"].iloc[1])
+    assert f["cust_n"].iloc[0] == 3 and f["cust_age"].tolist() == [30, 30, 30, 55]   # customer 2: no purchase, has age
+    # type share: 2 of customer 0's 3 purchases are product type 1 (A1), 1 is type 2 (B1)
+    assert f["type_share"].iloc[0] == pytest.approx(2 / 3)
+    # profile without the candidate: for A1 only 0.5 * B1 = (0, .5) -> cos 0; for A3 = (1,1)/sqrt2 the whole
+    # profile (2, .5): 2.5 / (sqrt(4.25) sqrt 2). A2 has no embedding -> NaN. Customer 2 has no profile -> NaN
+    assert f["cos_profile_e"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    assert f["cos_profile_e"].iloc[2] == pytest.approx(2.5 / (np.sqrt(4.25) * np.sqrt(2)), rel=1e-5)
+    assert np.isnan(f["cos_profile_e"].iloc[1]) and np.isnan(f["cos_profile_e"].iloc[3])
+    # last purchase is A1: NaN for A1 itself, cos(A1, A3) = 0.7071 for A3
+    assert np.isnan(f["cos_last_e"].iloc[0]) and f["cos_last_e"].iloc[2] == pytest.approx(np.sqrt(0.5), rel=1e-5)
+    # max over recent purchases without the candidate: A1 -> only B1 (cos 0); A3 -> max(0.7071, 0.7071)
+    assert f["cos_max_e"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    assert f["cos_max_e"].iloc[2] == pytest.approx(np.sqrt(0.5), rel=1e-5)
+
+
+def synthetic_shop(n_customers=120, n_articles=60, days=63, seed=0):
+    """Customers with a favourite product group who often rebuy: enough signal to learn."""
+    rng = np.random.default_rng(seed)
+    ids = 2000000 + np.arange(n_articles) * 1000 + 1 + (np.arange(n_articles) % 2)
+    arts = pd.DataFrame({"article_id": ids, "product_code": ids // 1000 // 2 * 2,
+                         "product_type_no": np.arange(n_articles) % 6, "colour_group_code": np.arange(n_articles) % 4,
+                         "index_group_no": np.arange(n_articles) % 3})
+    rows = []
+    fav = rng.integers(0, 6, n_customers)
+    for _ in range(2500):
+        c = int(rng.integers(n_customers))
+        pool = ids[arts["product_type_no"].to_numpy() == fav[c]] if rng.random() < 0.7 else ids
+        rows.append((int(rng.integers(0, days)), c, int(rng.choice(pool)), float(rng.uniform(0.01, 0.05))))
+    emb = ArticleEmbeddings(ids, np.eye(6, dtype=np.float32)[arts["product_type_no"].to_numpy()]
+                            + rng.normal(0, 0.1, (n_articles, 6)).astype(np.float32))
+    customers = pd.DataFrame({"customer_key": np.arange(n_customers), "age": rng.integers(18, 70, n_customers)})
+    return tx(rows), arts, customers, emb
+
+
+def test_learned_ranker_never_sees_the_scored_week():
+    t, arts, customers, emb = synthetic_shop()
+    start = week_windows(t, 1)[0]
+    # perturb only the scored week: other customers, other articles
+    scored = t[t["t_dat"] >= start]
+    other = scored.assign(article_id=np.int32(arts["article_id"].iloc[0]), customer_key=np.int32(3))
+    t2 = pd.concat([t[t["t_dat"] < start], other], ignore_index=True)
+    results = []
+    for data in (t, t2):
+        r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=20, progress=False, name="learned")
+        res = evaluate_rolling([r], data, n_weeks=1, slices=False, progress=False)
+        train, _ = split_week(data, start)
+        keys = np.arange(30)
+        cands = r.candidates(keys)
+        results.append((r.predict(keys), r.features_.transform(cands), r.training_, res.weeks))
+        # the label weeks end before the scored week starts
+        last_label = pd.Timestamp(r.training_["label_week"].max())
+        assert last_label + pd.Timedelta(days=7) <= start and train["t_dat"].max() < start
+    (p1, f1, tr1, w1), (p2, f2, tr2, w2) = results
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(f1, f2)
+    pd.testing.assert_frame_equal(tr1, tr2)
+    assert w1 == w2 == [start]
+
+
+def test_learned_ranker_lists_backends_and_importance():
+    t, arts, customers, emb = synthetic_shop(seed=1)
+    train, scored = split_week(t, week_windows(t, 1)[0])
+    keys = np.r_[np.unique(scored["customer_key"]), 5000, 3]          # an unknown customer and a repeat
+    backends = ["sklearn"] + (["lightgbm"] if lightgbm_available() else [])
+    for backend in backends:
+        r = LearnedRanker(arts, customers, {"e": emb}, backend=backend, n_estimators=30, progress=False,
+                          block_customers=7).fit(train)
+        assert r.backend_ == backend and r.model_ is not None
+        m = r.predict(keys)
+        assert m.shape == (len(keys), 12) and all(len(set(row)) == 12 for row in m.tolist())
+        # an unknown customer is not personal: only shared candidates (popular, trending), ranked
+        shared = set(r.generator_.popular_) | set(r.generator_.trending_) | set(r.popular_)
+        assert not r.personal_[-2] and set(m[-2].tolist()) <= shared
+        np.testing.assert_array_equal(m[-1], m[np.nonzero(keys == 3)[0][0]])
+        # scoring in blocks of 7 customers equals one block
+        whole = LearnedRanker(arts, customers, {"e": emb}, backend=backend, n_estimators=30, progress=False,
+                              block_customers=10_000).fit(train)
+        np.testing.assert_array_equal(whole.predict(keys), m)
+        top = r.predict_top(keys[:5], 40)
+        np.testing.assert_array_equal(top[:, :12], m[:5])
+    imp = r.feature_importance()
+    if r.backend_ == "lightgbm":
+        assert set(imp["feature"]) == set(r.feature_names_) and imp["gain"].sum() == pytest.approx(1.0)
+        assert {"cos_profile_e", "cos_last_e", "cos_max_e"} <= set(imp["feature"])
+    none = LearnedRanker(arts, customers, {}, n_estimators=10, progress=False).fit(train)
+    assert not any(f.startswith("cos_") for f in none.feature_names_)
+    assert "neighbours_e" not in none.generator_.names
+
+
+def test_learned_ranker_with_nothing_to_learn_falls_back_and_says_so():
+    # every label-week purchase is an article no candidate source proposes (A3 and C1 are
+    # new to their buyers, not popular before, of no product they had): no positive to learn from
+    t = tx([(0, 0, A1), (1, 1, B1), (20, 0, C1), (30, 1, A3)])
+    r = LearnedRanker(catalogue(), None, {}, settings=SETTINGS, progress=False)
+    with pytest.warns(UserWarning, match="no label week"):
+        r.fit(t)
+    assert r.model_ is None and "own recency" in r.note_ and r.training_["positives"].sum() == 0
+    m = r.predict([0, 1, 9])
+    # own articles first, most recent first: customer 0 C1 (day 20); customer 1 A3 (day 30), B1 (day 1)
+    assert m[0, 0] == C1 and m[1, :2].tolist() == [A3, B1]
+    assert all(len(set(row)) == 12 for row in m.tolist() if -1 not in row) and r.personal_.tolist() == [True, True, False]
