@@ -85,7 +85,7 @@ class LearnedRanker(Ranker):
     def __init__(self, articles: pd.DataFrame, customers: pd.DataFrame | None = None,
                  embeddings: dict[str, ArticleEmbeddings] | None = None, settings: CandidateSettings | None = None,
                  train_weeks: int = 2, week_days: int = 7, max_train_customers: int = 50_000,
-                 backend: str = "auto", n_estimators: int = 150, learning_rate: float = 0.05, num_leaves: int = 31,
+                 backend: str = "auto", n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
                  min_child_samples: int = 20, seed: int = 0, block_customers: int = 50_000,
                  k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True):
         if backend not in ("auto", "lightgbm", "sklearn"):
