@@ -171,3 +171,25 @@ def test_07_submission_has_every_customer_and_validates(tiny_series):
     path = tiny_series / SUBMISSION_ENSEMBLE_CSV
     validate_submission(path, customers, load_articles(tiny_series, columns=["article_id"]))
     assert len(pd.read_csv(path)) == len(customers) == load_metrics(tiny_series, "07_ensembling")["submission_rows"]
+
+
+def test_07_rolling_weeks_decide_whether_the_ensemble_is_kept(tiny_series, ranking):
+    ens = load_metrics(tiny_series, "07_ensembling")
+    d = ens["ensemble_decision"]
+    assert ens["rolling_weeks"] == ranking["week_starts"]
+    # the input lists over the rolling weeks are notebook 06's weekly lists: the same scores
+    for name in ranking["main_rankers"]:
+        assert ens["rolling_map12"][name] == pytest.approx(ranking["rolling_map12"][name], abs=1e-12), name
+    assert d["best_input"] == max(ranking["main_rankers"], key=ranking["rolling_map12"].get)
+    assert d["lo"] <= d["diff"] + 1e-12 <= d["hi"] + 2e-12
+    assert d["keep"] == (d["lo"] > 0) == ens["ensemble_kept"]
+    customers = load_customers(tiny_series)
+    sub = pd.read_csv(tiny_series / SUBMISSION_ENSEMBLE_CSV, dtype=str)
+    if not d["keep"]:
+        # not confirmed over the weeks: the ensemble submission is the best input's own list
+        assert ens["submission_source"] == d["best_input"]
+        keys, mat = read_predictions(predictions_path(tiny_series, d["best_input"], "full"))
+        order = np.argsort(keys)
+        np.testing.assert_array_equal(parse_predictions(sub["prediction"]), mat[order][customers[CUSTOMER_KEY]])
+    else:
+        assert ens["submission_source"] == ens["ensemble_variant"] == d["variant"]
