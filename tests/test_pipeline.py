@@ -62,3 +62,150 @@ def test_cli_bad_profile_exits_2():
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+# ------------------------------------------------- console, run record ---
+NOISE_MARKERS = ("Kernel is running over TCP", "absl::InitializeLog", "port.cc:", "cudart_stub.cc",
+                 "cpu_feature_guard", "cuInit", "To enable the following instructions")
+
+
+def test_startup_noise_filter_drops_known_lines_only():
+    from hm_utils.pipeline import is_startup_noise
+    dropped = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795847699.746097    6512 port.cc:153] oneDNN custom operations are on. You may see ...",
+        "I0000 00:00:1795847699.746928    6512 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.",
+        "I0000 00:00:1795847745.473319    7487 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+        "available CPU instructions in performance-critical operations.",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+        "appropriate compiler flags.",
+    ]
+    for line in dropped:
+        assert is_startup_noise(line, gpu_present=False) and is_startup_noise(line, gpu_present=True), line
+    cuinit = ("E0000 00:00:1795847702.168972    6512 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+              "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+    assert is_startup_noise(cuinit, gpu_present=False)
+    assert not is_startup_noise(cuinit, gpu_present=True)  # with a GPU it is a real error
+    kept = [
+        "E0000 00:00:1795847702.168972    6512 some_op.cc:12] Resource exhausted: OOM when allocating tensor",
+        "W0000 00:00:1795847702.168972    6512 port.cc:99] something else entirely",
+        "Segmentation fault (core dumped)",
+        "Traceback (most recent call last):",
+        "",
+    ]
+    for line in kept:
+        assert not is_startup_noise(line, gpu_present=False), line
+
+
+def test_summarize_outputs():
+    from hm_utils.pipeline import summarize_outputs
+    assert summarize_outputs([]) == "nothing"
+    paths = ["a.parquet", "figures/01_x.png", "figures/01_y.png", "metrics/01_a.json", "models/m/x.keras"]
+    assert summarize_outputs(paths) == "a.parquet, figures/ (2), metrics/01_a.json, models/m/x.keras"
+    assert summarize_outputs([f"f{i}.csv" for i in range(10)], max_items=3) == "f0.csv, f1.csv, f2.csv, +7 more"
+
+
+def test_run_record_peak_memory_and_failure(tmp_path):
+    """The run record holds every notebook of the last run with its kernel's peak
+    memory: a notebook that holds 400 MB for a moment (and frees it before it ends)
+    peaks at least that high, one that does not stays well below; a failure is
+    recorded and keeps the earlier entries."""
+    from hm_utils.pipeline import read_run_record, run_record_path
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_big.ipynb",
+              "import numpy as np, time\na = np.ones(50_000_000)  # 400 MB, every page touched\ntime.sleep(0.5)\n"
+              "del a")
+    _write_nb(nbdir / "02_small.ipynb", "import numpy as np\nx = np.ones(10)")
+    _write_nb(nbdir / "03_fails.ipynb", "raise RuntimeError('stop here')")
+    work = tmp_path / "work"
+    lines = []
+    results = run_series("tiny", work, None, only="01,02", notebooks_dir=nbdir, log=lines.append, report=False)
+    record = read_run_record(work)
+    assert [e["notebook"] for e in record] == ["01_big", "02_small"]
+    assert all(e["status"] == "ok" and e["seconds"] > 0 and e["profile"] == "tiny" for e in record)
+    big, small = record[0]["peak_rss_gb"], record[1]["peak_rss_gb"]
+    assert big >= 0.40, big
+    assert big - small >= 0.30, (big, small)
+    assert [r.peak_rss_gb for r in results] == [big, small]
+    assert any(line.startswith("[1/2] 01_big") and "started" in line for line in lines)
+    assert any(line.startswith("[1/2] 01_big") and " ok in " in line and f"peak {big:.2f} GB" in line for line in lines)
+
+    with pytest.raises(PipelineError):
+        run_series("tiny", work, None, only="03", notebooks_dir=nbdir, log=lines.append, report=False)
+    record = {e["notebook"]: e for e in json.loads(run_record_path(work).read_text())}
+    assert set(record) == {"01_big", "02_small", "03_fails"}
+    assert record["03_fails"]["status"] == "failed"
+    assert "code cell 2" in record["03_fails"]["error"] and "stop here" in record["03_fails"]["error"]
+    assert record["01_big"]["peak_rss_gb"] == big
+    assert any("03_fails" in line and "FAILED" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
+    """TensorFlow's start-up lines (and, without a GPU, the cuInit error) stay off
+    the console but stay in the kernel log; a line the kernel process writes to
+    its stderr itself still shows; a failure names notebook, cell and error, shows
+    the cell's stderr and points to the executed copy."""
+    import os
+    from hm_utils.pipeline import has_nvidia_device, is_startup_noise
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_uses_tf.ipynb",
+              "import tensorflow as tf\nprint(float(tf.reduce_sum(tf.ones((2, 2)))))",
+              "import os\nos.write(2, b'REAL LINE FROM THE KERNEL PROCESS\\n')")
+    _write_nb(nbdir / "02_fails.ipynb", "x = 1",
+              "import sys\nprint('the cell explains itself on stderr', file=sys.stderr)\n"
+              "raise KeyError('missing column xyz')")
+    work = tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "hm_utils.pipeline", "--profile", "tiny", "--work-dir", str(work),
+                          "--notebooks-dir", str(nbdir), "--no-report"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    console = out.stdout + out.stderr
+    assert out.returncode == 1, console
+    assert "[1/2] 01_uses_tf" in console and "[2/2] 02_fails" in console
+    assert "  [kernel] REAL LINE FROM THE KERNEL PROCESS" in console
+    kernel_log = (work / "executed" / "01_uses_tf.kernel.log").read_text()
+    assert "REAL LINE FROM THE KERNEL PROCESS" in kernel_log
+    noise = [ln for ln in kernel_log.splitlines() if is_startup_noise(ln)]
+    for line in noise:
+        assert line not in console
+    for marker in NOISE_MARKERS:
+        if marker == "cuInit" and has_nvidia_device():
+            continue
+        assert marker not in console, marker
+    assert "notebook 02_fails failed in code cell 3: KeyError: 'missing column xyz'" in console
+    assert "the cell explains itself on stderr" in console
+    assert f"executed copy (all outputs and the full traceback): {work / 'executed' / '02_fails.ipynb'}" in console
+
+
+@pytest.mark.notebooks
+def test_cli_tiny_profile_console_is_readable(tmp_path):
+    """`hm-pipeline --profile tiny --only 01,02`: a header, per notebook one start
+    and one result line (time, peak memory, files written), a closing line with the
+    report; no kernel or TensorFlow start-up lines; run.json and the report written."""
+    import os
+    work = tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "hm_utils.pipeline", "--profile", "tiny", "--work-dir", str(work),
+                          "--only", "01,02"], capture_output=True, text=True, env=env, timeout=900)
+    console = out.stdout + out.stderr
+    assert out.returncode == 0, console
+    for marker in NOISE_MARKERS:
+        assert marker not in console, marker
+    lines = console.splitlines()
+    assert lines[0].startswith("hm-embeddings · profile tiny · 2 notebooks")
+    for i, name in ((1, "01_data_preparation"), (2, "02_triplet_mining")):
+        starts = [ln for ln in lines if ln.startswith(f"[{i}/2] {name}") and " started " in ln]
+        ends = [ln for ln in lines if ln.startswith(f"[{i}/2] {name}") and " ok in " in ln]
+        assert len(starts) == 1 and len(ends) == 1, console
+        assert " GB · wrote " in ends[0]
+    assert "articles.parquet" in console and "triplets.parquet" in console
+    assert lines[-1].startswith("done · 2 notebooks in ") and str(work / "report" / "index.html") in lines[-1]
+    assert len(lines) <= 12, console  # header (2), 2 x (start, result), a few milestones, done
+    record = json.loads((work / "metrics" / "run.json").read_text())
+    assert [e["notebook"] for e in record] == ["01_data_preparation", "02_triplet_mining"]
+    assert all(e["status"] == "ok" and e["peak_rss_gb"] > 0.05 for e in record)
+    assert (work / "report" / "index.html").is_file() and (work / "report" / "02_triplet_mining.html").is_file()
