@@ -227,6 +227,15 @@ TRAINING_HISTORY = "models/training_history.parquet"   # model, epoch, loss, val
 TRAINING_REPORT = "models/training_report.json"        # per model: counts, accuracies, losses, timings
 FEATURE_CACHE_DIR = "cache"                            # WORK_DIR/cache/<backbone>_features.npy (big runs)
 
+# ------------------------------------- backbone feature store (helper H7, issue 10) ---
+FEATURES_DIR = "features"              # WORK_DIR/features/: <name>.npy, index.parquet, manifest.json (features.py)
+FEATURES_INDEX = "index.parquet"       # article_id int32, has_image bool, ok bool; row order = articles.parquet
+FEATURES_MANIFEST = "manifest.json"    # settings, article fingerprint and, per feature set, backbone and weights
+FEATURE_OK = "ok"                      # index column: the image was read and the row holds its features
+BACKBONE_FEATURES = "backbone"         # the run's backbone (pretrained when the weights are)
+UNTRAINED_FEATURES = "untrained"       # the same architecture with random weights (seed = SEED): a reference
+EXPORT_FROM_FEATURES, EXPORT_FROM_IMAGES = "features", "images"  # notebook 04's export_path
+
 # ------------------------------ ranker evaluation and learned ranker (helper H8, issue 11) ---
 EVALUATION_DIR = "evaluation"                                    # WORK_DIR/evaluation/ (notebook 06)
 RANKERS_BY_WEEK = "evaluation/rankers_by_week.parquet"           # ranker, week_start, map12, n_scored, ...

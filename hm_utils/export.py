@@ -152,7 +152,7 @@ def is_combined_model(model) -> bool:
     return "tabular" in _input_names(model) or len(getattr(model, "inputs", []) or []) > 1
 
 
-def _model_digest(model) -> str:
+def model_digest(model) -> str:
     """A short hash of a keras model's weights (any callable: its qualified name)."""
     h = hashlib.sha1()
     if _is_keras_model(model):
@@ -163,6 +163,9 @@ def _model_digest(model) -> str:
     else:
         h.update(getattr(model, "digest", type(model).__qualname__).encode())
     return h.hexdigest()[:16]
+
+
+_model_digest = model_digest  # the old private name, kept for existing callers
 
 
 _TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -16,6 +16,11 @@ only the head (tabular encoder + head) on gathered features; the saved model is
 the whole tower (backbone + the trained head, sharing its weights). Without the
 cache (``use_cache=False``, or a trainable backbone such as ``small_cnn``) every
 epoch decodes the three images of every triplet and runs the backbone.
+Notebook 03 passes the run's feature store instead (:func:`hm_utils.features.load_features`:
+every article, computed once per run and shared with notebooks 04 and 05); its
+weights digest is checked against the backbone. :func:`set_trainable_top` makes the
+top of a backbone trainable (fine-tuning, BatchNorm kept frozen), which then trains
+from the images.
 
 Validation: triplets are split by customer (all of a customer's triplets on
 one side), ``validation_split`` of the customers held out. Triplet accuracy
@@ -52,6 +57,9 @@ MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to 
 # accuracy; 1e-4 trains smoothly to ~0.91 (image only) and ~0.95 (combined) in 8 epochs.
 LEARNING_RATE = 1e-4
 DISTRIBUTE = ("default", "mirrored")
+# A memory-mapped feature store up to this size is read into memory for training (gathers from memory
+# are faster than reads from the map); a bigger one is read batch by batch.
+IN_MEMORY_FEATURES_BYTES = 1 << 30
 
 
 # ------------------------------------------------------------- strategy ---
@@ -86,14 +94,19 @@ class FeatureCache:
     """Backbone features per article, computed once.
 
     article_ids: int64 [n]; features: float32 (or float16) [n, F], zeros where
-    not ``ok``; ok: bool [n], False where the image was missing or unreadable;
-    seconds: wall time of the extraction; images_per_second.
+    not ``ok`` (in memory, or a ``np.memmap``); ok: bool [n], False where the
+    image was missing or unreadable; seconds: wall time of the extraction;
+    unreadable: what could not be read (paths from :func:`compute_feature_cache`,
+    article ids from :func:`hm_utils.features.load_features`); digest: the
+    backbone's weights digest (:func:`hm_utils.export.model_digest`) when known,
+    which :func:`train_siamese` checks against its backbone; images_per_second.
     """
     article_ids: np.ndarray
     features: np.ndarray
     ok: np.ndarray
     seconds: float = 0.0
     unreadable: list = field(default_factory=list)
+    digest: str | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -258,11 +271,19 @@ class _EpochTimer(keras.callbacks.Callback):
 
 # ------------------------------------------------------------- evaluation ---
 def _head_embeddings(head: keras.Model, features: np.ndarray, tabular: np.ndarray | None,
-                     batch_size: int = 512) -> np.ndarray:
-    x = {"features": np.asarray(features, np.float32)}
-    if tabular is not None:
-        x["tabular"] = tabular
-    return head.predict(x, batch_size=batch_size, verbose=0)
+                     rows: np.ndarray | None = None, batch_size: int = 4096) -> np.ndarray:
+    """Head embeddings float32 [len(rows), D] of ``features`` [n, F] rows ``rows`` (default
+    all; ``tabular`` [n, 11] aligned with ``features``), read ``batch_size`` rows at a time
+    (so a memory-mapped store is never loaded whole)."""
+    rows = np.arange(len(features)) if rows is None else np.asarray(rows, np.int64)
+    out = [np.zeros((0, int(head.output_shape[-1])), np.float32)]
+    for start in range(0, len(rows), batch_size):
+        r = rows[start:start + batch_size]
+        x = {"features": np.asarray(features[r], np.float32)}
+        if tabular is not None:
+            x["tabular"] = np.asarray(tabular[r], np.float32)
+        out.append(np.asarray(head(x, training=False), np.float32))
+    return np.concatenate(out)
 
 
 def _tower_embeddings(tower: keras.Model, paths: np.ndarray, tabular: np.ndarray | None,
@@ -289,12 +310,45 @@ def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray) -> float:
     return triplet_accuracy(embeddings[rows[:, 0]], embeddings[rows[:, 1]], embeddings[rows[:, 2]])
 
 
+# ------------------------------------------------------------- fine-tuning ---
+def _all_layers(model: keras.Model):
+    """Every layer of ``model`` in order, nested models first as themselves, then their layers."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def set_trainable_top(backbone_model: keras.Model, n_layers: int) -> list[str]:
+    """Fine-tune the top of a backbone: make its last ``n_layers`` layers that hold
+    weights trainable, not counting BatchNormalization layers, which all stay frozen
+    (they then normalise with their ImageNet statistics, as in inference; training
+    them on small batches would spoil those). Everything else is frozen. Changes
+    ``backbone_model`` in place; returns the names of the layers made trainable
+    (``[]`` for ``n_layers`` 0, which freezes the whole backbone)."""
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    leaves = [layer for layer in _all_layers(backbone_model) if not isinstance(layer, keras.Model)]
+    backbone_model.trainable = n_layers > 0
+    for layer in leaves:
+        layer.trainable = False
+    weighted = [layer for layer in leaves
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    top = weighted[len(weighted) - min(n_layers, len(weighted)):] if n_layers else []
+    for layer in top:
+        layer.trainable = True
+    return [layer.name for layer in top]
+
+
 # ------------------------------------------------------------- training ---
 def _copy_model(model: keras.Model) -> keras.Model:
-    """An independent copy of ``model`` (same architecture, same current weights, own variables)."""
+    """An independent copy of ``model`` (same architecture, same current weights, own
+    variables, the same ``trainable`` flag on every layer, nested ones included)."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     copy.trainable = model.trainable
+    for src, dst in zip(_all_layers(model), _all_layers(copy)):
+        dst.trainable = src.trainable  # parents come before their layers: theirs is set last
     return copy
 
 
@@ -383,6 +437,12 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         report["trainable_backbone"] = bool(bb.trainable)
         report["used_cache"] = bool(cached)
 
+        if cached and feature_cache is not None and feature_cache.digest is not None:
+            from .export import model_digest
+            if model_digest(bb) != feature_cache.digest:
+                raise ValueError(f"feature_cache was computed by a backbone with other weights (digest "
+                                 f"{feature_cache.digest}) than backbone_model ({model_digest(bb)}); pass the "
+                                 "backbone that computed it")
         if cached:
             if feature_cache is None or not np.isin(needed, feature_cache.article_ids).all():
                 feature_cache = compute_feature_cache(bb, needed, article_image_paths(images, needed),
@@ -426,23 +486,30 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         if cached:
             train_model = build_siamese(head)
             feats = feature_cache.features
+            if isinstance(feats, np.memmap) and feats.nbytes <= IN_MEMORY_FEATURES_BYTES:
+                feats = np.array(feats)  # a small store: gathering from memory is faster than reading the map
             feats_t = feats if isinstance(feats, np.memmap) else tf.constant(feats)
             tab_t = tf.constant(tab) if tab is not None else None
             make_ds = lambda r, shuffle: _cached_dataset(r, feats_t, tab_t, batch_size, shuffle, seed)  # noqa: E731
-            embed = lambda: _head_embeddings(head, feature_cache.features, tab)  # noqa: E731
+            # evaluate only the articles of the triplets (a store holds every article)
+            used = np.unique(rows)
+            embed = lambda: _head_embeddings(head, feats, tab, used)  # noqa: E731
+            local = lambda r: np.searchsorted(used, r)  # noqa: E731
         else:
             train_model = build_siamese(tower)
             make_ds = lambda r, shuffle: _image_dataset_triplets(r, paths, tab, image_size, batch_size,  # noqa: E731
                                                                  shuffle, seed)
             embed = lambda: _tower_embeddings(tower, paths, tab, image_size)[0]  # noqa: E731
+            local = lambda r: r  # noqa: E731
         train_model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
                             loss=make_loss(loss, margin=margin, temperature=temperature))
 
         eval_rows = val_rows if len(val_rows) else train_rows
         report["accuracy_on"] = "validation" if len(val_rows) else "training"
         emb0 = embed() if len(rows) else None
-        report["untrained_accuracy"] = rows_accuracy(emb0, eval_rows) if emb0 is not None else float("nan")
-        report["untrained_train_accuracy"] = rows_accuracy(emb0, train_rows) if emb0 is not None else float("nan")
+        report["untrained_accuracy"] = rows_accuracy(emb0, local(eval_rows)) if emb0 is not None else float("nan")
+        report["untrained_train_accuracy"] = (rows_accuracy(emb0, local(train_rows)) if emb0 is not None
+                                              else float("nan"))
 
         timer = _EpochTimer()
         history = {"epoch": [], "loss": [], "val_loss": [], "seconds": []}
@@ -461,8 +528,9 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         else:
             log(f"{variant}: no training triplets, model left untrained")
         emb1 = embed() if len(rows) else None
-        report["trained_accuracy"] = rows_accuracy(emb1, eval_rows) if emb1 is not None else float("nan")
-        report["trained_train_accuracy"] = rows_accuracy(emb1, train_rows) if emb1 is not None else float("nan")
+        report["trained_accuracy"] = rows_accuracy(emb1, local(eval_rows)) if emb1 is not None else float("nan")
+        report["trained_train_accuracy"] = (rows_accuracy(emb1, local(train_rows)) if emb1 is not None
+                                            else float("nan"))
 
     report["final_loss"] = history["loss"][-1] if history["loss"] else float("nan")
     report["final_val_loss"] = history["val_loss"][-1] if history["val_loss"] else float("nan")
@@ -580,22 +648,32 @@ def write_training_outputs(work_dir, histories: dict[str, dict], reports: dict[s
             "report": write_json(reports, work_dir / TRAINING_REPORT)}
 
 
-def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, images: pd.DataFrame,
+def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, images: pd.DataFrame | None = None,
                           n: int = 8, seed: int = 0) -> float:
-    """Load the saved model at ``path`` and embed ``n`` articles with images with
-    both it and ``model``; returns the largest absolute difference (0.0 means
-    identical embeddings). Images decoded with :func:`hm_utils.images.load_image`."""
+    """Load the saved model at ``path`` and embed ``n`` inputs with both it and
+    ``model``; returns the largest absolute difference (0.0 means identical
+    embeddings). With ``images`` (article_id, has_image, abs_path): ``n`` random
+    articles with an image, decoded with :func:`hm_utils.images.load_image`.
+    Without: ``n`` seeded random images (uniform 0..255; the weights either match
+    or not, any input shows it, and no photo is decoded) with the tabular rows of
+    ``n`` random articles."""
     from .images import load_image
     from .model import load_embedding_model, model_variant
 
-    tbl = images[images[HAS_IMAGE].astype(bool)] if HAS_IMAGE in images.columns else images
-    tbl = tbl.sample(n=min(n, len(tbl)), random_state=seed) if len(tbl) else tbl
-    if not len(tbl):
-        raise ValueError("no article with an image to compare embeddings on")
     h, w = model.input["image"].shape[1:3]
-    x = {"image": np.stack([load_image(p, (h, w)) for p in tbl["abs_path"]])}
+    rng = np.random.default_rng(seed)
+    if images is not None:
+        tbl = images[images[HAS_IMAGE].astype(bool)] if HAS_IMAGE in images.columns else images
+        tbl = tbl.sample(n=min(n, len(tbl)), random_state=seed) if len(tbl) else tbl
+        if not len(tbl):
+            raise ValueError("no article with an image to compare embeddings on")
+        x = {"image": np.stack([load_image(p, (h, w)) for p in tbl["abs_path"]])}
+        ids = tbl[ARTICLE_ID].astype(np.int64)
+    else:
+        x = {"image": rng.uniform(0, 255, (n, h, w, 3)).astype(np.float32)}
+        ids = articles[ARTICLE_ID].astype(np.int64).sample(n=n, replace=len(articles) < n, random_state=seed)
     if model_variant(model) == "combined":
         art = articles.set_index(articles[ARTICLE_ID].astype(np.int64))
-        x["tabular"] = tabular_features(art.loc[tbl[ARTICLE_ID].astype(np.int64)].reset_index(drop=True))
+        x["tabular"] = tabular_features(art.loc[ids].reset_index(drop=True))
     again = load_embedding_model(path)
     return float(np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max())

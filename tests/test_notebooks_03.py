@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,13 @@ def test_03_recorded_counts_and_settings(tiny_series):
     tiny = C.get_profile("tiny")
     assert m["profile"] == "tiny" and m["backbone"] == tiny.backbone and m["pooling"] == tiny.pooling
     assert m["embedding_dim"] == tiny.embedding_dim and m["image_size"] == list(tiny.image_size)
-    assert m["pretrained"] is False  # no weights file on a test machine: the notebook says it trains from scratch
+    # WEIGHTS None takes the profile's weights; the run says which file they came from
+    from hm_utils.training import training_settings
+    assert m["weights"] == training_settings("tiny")["weights"]
+    assert m["pretrained"] is (m["weights_file"] is not None) is (m["weights"] is not None)
+    if m["weights_file"] is not None:
+        assert Path(m["weights_file"]).is_file()
+    assert m["fine_tune_layers"] == 0 and m["used_cache"] is True
     trip = pd.read_parquet(tiny_series / C.TRIPLETS_PARQUET)
     assert m["n_triplets_mined"] == int((trip[C.STRATEGY] == m["train_strategy"]).sum())
     assert m["n_triplets"] == m["n_triplets_mined"] - m["n_triplets_no_image"] > 0
@@ -36,6 +43,7 @@ def test_03_both_models_trained_and_reported(tiny_series):
         assert 0.0 <= r["untrained_accuracy"] <= 1.0 and 0.0 <= r["trained_accuracy"] <= 1.0
         assert math.isfinite(r["final_loss"]) and math.isfinite(r["final_val_loss"])
         assert r["seconds_per_epoch"] > 0
+        assert r["used_cache"] is True and r["trainable_backbone"] is False  # the head trained on stored features
     hist = pd.read_parquet(tiny_series / C.TRAINING_HISTORY)
     assert {"image_only", "combined"} <= set(hist["model"])
     assert (hist.groupby("model").size() == tiny.epochs).all()
@@ -62,3 +70,51 @@ def test_03_models_reload_with_identical_embeddings(tiny_series):
     comb = load_embedding_model(tiny_series / C.COMBINED_MODEL)
     out = comb.predict({"image": x, "tabular": tabular_features(arts)}, verbose=0)
     assert out.shape == (3, m["embedding_dim"])
+
+
+def test_03_feature_store_holds_every_article_once(tiny_series):
+    """03 ran every photo once through the backbone (and the untrained reference) and trained on those features."""
+    from hm_utils.export import model_digest
+    from hm_utils.features import load_features, read_manifest
+    from hm_utils.images import load_image
+    from hm_utils.loading import load_images
+    from hm_utils.model import get_backbone, load_embedding_model
+
+    m = load_metrics(tiny_series, "03_model_training")
+    man = read_manifest(tiny_series)
+    articles = pd.read_parquet(tiny_series / C.ARTICLES_PARQUET, columns=[C.ARTICLE_ID])
+    images = load_images(tiny_series)
+    has = articles.merge(images, on=C.ARTICLE_ID, how="left")[C.HAS_IMAGE].fillna(False).to_numpy(bool)
+    assert m["untrained_reference"] is True and m["feature_sets"] == [C.BACKBONE_FEATURES, C.UNTRAINED_FEATURES]
+    assert m["feature_seconds"] > 0 and m["feature_images_per_second"] > 0  # of the pass that computed them
+    assert m["n_feature_articles"] == man["n_ok"] == int(has.sum()) and m["n_unreadable_images"] == 0
+    entry = man["features"][C.BACKBONE_FEATURES]
+    assert entry["backbone"] == m["backbone"] and entry["weights_file"] == m["weights_file"]
+    assert entry["pooling"] == m["pooling"] and entry["image_size"] == m["image_size"]
+    # the saved models' backbone is the one whose features were stored (so 04 can use them)
+    model = load_embedding_model(tiny_series / C.IMAGE_ONLY_MODEL)
+    backbone = get_backbone(model)
+    assert model_digest(backbone) == entry["digest"]
+    if m["pretrained"]:
+        assert man["features"][C.UNTRAINED_FEATURES]["digest"] != entry["digest"]
+    rows = np.flatnonzero(has)[:3]
+    x = np.stack([load_image(images.set_index(C.ARTICLE_ID).loc[a, "abs_path"], tuple(m["image_size"]))
+                  for a in articles[C.ARTICLE_ID].to_numpy()[rows]])
+    direct = np.asarray(backbone(x, training=False))
+    for name in (C.BACKBONE_FEATURES, C.UNTRAINED_FEATURES):
+        cache = load_features(tiny_series, name)
+        assert cache.article_ids.tolist() == articles[C.ARTICLE_ID].tolist()  # articles.parquet order
+        assert cache.ok.tolist() == has.tolist()  # every synthetic JPEG is readable
+        assert cache.features.shape == (len(articles), man["features"][name]["feature_dim"])
+        assert not np.asarray(cache.features[~cache.ok]).any()
+        assert np.asarray(cache.features[cache.ok]).any(axis=1).all()
+    stored = np.asarray(load_features(tiny_series, C.BACKBONE_FEATURES).features[rows])
+    np.testing.assert_allclose(stored, direct, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(direct).max())))
+
+
+def test_03_toy_triplet_loss_matches_the_worked_example(tiny_series):
+    """Anchors at the origin, margin 0.2: easy (0.01 vs 1.00) -> 0, semi-hard (0.25 vs 0.25) -> 0.2,
+    hard (1.00 vs 0.25) -> 0.95; mean 1.15 / 3."""
+    m = load_metrics(tiny_series, "03_model_training")
+    assert m["toy_triplet_losses"] == pytest.approx([0.0, 0.2, 0.95], abs=1e-6)
+    assert m["toy_triplet_loss"] == pytest.approx(1.15 / 3, abs=1e-6)

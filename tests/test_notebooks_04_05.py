@@ -98,6 +98,16 @@ def test_04_metrics_and_figures(tiny_series):
         assert (work / FIGURES_DIR / f"{fig}.png").stat().st_size > 5_000
 
 
+def test_04_exported_from_the_stored_features(tiny_series):
+    """03 froze the backbone and stored its features: 04 runs only the heads over them, decoding no photo."""
+    work = tiny_series
+    m = load_metrics(work, "04_embedding_export")
+    assert load_metrics(work, "03_model_training")["fine_tune_layers"] == 0
+    assert m["export_path"] == "features" and m["export_path_reason"] is None
+    assert m["images_decoded"] == {"image_only": 0, "combined": 0}
+    assert m["precision"] == {"image_only": "float32", "combined": "float32"}  # the stored features are float32
+
+
 def test_05_metrics_and_figures(tiny_series):
     work = tiny_series
     m = load_metrics(work, "05_similarity_visualization")

@@ -230,3 +230,86 @@ def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
     own = get_backbone(model)
     assert own is not bb
     assert any(not np.allclose(a, b) for a, b in zip(before, own.get_weights()))  # the copy was trained
+
+
+def _bn_backbone():
+    """image -> conv "a" -> BatchNorm "bn_a" -> conv "b" -> BatchNorm "bn_b" -> average,
+    nested like build_backbone's."""
+    import keras
+
+    inp = keras.Input((*SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, name="a")(inp)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.Conv2D(4, 3, name="b")(x)
+    x = keras.layers.BatchNormalization(name="bn_b")(x)
+    net = keras.Model(inp, x, name="net")
+    image = keras.Input((*SIZE, 3), name="image")
+    return keras.Model(image, keras.layers.GlobalAveragePooling2D(name="avg_pool")(net(image)), name="backbone")
+
+
+def test_set_trainable_top_counts_weight_layers_and_keeps_batchnorm_frozen():
+    bb = _bn_backbone()
+    assert T.set_trainable_top(bb, 1) == ["b"]
+    assert bb.trainable and sorted(v.path for v in bb.trainable_weights) == ["b/bias", "b/kernel"]
+    assert T.set_trainable_top(bb, 5) == ["a", "b"]  # only two layers with weights besides the batch norms
+    assert len(bb.trainable_weights) == 4 and not bb.get_layer("net").get_layer("bn_b").trainable
+    copy = T._copy_model(bb)  # a copy keeps every layer's flag
+    assert sorted(v.path for v in copy.trainable_weights) == sorted(v.path for v in bb.trainable_weights)
+    assert T.set_trainable_top(bb, 0) == [] and not bb.trainable and bb.trainable_weights == []
+    with pytest.raises(ValueError, match="n_layers"):
+        T.set_trainable_top(bb, -1)
+
+
+def test_fine_tuning_trains_only_the_top_layers(toy):
+    """small_cnn has conv1, conv2, conv3: with the top 1 trainable only conv3 changes, from images."""
+    from hm_utils.model import get_backbone
+
+    articles, images, trip, _ = toy
+    bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
+    assert T.set_trainable_top(bb, 1) == ["conv3"]
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in bb.get_layer("small_cnn").layers}
+    model, history, report = T.train_siamese(
+        trip.iloc[:48], articles, images, variant="image_only", backbone="small_cnn", image_size=SIZE,
+        embedding_dim=4, pooling="avg", epochs=1, batch_size=16, hidden_units=8, learning_rate=1e-2,
+        backbone_model=bb, verbose=0, log=lambda *a: None)
+    assert report["trainable_backbone"] and not report["used_cache"] and len(history["loss"]) == 1
+    net = get_backbone(model).get_layer("small_cnn")
+    for name in ("conv1", "conv2"):
+        assert all(np.array_equal(a, b) for a, b in zip(before[name], net.get_layer(name).get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before["conv3"], net.get_layer("conv3").get_weights()))
+
+
+def test_training_from_the_feature_store(toy, tmp_path):
+    """The store (every article, memory-mapped) trains like the in-memory cache; another backbone is refused."""
+    from hm_utils.features import compute_features, load_features
+
+    articles, images, trip, _ = toy
+    bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
+    compute_features({"backbone": bb}, articles, images, tmp_path, batch_size=16, progress=False)
+    store = load_features(tmp_path, "backbone")
+    mem = T.compute_feature_cache(bb, articles["article_id"], T.article_image_paths(images, articles["article_id"]),
+                                  progress=False)
+    kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=2, batch_size=16,
+              hidden_units=8, verbose=0, log=lambda *a: None, backbone_model=bb, seed=5)
+    _, h_store, r_store = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=store, **kw)
+    _, h_mem, r_mem = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
+    assert r_store["used_cache"]
+    np.testing.assert_allclose(h_store["loss"], h_mem["loss"], rtol=1e-4)
+    assert r_store["untrained_accuracy"] == pytest.approx(r_mem["untrained_accuracy"])
+    assert r_store["trained_accuracy"] == pytest.approx(r_mem["trained_accuracy"])
+    other = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
+    with pytest.raises(ValueError, match="other weights"):
+        T.train_siamese(trip.iloc[:8], articles, images, feature_cache=store, **{**kw, "backbone_model": other})
+
+
+def test_reload_max_difference_with_and_without_photos(toy, tmp_path):
+    """0.0 for the saved model itself, from photos or from seeded random pixels; > 0 for another model."""
+    from hm_utils.model import build_embedding_model
+
+    articles, images, _, _ = toy
+    model = build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=4, pooling="avg", hidden_units=8)
+    path = save_embedding_model(model, tmp_path / "m.keras")
+    assert T.reload_max_difference(model, path, articles, images) == 0.0
+    assert T.reload_max_difference(model, path, articles) == 0.0
+    other = build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=4, pooling="avg", hidden_units=8)
+    assert T.reload_max_difference(other, path, articles) > 0.0
