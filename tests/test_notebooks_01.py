@@ -35,3 +35,28 @@ def test_01_parquet_round_trips_the_synthetic_csv(tiny_series):
     arts = load_articles(tiny_series)
     assert [C.format_article_id(a) for a in arts[C.ARTICLE_ID]] == raw[C.ARTICLE_ID].tolist()
     assert (tiny_series / "executed" / "01_data_preparation.ipynb").is_file()
+
+
+def test_01_records_the_comparison_with_the_real_data(tiny_series):
+    """Section 5's table: every row of data_stats.TARGETS, the values recomputed from the written
+    parquet files, each pass flag the value's place in its band."""
+    from hm_utils.data_stats import TARGETS, dataset_statistics
+
+    cal = load_metrics(tiny_series, "01_data_preparation")["calibration"]
+    assert sorted(cal["rows"]) == sorted(t.key for t in TARGETS)       # (written with sorted keys)
+    stats = dataset_statistics(load_transactions(tiny_series), load_customers(tiny_series),
+                               load_articles(tiny_series), baselines=True)
+    for t in TARGETS:
+        row = cal["rows"][t.key]
+        assert row["real"] == pytest.approx(t.real) and row["statistic"] == t.label
+        if row["value"] is None:
+            assert stats[t.key] != stats[t.key] and row["pass"] is None, t.key        # NaN: not measured
+            continue
+        assert row["value"] == pytest.approx(stats[t.key], rel=1e-9), t.key
+        assert row["pass"] == (None if t.lo is None else t.lo <= row["value"] <= t.hi), t.key
+    judged = [k for k, r in cal["rows"].items() if r["pass"] is not None]
+    assert cal["n_judged"] == len(judged) > 30
+    assert cal["n_pass"] == len(judged) - len(cal["failed"])
+    # the tiny set shares the real data's shape in its customers and rows
+    for key in ("buyers_one_day", "identical_rows", "rows_per_customer_day", "channel_2"):
+        assert cal["rows"][key]["pass"] is True, key

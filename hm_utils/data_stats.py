@@ -1,0 +1,462 @@
+"""Scale-free statistics of a transaction set, beside the real H&M data's.
+
+:func:`dataset_statistics` measures a set (transactions, and optionally its
+customers and articles) the way the published statistics of the full
+competition data (31,788,324 rows, 2018-09-20..2020-09-22) were measured;
+:data:`TARGETS` holds those real values with a pass band each, and
+:func:`compare_statistics` puts the two side by side. It runs on real data
+(``python -m hm_utils.synthetic --compare DIR`` on the competition files) as
+well as on a generated set, so the synthetic generator can be checked against
+the shape of the data it imitates.
+
+Definitions (``last`` = the set's last date; "week ``k``" = the 7 days
+``last - 7k - 6 .. last - 7k``, so week 0 is the held-out week of
+:func:`hm_utils.ranking.split_holdout`):
+
+* buyers: customers with at least one row; ``rows_per_buyer_*`` are quantiles
+  (numpy's linear interpolation) of rows per buyer divided by their mean;
+  ``buyers_one_row`` / ``buyers_one_day``: share of buyers with exactly one
+  row / with rows on one date only.
+* ``identical_rows``: share of rows equal in (customer, article, date, price,
+  channel) to an earlier row (a group of ``m`` equal rows counts ``m - 1``).
+* ``pairs_multi_row``: share of distinct (customer, article) pairs with more
+  than one row (same-day repeats included).
+* ``rows_per_customer_day``: rows / distinct (customer, date).
+* ``last_week_*``: over week 0's buyers: rows and distinct articles per buyer,
+  the share who had no row before week 0 (new) and the share with no row in
+  weeks 1..4.
+* ``rebuy_article_{1,2,3}w`` / ``rebuy_product_{1,2,3}w``: over the buyers of
+  each of weeks 0..3 (pooled), the share who bought in that week an article
+  (a product, any colour) they also bought in the previous 1/2/3 weeks.
+* ``articles_per_week``: distinct articles sold per week (weeks 0..7) over the
+  catalogue size (rows of ``articles``, else the articles sold);
+  ``new_articles_per_week``: articles first sold that week over the catalogue
+  (weeks 0..25); ``new_products_share``: share of those whose product was
+  first sold that week too; ``sales_recent_or_new``: share of a week's rows
+  (weeks 0..25) that go to an article sold in the 3 weeks before or first sold
+  that week.
+* ``week_top12``: share of a week's rows taken by its 12 best sellers (weeks
+  0..7, mean); ``top_0_1pct`` / ``top_1pct``: share of all rows taken by the
+  best-selling 0.095 % / 0.95 % of the catalogue (the real top 100 / top 1,000
+  of 105,542), at least one article; ``rows_per_article_median_mean``: median
+  over mean of rows per sold article.
+* prices (rows), ``channel_2`` (share of rows with ``sales_channel_id`` 2, NaN
+  without the column), ages (customers' ``age``; quantiles of the known ages,
+  share missing), rows per date (every date from first to last) p90 and
+  maximum over the median, and the calendar years' shares of rows (2018, 2019,
+  2020; NaN unless the set's dates run from 2018 to 2020).
+* with ``baselines=True``: MAP@12 on week 0 of :class:`~hm_utils.ranking.PopularityRanker`
+  and :class:`~hm_utils.ranking.RepurchaseRanker` fitted on the earlier weeks.
+
+Counts that scale with the set's size (buyers and articles per week, rows per
+buyer) are returned too and shown without a pass band.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as C
+
+REAL_CATALOGUE = 105_542      # articles.csv rows of the competition data
+REAL_TOP_FRACTIONS = {"top_0_1pct": 100 / REAL_CATALOGUE, "top_1pct": 1000 / REAL_CATALOGUE}
+COMPETITION_YEARS = (2018, 2019, 2020)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the comparison: the real data's value and the band a set passes in.
+
+    ``lo``/``hi`` None: an absolute count that scales with the set's size,
+    shown without a pass/fail. ``real_text`` is how the published table states it.
+    """
+    key: str
+    label: str
+    real: float
+    lo: float | None
+    hi: float | None
+    real_text: str = ""
+
+
+def _t(key, label, real, lo=None, hi=None, text=""):
+    return Target(key, label, real, lo, hi, text)
+
+
+TARGETS: list[Target] = [
+    _t("rows_per_buyer_mean", "rows per buyer, mean (scales)", 23.3, text="23.3"),
+    _t("rows_per_buyer_median_mean", "rows per buyer, median / mean", 9 / 23.3, 0.28, 0.48, "9 / 23.3"),
+    _t("rows_per_buyer_p90_mean", "rows per buyer, p90 / mean", 60 / 23.3, 2.1, 3.1, "60 / 23.3"),
+    _t("rows_per_buyer_p99_mean", "rows per buyer, p99 / mean", 187 / 23.3, 6.0, 10.5, "187 / 23.3"),
+    _t("buyers_one_row", "buyers with exactly one row", 0.097, 0.07, 0.13),
+    _t("buyers_one_day", "buyers who bought on one day only", 0.37, 0.30, 0.44),
+    _t("identical_rows", "identical rows (repeats of another row)", 0.094, 0.075, 0.115),
+    _t("pairs_multi_row", "(customer, article) pairs with > 1 row", 0.141, 0.11, 0.17),
+    _t("rows_per_customer_day", "rows per customer-day", 3.3, 2.9, 3.7),
+    _t("last_week_rows_per_buyer", "last week: rows per buyer", 3.5, 3.0, 4.0),
+    _t("last_week_articles_per_buyer", "last week: distinct articles per buyer", 3.1, 2.7, 3.5),
+    _t("rebuy_article_1w", "rebought an article of the previous 1 week", 0.051, 0.035, 0.07),
+    _t("rebuy_article_2w", "rebought an article of the previous 2 weeks", 0.062, 0.045, 0.085),
+    _t("rebuy_article_3w", "rebought an article of the previous 3 weeks", 0.066, 0.048, 0.09),
+    _t("rebuy_product_1w", "rebought a product (any colour), 1 week", 0.068, 0.05, 0.09),
+    _t("rebuy_product_2w", "rebought a product (any colour), 2 weeks", 0.085, 0.065, 0.11),
+    _t("rebuy_product_3w", "rebought a product (any colour), 3 weeks", 0.094, 0.07, 0.12),
+    _t("articles_per_week_n", "distinct articles sold per week (scales)", 19_000, text="18,000-20,000"),
+    _t("articles_per_week", "distinct articles sold per week / catalogue", 19_000 / REAL_CATALOGUE, 0.13, 0.24,
+       "18,000-20,000 / 105,542"),
+    _t("new_articles_per_week_n", "new articles per week (scales)", 700, text="400-1,000"),
+    _t("new_articles_per_week", "new articles per week / catalogue", 700 / REAL_CATALOGUE, 0.0038, 0.0095,
+       "400-1,000 / 105,542"),
+    _t("new_products_share", "new articles that are new products", 0.5, 0.35, 0.65, "about half"),
+    _t("sales_recent_or_new", "week's rows to articles sold in 3 weeks before or new", 0.99, 0.97, 1.0,
+       "> 99 %"),
+    _t("week_top12", "week's top 12 articles: share of its rows", 0.028, 0.014, 0.056),
+    _t("top_0_1pct", "top 0.1 % of the catalogue: share of all rows", 0.046, 0.023, 0.092, "top 100: 4.6 %"),
+    _t("top_1pct", "top 1 % of the catalogue: share of all rows", 0.182, 0.12, 0.27, "top 1,000: 18.2 %"),
+    _t("rows_per_article_median_mean", "rows per article, median / mean", 65 / 304, 0.14, 0.30, "65 / 304"),
+    _t("buyers_per_week", "buyers per week (scales)", 76_000, text="69,000-83,000"),
+    _t("last_week_new_buyers", "last week's buyers who never bought before", 0.081, 0.06, 0.11),
+    _t("last_week_no_purchase_4w", "last week's buyers with no purchase in the 4 weeks before", 0.48, 0.40, 0.56,
+       "about 48 %"),
+    _t("price_p25", "price p25", 0.0158, 0.0135, 0.018),
+    _t("price_median", "price median", 0.0254, 0.022, 0.029),
+    _t("price_mean", "price mean", 0.0278, 0.024, 0.032),
+    _t("price_p75", "price p75", 0.0339, 0.029, 0.039),
+    _t("price_p99", "price p99", 0.100, 0.08, 0.12),
+    _t("channel_2", "sales channel 2 share", 0.704, 0.65, 0.75),
+    _t("age_p25", "age p25", 24, 22, 26),
+    _t("age_median", "age median", 32, 29, 35),
+    _t("age_p75", "age p75", 49, 45, 53),
+    _t("age_missing", "age missing", 0.012, 0.005, 0.02),
+    _t("day_p90_median", "rows per day, p90 / median", 59_300 / 39_500, 1.3, 1.75, "59,300 / 39,500"),
+    _t("day_max_median", "rows per day, peak / median", 198_600 / 39_500, 3.5, 6.5, "198,600 / 39,500"),
+    _t("year_2018", "share of rows in 2018 (from Sep 20)", 4.4 / 31.8, 0.12, 0.16, "4.4 M"),
+    _t("year_2019", "share of rows in 2019", 16.4 / 31.8, 0.48, 0.55, "16.4 M"),
+    _t("year_2020", "share of rows in 2020 (to Sep 22)", 11.0 / 31.8, 0.31, 0.38, "11.0 M"),
+    _t("map12_popularity", "MAP@12 last week: popularity (7 days)", 0.0088, 0.0044, 0.0176),
+    _t("map12_repurchase", "MAP@12 last week: repurchase / last basket", 0.021, 0.0105, 0.042,
+       "0.021 (last basket + best sellers)"),
+]
+TARGETS_BY_KEY = {t.key: t for t in TARGETS}
+
+
+# ---------------------------------------------------------------- helpers --
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense int64 codes 0..m-1 of ``values`` (sorted order) and m."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.astype(np.int64).reshape(-1), len(uniq)
+
+
+def _next_same(keys: np.ndarray) -> np.ndarray:
+    """bool [n]: row ``i`` of the sorted ``keys`` has a successor ``i+1`` with the same key."""
+    out = np.zeros(len(keys), dtype=bool)
+    out[:-1] = keys[1:] == keys[:-1]
+    return out
+
+
+def _share(num, den) -> float:
+    return float(num) / float(den) if den else float("nan")
+
+
+def _ratio_quantile(counts: np.ndarray, q: float) -> float:
+    return float(np.percentile(counts, q) / counts.mean()) if len(counts) else float("nan")
+
+
+def _columns(transactions: pd.DataFrame) -> dict:
+    """The transaction columns as numpy arrays: day (int64 days from the first date),
+    customer code, article id, price (float64), channel (int64, -1 unknown)."""
+    for col in (C.T_DAT, C.ARTICLE_ID, C.PRICE):
+        if col not in transactions.columns:
+            raise ValueError(f"transactions are missing column {col!r}; have {list(transactions.columns)}")
+    who = C.CUSTOMER_KEY if C.CUSTOMER_KEY in transactions.columns else C.CUSTOMER_ID
+    if who not in transactions.columns:
+        raise ValueError(f"transactions need {C.CUSTOMER_KEY!r} or {C.CUSTOMER_ID!r}; "
+                         f"have {list(transactions.columns)}")
+    if transactions.empty:
+        raise ValueError("transactions are empty: no statistics to compute")
+    dates = pd.to_datetime(transactions[C.T_DAT]).to_numpy().astype("datetime64[D]")
+    first = dates.min()
+    day = (dates - first).astype(np.int64)
+    cust, _ = _codes(transactions[who].to_numpy())
+    chan = np.full(len(transactions), -1, dtype=np.int64)
+    if C.SALES_CHANNEL_ID in transactions.columns:
+        s = pd.to_numeric(transactions[C.SALES_CHANNEL_ID], errors="coerce")
+        chan = np.where(s.isna().to_numpy(), -1, s.fillna(-1).to_numpy()).astype(np.int64)
+    return dict(day=day, first=first, cust=cust, art=transactions[C.ARTICLE_ID].to_numpy().astype(np.int64),
+                price=pd.to_numeric(transactions[C.PRICE]).to_numpy(np.float64), chan=chan)
+
+
+# ------------------------------------------------------------- statistics --
+def _customer_stats(x: dict, out: dict) -> None:
+    cust, day, n = x["cust"], x["day"], len(x["day"])
+    n_days = int(day.max()) + 1
+    rows = np.bincount(cust)
+    rows = rows[rows > 0]
+    cd = np.unique(cust * n_days + day)
+    days = np.bincount(cd // n_days)
+    days = days[days > 0]
+    out.update(n_rows=float(n), n_buyers=float(len(rows)), rows_per_buyer_mean=float(rows.mean()),
+               rows_per_buyer_median_mean=_ratio_quantile(rows, 50),
+               rows_per_buyer_p90_mean=_ratio_quantile(rows, 90),
+               rows_per_buyer_p99_mean=_ratio_quantile(rows, 99),
+               buyers_one_row=float(np.mean(rows == 1)), buyers_one_day=float(np.mean(days == 1)),
+               rows_per_customer_day=_share(n, len(cd)))
+
+
+def _pair_stats(x: dict, out: dict) -> None:
+    art_code, n_art = _codes(x["art"])
+    pair = x["cust"] * n_art + art_code
+    order = np.lexsort((x["chan"], x["price"], x["day"], pair))
+    same = np.ones(len(order) - 1, dtype=bool)
+    for col in (pair, x["day"], x["price"], x["chan"]):
+        v = col[order]
+        same &= v[1:] == v[:-1]
+    _, counts = np.unique(pair, return_counts=True)
+    out.update(identical_rows=_share(same.sum(), len(pair)), pairs_multi_row=float(np.mean(counts > 1)))
+
+
+def _week_of(x: dict) -> np.ndarray:
+    """Week index per row counted back from the last date (0 = the last 7 days)."""
+    return (int(x["day"].max()) - x["day"]) // 7
+
+
+def _last_week_stats(x: dict, week: np.ndarray, out: dict) -> None:
+    cust, art = x["cust"], x["art"]
+    last = week == 0
+    buyers = np.unique(cust[last])
+    pairs = len(np.unique(cust[last] * (int(art.max()) + 1) + art[last]))
+    first_week = np.full(int(cust.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(first_week, cust, week)
+    recent = np.zeros(len(first_week), dtype=bool)
+    recent[cust[(week >= 1) & (week <= 4)]] = True
+    out.update(last_week_rows_per_buyer=_share(last.sum(), len(buyers)),
+               last_week_articles_per_buyer=_share(pairs, len(buyers)),
+               last_week_new_buyers=float(np.mean(first_week[buyers] == 0)) if len(buyers) else float("nan"),
+               last_week_no_purchase_4w=float(np.mean(~recent[buyers])) if len(buyers) else float("nan"))
+
+
+def _rebuy_shares(cust: np.ndarray, item: np.ndarray, week: np.ndarray, targets: int = 8,
+                  horizons=(1, 2, 3)) -> list[float]:
+    """Over the buyers of weeks 0..targets-1 (pooled), the share who bought an ``item`` in that
+    week that they also bought in one of the ``h`` weeks before, for each ``h`` in ``horizons``."""
+    item_code, n_item = _codes(item)
+    n_week = int(week.max()) + 1
+    pw = np.unique((cust * n_item + item_code) * n_week + week)       # sorted by pair, then week
+    pair, wk = pw // n_week, pw % n_week
+    gap = np.full(len(pw), np.iinfo(np.int64).max)
+    nxt = _next_same(pair)
+    gap[nxt] = wk[1:][nxt[:-1]] - wk[:-1][nxt[:-1]]                   # weeks back to the previous buy
+    in_target = wk < targets
+    c = pair // n_item
+    active = len(np.unique(c[in_target] * n_week + wk[in_target]))
+    shares = []
+    for h in horizons:
+        hit = in_target & (gap <= h)
+        shares.append(_share(len(np.unique(c[hit] * n_week + wk[hit])), active))
+    return shares
+
+
+def _article_week_stats(x: dict, week: np.ndarray, n_catalogue: int, product: np.ndarray, out: dict) -> None:
+    art_code, n_art = _codes(x["art"])
+    n_week = int(week.max()) + 1
+    aw, counts = np.unique(art_code * n_week + week, return_counts=True)   # by article, then week
+    a, wk = aw // n_week, aw % n_week
+    nxt = _next_same(a)
+    prev_gap = np.full(len(aw), np.iinfo(np.int64).max)
+    prev_gap[nxt] = wk[1:][nxt[:-1]] - wk[:-1][nxt[:-1]]
+    first_sale = ~nxt                                                   # no earlier week for the article
+    recent_weeks = min(8, n_week)
+    per_week = np.bincount(wk, minlength=n_week)
+    out["articles_per_week_n"] = float(per_week[:recent_weeks].mean())
+    out["articles_per_week"] = out["articles_per_week_n"] / n_catalogue
+    span = max(1, min(26, n_week - 4))        # skip the first weeks, where every article is "new"
+    new = first_sale & (wk < span)
+    out["new_articles_per_week_n"] = float(new.sum() / span)
+    out["new_articles_per_week"] = out["new_articles_per_week_n"] / n_catalogue
+    # products: first week a product sold
+    prod_of_art = np.zeros(n_art, dtype=np.int64)
+    prod_of_art[art_code] = product
+    p_first = np.full(int(product.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(p_first, prod_of_art[a], wk)
+    out["new_products_share"] = float(np.mean(p_first[prod_of_art[a[new]]] == wk[new])) if new.any() else float("nan")
+    scope = wk < span
+    ok = (prev_gap <= 3) | first_sale
+    out["sales_recent_or_new"] = _share(counts[scope & ok].sum(), counts[scope].sum())
+    # concentration within a week: its top 12
+    top = []
+    for k in range(recent_weeks):
+        c = np.sort(counts[wk == k])[::-1]
+        if c.sum():
+            top.append(c[:12].sum() / c.sum())
+    out["week_top12"] = float(np.mean(top)) if top else float("nan")
+    total = np.sort(np.bincount(art_code))[::-1]
+    for key, frac in REAL_TOP_FRACTIONS.items():
+        k = max(1, int(round(n_catalogue * frac)))
+        out[key] = _share(total[:k].sum(), total.sum())
+    out["rows_per_article_median_mean"] = float(np.median(total) / total.mean())
+
+
+def _calendar_stats(x: dict, out: dict) -> None:
+    per_day = np.bincount(x["day"])
+    med = float(np.median(per_day))
+    out.update(day_p90_median=_share(np.percentile(per_day, 90), med), day_max_median=_share(per_day.max(), med))
+    years = (x["first"] + x["day"]).astype("datetime64[Y]").astype(np.int64) + 1970
+    covers = years.min() == COMPETITION_YEARS[0] and years.max() == COMPETITION_YEARS[-1]
+    for y in COMPETITION_YEARS:
+        out[f"year_{y}"] = float(np.mean(years == y)) if covers else float("nan")
+
+
+def _baselines(transactions: pd.DataFrame, out: dict) -> None:
+    from .ranking import PopularityRanker, RepurchaseRanker, evaluate_ranker, split_holdout
+
+    if C.CUSTOMER_KEY not in transactions.columns:
+        return
+    try:
+        train, hold = split_holdout(transactions[[C.T_DAT, C.CUSTOMER_KEY, C.ARTICLE_ID]], days=7)
+    except ValueError:
+        return
+    out["map12_popularity"] = evaluate_ranker(PopularityRanker(), train, hold).map12
+    out["map12_repurchase"] = evaluate_ranker(RepurchaseRanker(), train, hold).map12
+
+
+def dataset_statistics(transactions: pd.DataFrame, customers: pd.DataFrame | None = None,
+                       articles: pd.DataFrame | None = None, baselines: bool = False) -> dict[str, float]:
+    """Every statistic of :data:`TARGETS` measured on one set (see the module docstring).
+
+    Inputs: ``transactions`` with ``t_dat`` (datetime64 or dates), ``customer_key``
+    (int) or ``customer_id`` (str), ``article_id`` (int, ``product_code * 1000 +
+    variant``), ``price`` (float) and optionally ``sales_channel_id``;
+    ``customers`` with ``age`` (for the age rows, else NaN); ``articles`` with
+    ``article_id`` and ``product_code`` (catalogue size and products; without
+    it the sold articles are the catalogue and ``article_id // 1000`` the
+    product); ``baselines``: also score the popularity and repurchase rankers
+    on the last week (needs ``customer_key``).
+    Output: ``{key: float}`` for every key of :data:`TARGETS_BY_KEY` (NaN where the
+    set cannot say: no channel column, no ages, too short a date range), plus
+    ``n_rows``, ``n_buyers`` and ``n_catalogue`` (the sizes behind them).
+    ValueError when a needed column is missing or the set is empty.
+    """
+    x = _columns(transactions)
+    out: dict[str, float] = {t.key: float("nan") for t in TARGETS}
+    _customer_stats(x, out)
+    _pair_stats(x, out)
+    week = _week_of(x)
+    _last_week_stats(x, week, out)
+    if articles is not None and C.PRODUCT_CODE in articles.columns:
+        prod_map = pd.Series(articles[C.PRODUCT_CODE].to_numpy(np.int64),
+                             index=articles[C.ARTICLE_ID].to_numpy(np.int64))
+        product = prod_map.reindex(x["art"]).fillna(-1).to_numpy(np.int64)
+        product = np.where(product >= 0, product, x["art"] // 1000)
+    else:
+        product = x["art"] // 1000
+    art_shares = _rebuy_shares(x["cust"], x["art"], week)
+    prod_shares = _rebuy_shares(x["cust"], product, week)
+    for h, a, p in zip((1, 2, 3), art_shares, prod_shares):
+        out[f"rebuy_article_{h}w"], out[f"rebuy_product_{h}w"] = a, p
+    n_catalogue = len(articles) if articles is not None and len(articles) else len(np.unique(x["art"]))
+    out["n_catalogue"] = float(n_catalogue)
+    _article_week_stats(x, week, n_catalogue, product, out)
+    out["buyers_per_week"] = float(np.mean([len(np.unique(x["cust"][week == k]))
+                                            for k in range(min(8, int(week.max()) + 1))]))
+    price = x["price"]
+    out.update(price_p25=float(np.percentile(price, 25)), price_median=float(np.median(price)),
+               price_mean=float(price.mean()), price_p75=float(np.percentile(price, 75)),
+               price_p99=float(np.percentile(price, 99)))
+    known = x["chan"] >= 0
+    out["channel_2"] = float(np.mean(x["chan"][known] == 2)) if known.any() else float("nan")
+    if customers is not None and "age" in customers.columns and len(customers):
+        age = pd.to_numeric(customers["age"], errors="coerce").to_numpy(np.float64)
+        ok = ~np.isnan(age)
+        out["age_missing"] = float(1 - ok.mean())
+        if ok.any():
+            out.update(age_p25=float(np.percentile(age[ok], 25)), age_median=float(np.median(age[ok])),
+                       age_p75=float(np.percentile(age[ok], 75)))
+    _calendar_stats(x, out)
+    if baselines:
+        _baselines(transactions, out)
+    return out
+
+
+# ------------------------------------------------------------- comparison --
+def compare_statistics(stats: dict[str, float], targets: list[Target] = TARGETS) -> pd.DataFrame:
+    """The comparison table: one row per target, in :data:`TARGETS` order.
+
+    Columns: ``key``, ``statistic`` (label), ``real`` (float), ``real_text`` (as
+    published), ``value`` (the set's, NaN when not measured), ``tolerance``
+    (``"lo-hi"``, or ``"scales"`` for absolute counts), ``pass`` (True/False;
+    None for counts that scale and for values not measured).
+    """
+    rows = []
+    for t in targets:
+        v = stats.get(t.key, float("nan"))
+        judged = t.lo is not None and v is not None and not np.isnan(v)
+        rows.append({"key": t.key, "statistic": t.label, "real": t.real, "real_text": t.real_text or _fmt(t.real),
+                     "value": v, "tolerance": "scales" if t.lo is None else f"{_fmt(t.lo)}-{_fmt(t.hi)}",
+                     "pass": bool(t.lo <= v <= t.hi) if judged else None})
+    return pd.DataFrame(rows)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 0.1:
+        return f"{v:.3f}"
+    return f"{v:.4f}"
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """The comparison as aligned plain text (statistic, real, value, tolerance, pass) with a count of passes."""
+    lines = [f"{'statistic':<56} {'real':>24} {'this set':>10} {'tolerance':>15}  pass"]
+    for label, real, value, tol, ok in zip(table["statistic"], table["real_text"], table["value"],
+                                           table["tolerance"], table["pass"]):
+        mark = "-" if ok is None else ("yes" if ok else "NO")
+        lines.append(f"{label:<56} {real:>24} {_fmt(value):>10} {tol:>15}  {mark}")
+    judged = table["pass"].dropna()
+    lines.append(f"{int(judged.sum())} of {len(judged)} judged rows within tolerance")
+    return "\n".join(lines)
+
+
+def folder_statistics(path: str | Path, baselines: bool = True, progress: bool = False) -> dict[str, float]:
+    """:func:`dataset_statistics` of a folder: a work directory (``transactions.parquet``
+    from notebook 01) or the competition layout (``articles.csv``, ``customers.csv``,
+    ``transactions_train.csv``, e.g. a generated synthetic set). FileNotFoundError
+    names the folder when it is neither."""
+    from . import loading
+
+    path = Path(path)
+    if (path / C.TRANSACTIONS_PARQUET).is_file() and (path / C.CUSTOMERS_PARQUET).is_file():
+        tx = loading.load_transactions(path)
+        customers = loading.load_customers(path, columns=[C.CUSTOMER_KEY, "age"])
+        articles = loading.load_articles(path, columns=[C.ARTICLE_ID, C.PRODUCT_CODE])
+    elif C.has_competition_files(path):
+        customers = loading.read_customers_csv(path)
+        articles = loading.read_articles_csv(path)
+        table = loading.read_transactions_csv(path, customers, articles, progress=progress)
+        tx = table.to_pandas(date_as_object=False)
+        customers = customers[[C.CUSTOMER_KEY, "age"]]
+        articles = articles[[C.ARTICLE_ID, C.PRODUCT_CODE]]
+    else:
+        raise FileNotFoundError(f"{path}: neither a work directory ({C.TRANSACTIONS_PARQUET}) nor the competition "
+                                f"layout ({', '.join(C.COMPETITION_FILES)})")
+    return dataset_statistics(tx, customers, articles, baselines=baselines)
+
+
+def calibration_record(table: pd.DataFrame) -> dict:
+    """The comparison table as JSON-ready key figures (NaN -> None), for ``record_metrics``:
+    ``{"rows": {key: {"statistic", "real", "value", "tolerance", "pass"}}, "n_judged",
+    "n_pass", "failed": [keys of judged rows outside their band]}``."""
+    def num(v):
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+    rows = {r["key"]: {"statistic": r["statistic"], "real": num(r["real"]), "value": num(r["value"]),
+                       "tolerance": r["tolerance"], "pass": r["pass"]} for r in table.to_dict("records")}
+    judged = [k for k, r in rows.items() if r["pass"] is not None]
+    return {"rows": rows, "n_judged": len(judged), "n_pass": sum(rows[k]["pass"] for k in judged),
+            "failed": [k for k in judged if not rows[k]["pass"]]}
