@@ -29,6 +29,9 @@ kernel's start-up chatter is silenced where it starts:
   ``TF_CPP_MIN_LOG_LEVEL`` cannot stop them; the ``cuInit`` error of a CUDA
   build is dropped only where the machine has no NVIDIA device at all. GPUs are
   never hidden (``CUDA_VISIBLE_DEVICES`` is left alone).
+* a finished notebook's kernel is shut down without the SIGINT jupyter_client
+  sends first (which made ipykernel log "KeyboardInterrupt caught in kernel"
+  when it landed inside a message handler).
 
 Everything else the kernel process writes reaches the console as it comes,
 prefixed ``[kernel]``, and the whole unfiltered stream is kept in
@@ -329,8 +332,22 @@ def _kernel_manager_class(watch: _KernelWatch):
             watch.started(self.provisioner.process)
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False):
+            # jupyter_client sends SIGINT before every shutdown request; landing in the
+            # middle of a message handler it makes ipykernel log "KeyboardInterrupt
+            # caught in kernel" after a notebook that ran fine. The notebook is done
+            # here, so the shutdown goes without it (a kernel that does not stop still
+            # gets SIGTERM, then SIGKILL, from jupyter_client).
             watch.sample()  # the kernel's VmHWM, read before it exits
-            return await super().shutdown_kernel(now=now, restart=restart)
+            self._hm_shutting_down = True
+            try:
+                return await super().shutdown_kernel(now=now, restart=restart)
+            finally:
+                self._hm_shutting_down = False
+
+        async def _async_interrupt_kernel(self):
+            if getattr(self, "_hm_shutting_down", False):
+                return None
+            return await super()._async_interrupt_kernel()
 
     return RunnerKernelManager
 

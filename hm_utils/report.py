@@ -52,7 +52,7 @@ figure { margin: 0; border: 1px solid #eee; padding: .4rem; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: .8rem; color: #555; margin-top: .3rem; }
 .error { background: #fff3f3; border-left: 4px solid #c62828; padding: .4rem .8rem; white-space: pre-wrap; }
-h4 { margin: .8rem 0 .2rem; }
+h4 { margin: .8rem 0 .2rem; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -99,7 +99,8 @@ def metrics_tables(metrics) -> list[dict]:
       ``seconds``, all keyed by ranker): one table, one row per shared key, one
       column per dict;
     * a list of dicts: one row per item.
-    Deeper nesting is written out as ``key: value; ...`` in the cell.
+    Deeper nesting is written out as ``key: value; ...`` in the cell. A table
+    wider than it is long is turned on its side (:func:`_upright`).
     """
     if not isinstance(metrics, dict):
         metrics = {"value": metrics}
@@ -124,7 +125,21 @@ def metrics_tables(metrics) -> list[dict]:
         grouped.append({"title": ", ".join(map(str, keys)), "columns": ["", *map(str, keys)],
                         "rows": [[str(r), *(format_value(metrics[k][r]) for k in keys)] for r in inner]})
     out = [{"title": "", "columns": ["key figure", "value"], "rows": scalars}] if scalars else []
-    return out + grouped + tables
+    return out + [_upright(t) for t in grouped + tables]
+
+
+WIDE = 6  # a table with more value columns than this and than rows is turned on its side
+
+
+def _upright(t: dict) -> dict:
+    """The table turned on its side when it is wide and short (more than
+    :data:`WIDE` value columns and more columns than rows): a page stays narrow."""
+    n_cols, n_rows = len(t["columns"]) - 1, len(t["rows"])
+    if n_cols <= max(WIDE, n_rows):
+        return t
+    rows = [[t["columns"][j + 1], *(r[j + 1] for r in t["rows"])] for j in range(n_cols)]
+    title = "" if t["title"] == ", ".join(t["columns"][1:]) else t["title"]  # its keys are the row labels now
+    return {"title": title, "columns": [t["columns"][0], *(r[0] for r in t["rows"])], "rows": rows}
 
 
 # -------------------------------------------------------------- notebooks ---
@@ -213,7 +228,8 @@ def _table_html(t: dict) -> str:
             f'<td class="num">{e(c)}</td>' if _numeric_text(c) else f"<td>{e(c)}</td>" for c in row[1:]]
         body.append("<tr>" + "".join(cells) + "</tr>")
     title = f"<h4>{e(t['title'])}</h4>" if t["title"] else ""
-    return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'{title}<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
 
 
 def _numeric_text(s: str) -> bool:

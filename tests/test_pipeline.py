@@ -142,6 +142,24 @@ def test_run_record_peak_memory_and_failure(tmp_path):
     assert any("03_fails" in line and "FAILED" in line for line in lines)
 
 
+def test_finished_kernel_is_shut_down_without_sigint(tmp_path):
+    """jupyter_client interrupts a kernel before shutting it down; the runner does
+    not (a SIGINT inside a message handler made ipykernel log "KeyboardInterrupt
+    caught in kernel" after notebooks that ran fine). The notebook makes every
+    SIGINT after its cells leave a mark in WORK_DIR."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_sigint.ipynb",
+              "import pathlib, signal\n"
+              "record = lambda *a: pathlib.Path(WORK_DIR, 'sigint.txt').open('a').write('INT\\n')\n"
+              "kernel = get_ipython().kernel\n"
+              "kernel.post_handler_hook = lambda: signal.signal(signal.SIGINT, record)")
+    work = tmp_path / "work"
+    run_series("tiny", work, None, notebooks_dir=nbdir, log=lambda *a: None, report=False)
+    assert (work / "executed" / "01_sigint.ipynb").is_file()
+    assert not (work / "sigint.txt").exists()
+
+
 @pytest.mark.slow
 def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
     """TensorFlow's start-up lines (and, without a GPU, the cuInit error) stay off

@@ -59,6 +59,15 @@ def test_metrics_tables_group_dicts_by_their_keys():
     assert len(tables) == 5
 
 
+def test_wide_short_tables_are_turned_on_their_side():
+    metrics = {f"m{i}": {"combined": i, "image_only": 10 * i} for i in range(7)}  # 7 columns, 2 rows
+    (table,) = metrics_tables(metrics)
+    assert table["title"] == "" and table["columns"] == ["", "combined", "image_only"]
+    assert table["rows"] == [[f"m{i}", f"{i}", f"{10 * i}"] for i in range(7)]
+    narrow = {f"m{i}": {"a": i, "b": i, "c": i} for i in range(3)}  # 3 columns: kept as it is
+    assert metrics_tables(narrow)[0]["columns"] == ["", "m0", "m1", "m2"]
+
+
 def _png(path: Path, colour, size=(120, 80)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
