@@ -295,7 +295,7 @@ def plot_quality(table: pd.DataFrame, title: str | None = None):
     measures = [m for m in ("nn_same_product", "nn_same_type", "sibling_in_top5", "recall@12", "recall@100")
                 if m in table.columns]
     names = [str(i) for i in table.index]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(measures) * max(1, len(names)) / 3 + 3), 4.2))
+    fig, ax = plt.subplots(figsize=(min(14.0, 3 + 0.3 * len(measures) * max(1, len(names))), 4.2))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(measures))
     for j, name in enumerate(names):
@@ -307,7 +307,7 @@ def plot_quality(table: pd.DataFrame, title: str | None = None):
                 ax.text(p, val + 0.01, f"{val:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
             ref = f"popularity_{m}"
             if ref in table.columns and np.isfinite(table.iloc[j][ref]):
-                ax.plot([p - width / 2, p + width / 2], [table.iloc[j][ref]] * 2, color="k", lw=2,
+                ax.plot([p - 0.4 * width, p + 0.4 * width], [table.iloc[j][ref]] * 2, color="k", lw=2,
                         label="popularity (same queries)" if j == 0 and m == "recall@12" else None)
     ax.set_xticks(x, measures)
     ax.set_ylim(0, 1.12)
