@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .candidates import CandidateGenerator, Candidates, CandidateSettings, candidate_recall, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K
@@ -73,7 +74,8 @@ class LearnedRanker(Ranker):
     ``max_train_customers`` per label week (a seeded sample of its buyers),
     ``backend`` ``"auto"`` | ``"lightgbm"`` | ``"sklearn"``, tree settings,
     ``block_customers`` customers scored per block (memory: about
-    ``block_customers * 100 * n_features * 4`` bytes).
+    ``block_customers * 100 * n_features * 4`` bytes per block in flight),
+    ``workers`` blocks scored at once in threads (None: one per CPU).
 
     After ``fit``: ``model_`` (None when there was nothing to learn from --
     then candidates are ordered by own recency, then last-week popularity, and
@@ -87,7 +89,8 @@ class LearnedRanker(Ranker):
                  train_weeks: int = 2, week_days: int = 7, max_train_customers: int = 50_000,
                  backend: str = "auto", n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
                  min_child_samples: int = 20, seed: int = 0, block_customers: int = 50_000,
-                 k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True):
+                 k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True,
+                 workers: int | None = None):
         if backend not in ("auto", "lightgbm", "sklearn"):
             raise ValueError(f"backend must be 'auto', 'lightgbm' or 'sklearn'; got {backend!r}")
         self.articles, self.customers = articles, customers
@@ -97,7 +100,7 @@ class LearnedRanker(Ranker):
         self.backend = backend
         self.n_estimators, self.learning_rate, self.num_leaves = n_estimators, learning_rate, num_leaves
         self.min_child_samples, self.seed, self.block_customers = min_child_samples, seed, block_customers
-        self.k, self.n_jobs, self.progress = k, n_jobs, progress
+        self.k, self.n_jobs, self.progress, self.workers = k, n_jobs, progress, workers
         if name:
             self.name = name
 
@@ -194,41 +197,68 @@ class LearnedRanker(Ranker):
             return int(self.n_jobs)
         return 1 if rows < 500_000 else (os.cpu_count() or 1)
 
-    def score(self, X: np.ndarray) -> np.ndarray:
-        """float64 [N]: the model's score of each feature row (higher = more likely bought)."""
+    def score(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """float64 [N]: the model's score of each feature row (higher = more likely bought);
+        ``threads``: LightGBM threads (None: :meth:`threads`)."""
         if self.model_ is None:
             col = {n: i for i, n in enumerate(self.feature_names_)}
             own_days = X[:, col["own_days"]].astype(np.float64)
             pop = np.nan_to_num(X[:, col["art_n_1w"]].astype(np.float64))
             return np.where(np.isfinite(own_days), 1e6 - own_days, 0.0) + pop
         if self.backend_ == "lightgbm":
-            return self.model_.predict(X, num_threads=self.threads(len(X)))
+            return self.model_.predict(X, num_threads=threads or self.threads(len(X)))
         return self.model_.predict_proba(np.where(self.empty_columns_, np.float32(0), X))[:, 1]
 
     def candidates(self, keys) -> Candidates:
         """The fitted generator's candidates for ``keys``."""
         return self.generator_.generate(np.asarray(keys, np.int64))
 
+    def rank_block(self, keys: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
+        """int64 [n, k]: the ``k`` best-scored candidates of each customer of ``keys``
+        (distinct, sorted); PAD where a customer has fewer. Candidates, features and
+        scores for the whole block at once."""
+        top = np.full((len(keys), k), PAD, np.int64)
+        cands = self.generator_.generate(keys)
+        if len(cands) == 0:
+            return top
+        score = self.score(self.features_.transform(cands), threads)
+        start = np.r_[True, cands.customer_key[1:] != cands.customer_key[:-1]]
+        gid = np.cumsum(start) - 1
+        rank = np.arange(len(cands)) - np.nonzero(start)[0][gid]
+        width = int(rank.max()) + 1
+        cmat = dense_lists(gid, rank, cands.article_id, int(gid[-1]) + 1, width)
+        smat = dense_lists(gid, rank, score, int(gid[-1]) + 1, width, fill=-np.inf, dtype=np.float64)
+        top[np.searchsorted(keys, cands.customer_key[start])] = top_by_score(cmat, smat, k)
+        return top
+
     def _rank(self, keys: np.ndarray, k: int) -> np.ndarray:
-        n = len(keys)
-        out = np.full((n, k), PAD, np.int64)
+        """Blocks of ``block_customers`` customers, ``workers`` blocks at a time in threads
+        (numpy and LightGBM release the GIL; BLAS and LightGBM run one thread per block)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
         uniq, inverse = np.unique(keys, return_inverse=True)
         top = np.full((len(uniq), k), PAD, np.int64)
-        for s, e in iter_blocks(len(uniq), self.block_customers, f"{self.name}: scoring", self.progress):
-            cands = self.generator_.generate(uniq[s:e])
-            if len(cands) == 0:
-                continue
-            score = self.score(self.features_.transform(cands))
-            start = np.r_[True, cands.customer_key[1:] != cands.customer_key[:-1]]
-            gid = np.cumsum(start) - 1
-            rank = np.arange(len(cands)) - np.nonzero(start)[0][gid]
-            width = int(rank.max()) + 1
-            cmat = dense_lists(gid, rank, cands.article_id, int(gid[-1]) + 1, width)
-            smat = dense_lists(gid, rank, score, int(gid[-1]) + 1, width, fill=-np.inf, dtype=np.float64)
-            rows = np.searchsorted(uniq[s:e], cands.customer_key[start]) + s
-            top[rows] = top_by_score(cmat, smat, k)
-        out[:] = top[inverse.reshape(-1)]
-        return out
+        blocks = list(iter_blocks(len(uniq), self.block_customers, "", progress=False))
+        workers = max(1, min(self.workers or (os.cpu_count() or 1), len(blocks)))
+        bar = tqdm(total=len(uniq), desc=f"{self.name}: scoring", unit="customer",
+                   disable=not (self.progress and len(blocks) > 1))
+
+        def run(block):
+            s, e = block
+            top[s:e] = self.rank_block(uniq[s:e], k, threads=1 if workers > 1 else None)
+            bar.update(e - s)
+
+        with threadpool_limits(1 if workers > 1 else None):
+            if workers == 1:
+                for blk in blocks:
+                    run(blk)
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, blocks))
+        bar.close()
+        return top[inverse.reshape(-1)]
 
     def _predict(self, keys):
         keys = np.asarray(keys, np.int64)

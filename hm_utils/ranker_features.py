@@ -272,7 +272,8 @@ class FeatureBuilder:
             dots = np.matmul(vec, q.transpose(0, 2, 1))                          # [b, m, 1 + r]
             valid = crow[s:e] >= 0
             prof = leave_one_out_cosine(dots[:, :, 0], np.einsum("ij,ij->i", raw, raw),
-                                        prof_model.item_weights(ucust[s:e], cand[s:e]), valid)
+                                        prof_model.item_weights(ucust[s:e], cand[s:e]), valid, raw, emb.matrix,
+                                        crow[s:e])
             has = prof_model.has_profile(ucust[s:e])[:, None] & valid
             cos_prof[s:e] = np.where(has, prof, np.nan)
             ok = valid[:, :, None] & (rrow[s:e] >= 0)[:, None, :] & (cand[s:e, :, None] != recent[s:e, None, :])

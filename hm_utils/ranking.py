@@ -553,7 +553,8 @@ class CustomerProfiles:
         if dots is None:
             dots = self.embeddings.dot(rows, raw)
         w = self.item_weights(keys, arts)
-        return leave_one_out_cosine(dots, np.einsum("ij,ij->i", raw, raw), w, rows >= 0)
+        return leave_one_out_cosine(dots, np.einsum("ij,ij->i", raw, raw), w, rows >= 0, raw,
+                                    self.embeddings.matrix, rows)
 
     def raw_profiles(self, keys) -> np.ndarray:
         """float32 [n, d]: ``sum_j w_j e_j`` before normalising (zero rows when none)."""
@@ -588,7 +589,7 @@ class CustomerProfiles:
         return l2_normalize(self.raw_profiles(keys))
 
 
-def leave_one_out_cosine(dots, sq_norms, own_weights, valid=None) -> np.ndarray:
+def leave_one_out_cosine(dots, sq_norms, own_weights, valid=None, raw=None, matrix=None, rows=None) -> np.ndarray:
     """Cosine of each article to a profile with the article's own term removed.
 
     ``dots`` float [n, m]: ``p_i . e_a`` for the raw profile ``p_i`` and unit article
@@ -596,18 +597,35 @@ def leave_one_out_cosine(dots, sq_norms, own_weights, valid=None) -> np.ndarray:
     article's weight in ``p_i`` (0 when absent); ``valid`` bool [n, m] (None: all).
     Returns float32 [n, m] ``(D - w) / |p - w e|`` with ``|p - w e|^2 = |p|^2 - 2 w D + w^2``;
     0 where not valid or the remaining profile is (numerically) empty: ``|p - w e| <= 1e-3 |p|``.
+
     The closed form loses digits when the article dominates the profile (about
-    ``1e-7 |p|^2 / |p - w e|^2`` relative error on float32 inputs).
+    ``1e-7 |p|^2 / |p - w e|^2`` relative error on float32 inputs). When ``raw``
+    (float [n, d] profiles), ``matrix`` (unit article rows) and ``rows`` (int [n, m],
+    the articles' rows of ``matrix``) are given, the entries with ``|p - w e|^2 < 0.01 |p|^2``
+    are recomputed from the vector ``p - w e`` in float64 (few: a customer's dominant
+    articles).
     """
     d = np.asarray(dots, np.float64)
     w = np.asarray(own_weights, np.float64)
     n2 = np.asarray(sq_norms, np.float64)[:, None]
     rest = n2 - 2.0 * w * d + w * w
     # float32 inputs: below a remaining norm of 1e-3 |p| the difference is rounding noise
-    ok = rest > 1e-6 * np.maximum(n2, 1e-30)
+    floor = 1e-6 * np.maximum(n2, 1e-30)
+    ok = rest > floor
     if valid is not None:
         ok &= np.asarray(valid, bool)
     out = np.where(ok, (d - w) / np.sqrt(np.where(ok, rest, 1.0)), 0.0)
+    if raw is not None and matrix is not None and rows is not None:
+        bad = (w > 0) & (rest < 1e-2 * n2) & (np.asarray(rows) >= 0)
+        if valid is not None:
+            bad &= np.asarray(valid, bool)
+        i, j = np.nonzero(bad)
+        if len(i):
+            e = np.asarray(matrix)[np.asarray(rows)[i, j]].astype(np.float64)
+            v = np.asarray(raw, np.float64)[i] - w[i, j, None] * e
+            v2 = np.einsum("ij,ij->i", v, v)
+            keep = v2 > floor[i, 0]
+            out[i, j] = np.where(keep, np.einsum("ij,ij->i", v, e) / np.sqrt(np.where(keep, v2, 1.0)), 0.0)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
@@ -803,11 +821,13 @@ class ImprovedRanker(Ranker):
                 sq = np.einsum("ij,ij->i", raw, raw)
                 own = cand[s:e, :m_own]
                 sim[s:e, :m_own] = leave_one_out_cosine(        # gathered: few per customer
-                    emb.dot(crow[s:e], raw), sq, prof_model.item_weights(keys[s:e], own), crow[s:e] >= 0)
+                    emb.dot(crow[s:e], raw), sq, prof_model.item_weights(keys[s:e], own), crow[s:e] >= 0,
+                    raw, emb.matrix, crow[s:e])
                 pool_ids = np.broadcast_to(self.pool_, (e - s, n_pool))
                 sim[s:e, m_own:] = leave_one_out_cosine(        # shared pool: one matrix product
                     raw @ pool_mat.T, sq, prof_model.item_weights(keys[s:e], pool_ids),
-                    np.broadcast_to(pool_rows >= 0, (e - s, n_pool)))
+                    np.broadcast_to(pool_rows >= 0, (e - s, n_pool)), raw, emb.matrix,
+                    np.broadcast_to(pool_rows, (e - s, n_pool)))
         return {"cand": cand, "sim": sim, "pop": pop, "rep": rep, "personal": personal}
 
     def profiles(self, keys) -> np.ndarray:

@@ -224,3 +224,24 @@ def test_choose_by_interval_prefers_a_confirmed_gain_else_the_baseline():
     assert choose_by_interval(s) == "y"                      # x scores higher but its interval spans 0
     assert choose_by_interval(s, ["x", "repurchase"]) == "repurchase"
     assert choose_by_interval(s, ["x", "z"]) == "x"          # no baseline among them: the best mean
+
+
+def test_rolling_ensembles_reuse_the_weekly_lists_and_decide_by_interval(tmp_path):
+    from hm_utils.rolling_ensembles import decision_sentence, ensemble_decision, rolling_ensembles
+
+    t = background(days=42)
+    res = evaluate_rolling([PopularityRanker(), RepurchaseRanker()], t, 2, work_dir=tmp_path, slices=False,
+                           progress=False)
+    emb = ArticleEmbeddings(np.arange(100, 140), np.random.default_rng(4).normal(size=(40, 5)))
+    ens = rolling_ensembles(tmp_path, t, res.weeks, ["popularity", "repurchase"], emb)
+    assert set(ens.variants) == {"ensemble_rank", "ensemble_sim", "ensemble_sim_rank"}
+    # the inputs score exactly as notebook 06 scored them, customer-week by customer-week
+    for name in ("popularity", "repurchase"):
+        a = ens.ap[ens.ap["ranker"] == name].set_index(["week_start", "customer_key"])["ap"].sort_index()
+        b = res.ap[res.ap["ranker"] == name].set_index(["week_start", "customer_key"])["ap"].sort_index()
+        pd.testing.assert_series_equal(a, b)
+    d = ensemble_decision(ens, n_boot=200)
+    means = ens.ap.groupby("ranker")["ap"].mean()
+    assert d["best_input"] == means[["popularity", "repurchase"]].idxmax()
+    assert d["variant"] == means[list(ens.variants)].idxmax()
+    assert d["keep"] == (d["lo"] > 0) and d["best_input"] in decision_sentence(d)
