@@ -28,9 +28,14 @@ Rankers
 * :class:`ImprovedRanker` -- a recency-weighted profile embedding per customer;
   candidates from recent popularity, repurchases and nearest neighbours of
   recent purchases; one blended score ``w_sim * cos + w_pop * popularity +
-  w_rep * repurchase``. With ``tune=True`` the weights are chosen on the last
-  week *of the training data* (never the held-out week), so with uninformative
-  embeddings it falls back to popularity + repurchase.
+  w_rep * repurchase``, the cosine taken to the profile *without the
+  candidate's own contribution* (:func:`leave_one_out_cosine`). With
+  ``tune=True`` the weights are chosen on several pooled weeks *of the training
+  data* (never the scored week), so with uninformative embeddings it falls back
+  to popularity + repurchase.
+
+Judging rankers over rolling weeks with intervals lives in
+:mod:`hm_utils.evaluation`; the learned ranker in :mod:`hm_utils.learned_ranker`.
 """
 from __future__ import annotations
 
@@ -986,7 +991,7 @@ def ranking_verdict(table: pd.DataFrame, tunings: dict[str, pd.DataFrame] | None
 
     ``table``: from :func:`evaluate_rankers`. ``tunings``: optional
     ``{ranker name: ImprovedRanker.tuning_}``; for each, the sentence also says
-    what the similarity term adds on the tuning week (best grid cell with
+    what the similarity term adds on the pooled tuning weeks (best grid cell with
     similarity weight > 0 against the best with weight 0, i.e. popularity +
     repurchase alone).
     """
@@ -1015,7 +1020,7 @@ def ranking_verdict(table: pd.DataFrame, tunings: dict[str, pd.DataFrame] | None
             without = tuning.loc[tuning["sim"] == 0, "map12"].max()
             if pd.notna(with_sim) and pd.notna(without):
                 verb = "adds" if with_sim > without else "adds nothing:"
-                line += (f" On its tuning week the similarity term {verb} {with_sim - without:+.4f} MAP@12 "
+                line += (f" On its tuning weeks the similarity term {verb} {with_sim - without:+.4f} MAP@12 "
                          f"({with_sim:.4f} against {without:.4f} for popularity + repurchase alone).")
         lines.append(line)
     return "\n".join(lines) if lines else "No embedding ranker was scored (no embedding files)."
