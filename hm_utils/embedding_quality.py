@@ -339,6 +339,18 @@ def _fit_image(img, size: tuple[int, int], fit: str):
     return tf.ensure_shape(tf.clip_by_value(out, 0.0, 255.0), [size[0], size[1], 3])
 
 
+def pixel_thumbnails(image_size: tuple[int, int], side: int = 16):
+    """A reference "model" with no learning at all: the photo (float32 [B, H, W, 3], 0..255, as a
+    backbone gets it) shrunk to ``side`` x ``side`` by area averaging and flattened to float32
+    [B, side * side * 3]. Nearest neighbours of these vectors are photos that look alike pixel by pixel,
+    which is what an untrained convolutional network mostly measures too."""
+    import keras
+
+    inp = keras.Input(shape=(int(image_size[0]), int(image_size[1]), 3), name="image")
+    x = keras.layers.Resizing(side, side, interpolation="area", name="thumbnail")(inp)
+    return keras.Model(inp, keras.layers.Flatten(name="flatten")(x), name=f"pixels_{side}")
+
+
 def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits: dict | None = None,
                    batch_size: int = 64, progress: bool = True) -> dict:
     """Several keras models over the same photos, each photo read and decoded ONCE (one tf.data pass).
@@ -422,6 +434,7 @@ def main(argv=None) -> int:
         models[f"{bb} imagenet"] = build_backbone(bb, size, "avg", "imagenet", seed=args.seed)
     except (FileNotFoundError, ValueError) as err:
         warnings.warn(f"pretrained {bb} skipped: {err}", stacklevel=2)
+    models["pixels 16x16"] = pixel_thumbnails(size)
     fits = {name: args.fit for name in models}  # trained models: the project's default fit
     models.update({path.stem: load_embedding_model(path) for path in args.model})
     t0 = time.perf_counter()

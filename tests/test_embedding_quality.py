@@ -210,8 +210,8 @@ def test_catalogue_command(tmp_path, capsys):
     assert main([str(catalogue), "--out", str(out), "--backbone", "small_cnn", "--image-size", "48", "48",
                  "--fit", "pad", "--max-articles", "40"]) == 0
     table = pd.read_csv(out)
-    # small_cnn has no pretrained weights: untrained, attributes and random, raw then centred
-    assert table["source"].tolist() == ["small_cnn untrained", "attributes", "random"] * 2
+    # small_cnn has no pretrained weights: untrained, pixel thumbnails, attributes and random, raw then centred
+    assert table["source"].tolist() == ["small_cnn untrained", "pixels 16x16", "attributes", "random"] * 2
     assert table["centred"].tolist() == [False] * 3 + [True] * 3
     assert (table["n_articles"] == 40).all()
     assert out.with_suffix(".md").read_text().count("\n| small_cnn untrained |") == 2
@@ -279,3 +279,17 @@ def test_photo_features_feeds_a_combined_model_its_tabular_rows(tmp_path):
     assert ok.all() and emb.shape == (5, 4)
     imgs = np.stack([load_image(p, (16, 16), reduced_scale=False) for p in paths])
     np.testing.assert_allclose(emb, model.predict({"image": imgs, "tabular": tab}, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_pixel_thumbnails_average_areas():
+    """A 32 x 32 photo whose left half is 0 and right half 200 becomes a 16 x 16 thumbnail with
+    the same halves (each thumbnail pixel averages a 2 x 2 block of one half)."""
+    from hm_utils.embedding_quality import pixel_thumbnails
+
+    img = np.zeros((1, 32, 32, 3), np.float32)
+    img[:, :, 16:, :] = 200.0
+    out = np.asarray(pixel_thumbnails((32, 32), side=16)(img))
+    assert out.shape == (1, 16 * 16 * 3)
+    grid = out.reshape(16, 16, 3)
+    np.testing.assert_allclose(grid[:, :8], 0.0, atol=1e-4)
+    np.testing.assert_allclose(grid[:, 8:], 200.0, atol=1e-3)
