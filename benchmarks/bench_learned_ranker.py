@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", type=float, default=0.02, help="fraction of competition size (1.0 = 1.37M customers)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimensions of each of the 2 files")
-    p.add_argument("--block", type=int, default=50_000, help="customers scored per block")
+    p.add_argument("--block", type=int, default=25_000, help="customers scored per block")
     p.add_argument("--train-customers", type=int, default=50_000, help="customers per label week")
     p.add_argument("--baseline-customers", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)

@@ -88,7 +88,7 @@ class LearnedRanker(Ranker):
                  embeddings: dict[str, ArticleEmbeddings] | None = None, settings: CandidateSettings | None = None,
                  train_weeks: int = 2, week_days: int = 7, max_train_customers: int = 50_000,
                  backend: str = "auto", n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
-                 min_child_samples: int = 20, seed: int = 0, block_customers: int = 50_000,
+                 min_child_samples: int = 20, seed: int = 0, block_customers: int = 25_000,
                  k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True,
                  workers: int | None = None):
         if backend not in ("auto", "lightgbm", "sklearn"):
@@ -143,6 +143,7 @@ class LearnedRanker(Ranker):
                 xs.append(fb.transform(sub))
                 ys.append(y[keep].astype(np.int8))
                 gs.append(customer_groups(sub.customer_key))
+            del gen, fb, cands, sub                    # free this week's state before the next one
         summary = pd.DataFrame(rows, columns=["label_week", "customers", "groups", "rows", "positives", "recall"])
         if not xs:
             return (np.zeros((0, 0), np.float32), np.zeros(0, np.int8), np.zeros(0, np.int64), summary)

@@ -114,21 +114,23 @@ class FeatureBuilder:
         end = t[T_DAT].max()
         h = customer_history(t) if history is None else history
         self.n_rows_ = n_rows = int(t[CUSTOMER_KEY].max()) + 1
-        cust = t[CUSTOMER_KEY].to_numpy(np.int64)
-        arts = t[ARTICLE_ID].to_numpy(np.int64)
-        age = ((end - t[T_DAT]) / pd.Timedelta(days=1)).to_numpy(np.float64)
-        price = t[PRICE].to_numpy(np.float64) if PRICE in t.columns else np.full(len(t), np.nan)
+        # row-level arrays in 32 bits: at competition scale each is 31.8 M rows
+        cust = t[CUSTOMER_KEY].to_numpy(np.int32)
+        arts = t[ARTICLE_ID].to_numpy(np.int32)
+        age = ((end - t[T_DAT]) / pd.Timedelta(days=1)).to_numpy(np.float32)
+        price = t[PRICE].to_numpy(np.float32) if PRICE in t.columns else np.full(len(t), np.nan, np.float32)
         # articles: catalogue plus anything sold; dense per-article arrays indexed by position
         cat = self.articles.drop_duplicates(ARTICLE_ID).set_index(ARTICLE_ID)
-        self.art_ids_ = np.union1d(cat.index.to_numpy(np.int64), np.unique(arts))
-        a_pos = np.searchsorted(self.art_ids_, arts)
+        self.art_ids_ = np.union1d(cat.index.to_numpy(np.int64), np.unique(arts).astype(np.int64))
+        a_pos = np.searchsorted(self.art_ids_, arts).astype(np.int32)
         na = len(self.art_ids_)
         n1 = np.bincount(a_pos[age < 7], minlength=na).astype(np.float64)
         n4 = np.bincount(a_pos[age < 28], minlength=na).astype(np.float64)
+        by_art = pd.Series(age).groupby(a_pos, sort=False).agg(["max", "min"])
         first = np.full(na, np.nan)
         last = np.full(na, np.nan)
-        np.fmax.at(first, a_pos, age)
-        np.fmin.at(last, a_pos, age)
+        first[by_art.index.to_numpy()] = by_art["max"].to_numpy()
+        last[by_art.index.to_numpy()] = by_art["min"].to_numpy()
         ok_price = np.isfinite(price)
         psum = np.bincount(a_pos[ok_price], weights=price[ok_price], minlength=na)
         pcnt = np.bincount(a_pos[ok_price], minlength=na)
@@ -143,7 +145,8 @@ class FeatureBuilder:
         # customers
         c_n = np.bincount(cust, minlength=n_rows).astype(np.float64)
         c_last = np.full(n_rows, np.nan)
-        np.fmin.at(c_last, cust, age)
+        by_cust = pd.Series(age).groupby(cust, sort=False).min()
+        c_last[by_cust.index.to_numpy()] = by_cust.to_numpy()
         c_psum = np.bincount(cust[ok_price], weights=price[ok_price], minlength=n_rows)
         c_pcnt = np.bincount(cust[ok_price], minlength=n_rows)
         c_age = np.full(n_rows, np.nan)
@@ -174,9 +177,11 @@ class FeatureBuilder:
             vals = self.art_attr_[col][a_pos]
             ok = np.isfinite(vals)
             self.shares_[feat] = group_counts(cust[ok], vals[ok].astype(np.int64))
+            del vals, ok
         # embeddings: profiles and recent purchases
         hw = h.assign(w=h["n"] * 0.5 ** (h["age_days"] / self.half_life_days))
-        self.profiles_ = {n: CustomerProfiles(e, self.half_life_days, self.profile_items).fit_history(hw, n_rows)
+        self.profiles_ = {n: CustomerProfiles(e, self.half_life_days, self.profile_items).fit_history(hw, n_rows,
+                                                                                             keep_items=False)
                           for n, e in self.embeddings.items()}
         self.recent_ = dense_lists(h[CUSTOMER_KEY].to_numpy(), h["rank"].to_numpy(), h[ARTICLE_ID].to_numpy(),
                                    n_rows, self.recent_items)

@@ -511,8 +511,10 @@ class CustomerProfiles:
         h["w"] = h["n"] * 0.5 ** (h["age_days"] / self.half_life_days)
         return self.fit_history(h, int(transactions[CUSTOMER_KEY].max()) + 1)
 
-    def fit_history(self, h: pd.DataFrame, n_rows: int) -> "CustomerProfiles":
-        """Fit from :func:`customer_history` rows with a weight column ``w``."""
+    def fit_history(self, h: pd.DataFrame, n_rows: int, keep_items: bool = True) -> "CustomerProfiles":
+        """Fit from :func:`customer_history` rows with a weight column ``w``. ``keep_items=False``
+        drops the ``items_`` table afterwards (profiles and leave-one-out weights still work;
+        saves memory at full scale)."""
         erow = self.embeddings.rows(h[ARTICLE_ID].to_numpy())
         he = h.loc[erow >= 0, [CUSTOMER_KEY, ARTICLE_ID, "w"]].copy()
         he["erow"] = erow[erow >= 0]
@@ -526,6 +528,8 @@ class CustomerProfiles:
         codes = (he[CUSTOMER_KEY].to_numpy(np.int64) << 31) | he[ARTICLE_ID].to_numpy(np.int64)
         order = np.argsort(codes, kind="stable")
         self._codes, self._code_w = codes[order], self._w[order]
+        if not keep_items:
+            self.items_ = None
         return self
 
     def item_weights(self, keys, article_ids) -> np.ndarray:
