@@ -212,7 +212,7 @@ def test_catalogue_command(tmp_path, capsys):
     table = pd.read_csv(out)
     # small_cnn has no pretrained weights: untrained, pixel thumbnails, attributes and random, raw then centred
     assert table["source"].tolist() == ["small_cnn untrained", "pixels 16x16", "attributes", "random"] * 2
-    assert table["centred"].tolist() == [False] * 3 + [True] * 3
+    assert table["centred"].tolist() == [False] * 4 + [True] * 4
     assert (table["n_articles"] == 40).all()
     assert out.with_suffix(".md").read_text().count("\n| small_cnn untrained |") == 2
     assert "photos/s" in capsys.readouterr().out
