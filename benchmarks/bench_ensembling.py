@@ -5,33 +5,45 @@ Random data shaped like the competition's (see ``bench_ranking.make_data``):
 ``1,371,980 * scale`` customers, ``105,542 * scale`` articles x 550 dims;
 three lists of 12 articles per customer drawn from a skewed popularity (so
 lists overlap, as real ones do); each customer's query vector is their anchor
-article's embedding (10 % have none).
+article's embedding (10 % have no anchor, 5 % of articles no embedding).
 
-* ours: :func:`hm_utils.ensembling.ensemble` over all customers (lists aligned
-  into one [n, 36] matrix; reciprocal rank and vote by per-row sort + cumulative
-  sums; cosine by a batched matrix product per block; top 12);
+* ours: :func:`hm_utils.ensembling.ensemble` over all customers, timed from
+  the three ``PredictionList`` objects' construction to the filled [n, 12]
+  matrix (int codes, one row sort per block for the reciprocal ranks, each
+  distinct (anchor, candidate) pair scored once, packed-key top 12; ``--threads``
+  blocks at a time). ``--query-mode vectors`` hands it a plain query function
+  instead of :class:`~hm_utils.ensembling.AnchorQueries` (no shared queries: one
+  gather-and-dot per entry, the profile-query case);
 * baseline 1 (strong): per customer, a dict of reciprocal-rank scores over the three
   lists, a dict lookup of each article's embedding row, the cosine with the
-  query, a sort, 12 best. Timed on ``--baseline-customers`` (default 2,000)
-  and extrapolated linearly;
+  query, a sort, 12 best. Timed on the first ``--baseline-customers`` (default
+  2,000) customers and extrapolated linearly to all of them;
 * baseline 2 (as the original notebook would write it): the same, but every
   embedding fetched by a boolean-mask lookup in the embeddings DataFrame;
-  timed on ``--pandas-customers`` (default 200).
+  timed on the first ``--pandas-customers`` (default 200), extrapolated;
+* ``--previous``: also time :func:`hm_utils.ensembling.ensemble_blockwise`, the
+  first vectorisation (one gather-and-dot per entry, per-row argsorts).
 
-All three agree on the baseline's customers (checked).
+Rows identical to each baseline's are counted on the baseline's customers (the
+cosines differ only by float32 summation order). Wall and CPU (process) time
+are both printed: on a shared machine the CPU ratio is the steadier figure,
+while the wall ratio also counts ``ensemble``'s second thread. With
+``--repeats R`` ours and the dict loop alternate R times and the median ratio
+is reported.
 
     python -m benchmarks.bench_ensembling --scale 0.02
-    python -m benchmarks.bench_ensembling --scale 1.0
+    python -m benchmarks.bench_ensembling --scale 1.0 [--repeats 3] [--previous]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
 from benchmarks.bench_ranking import K, make_data, peak_rss_mb
-from hm_utils.ensembling import PredictionList, anchor_queries, ensemble
+from hm_utils.ensembling import PredictionList, anchor_queries, ensemble, ensemble_blockwise
 from hm_utils.ranking import ArticleEmbeddings
 
 N_LISTS = 3
@@ -108,14 +120,14 @@ def baseline_pandas(lists, keys, emb_df, anchors, popular, w_sim=1.0, w_rank=1.0
     return np.array(out, dtype=np.int64)
 
 
-def _time_on_prefix(run, n_prefix: int, n: int, ours: np.ndarray) -> tuple[float, float, float]:
+def _time_on_prefix(run, n_prefix: int, n: int, ours: np.ndarray) -> tuple[float, float, float, float]:
     """Time a baseline ``run(m)`` (-> [m, 12] predictions for the first m customers) on the
-    first ``n_prefix`` customers: (seconds, seconds extrapolated to ``n``, share of rows
-    identical to ``ours``)."""
-    t = time.perf_counter()
+    first ``n_prefix`` customers: (wall seconds, wall seconds extrapolated to ``n``, CPU
+    seconds extrapolated to ``n``, share of rows identical to ``ours``)."""
+    t, c = time.perf_counter(), time.process_time()
     out = run(n_prefix)
-    secs = time.perf_counter() - t
-    return secs, secs / n_prefix * n, float((out == ours[:n_prefix]).all(axis=1).mean())
+    secs, cpu = time.perf_counter() - t, time.process_time() - c
+    return secs, secs / n_prefix * n, cpu / n_prefix * n, float((out == ours[:n_prefix]).all(axis=1).mean())
 
 
 def main(argv=None) -> int:
@@ -123,6 +135,10 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=0.02)
     p.add_argument("--baseline-customers", type=int, default=2_000)
     p.add_argument("--pandas-customers", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None, help="ensemble's threads (default: CPU count, at most 4)")
+    p.add_argument("--query-mode", choices=["anchor", "vectors"], default="anchor")
+    p.add_argument("--repeats", type=int, default=1, help="alternate ours and the dict loop this many times")
+    p.add_argument("--previous", action="store_true", help="also time ensemble_blockwise (the first vectorisation)")
     args = p.parse_args(argv)
 
     ids, mat, has, anchors, _, popular = make_data(args.scale)
@@ -130,31 +146,51 @@ def main(argv=None) -> int:
     lists = make_lists(ids, n)
     emb = ArticleEmbeddings(ids, mat, has)
     keys = np.arange(n, dtype=np.int64)
-    print(f"data: {n:,} customers, {N_LISTS} lists x {K}, {len(ids):,} articles x {mat.shape[1]} dims")
+    print(f"data: {n:,} customers, {N_LISTS} lists x {K}, {len(ids):,} articles x {mat.shape[1]} dims; "
+          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    anchor_q = anchor_queries(lambda k: anchors[k], emb)
+    q = anchor_q if args.query_mode == "anchor" else (lambda k: anchor_q(k))
 
-    t = time.perf_counter()
-    pls = [PredictionList(f"list{i}", keys, m) for i, m in enumerate(lists)]
-    q = anchor_queries(lambda k: anchors[k], emb)
-    out_keys, ours = ensemble(pls, emb, q, popular, progress=False)
-    t_ours = time.perf_counter() - t
-    print(f"ours: {t_ours:.2f} s for {n:,} customers; peak RSS {peak_rss_mb():,.0f} MB")
+    def run_ours():
+        t, c = time.perf_counter(), time.process_time()
+        pls = [PredictionList(f"list{i}", keys, m) for i, m in enumerate(lists)]
+        _, out = ensemble(pls, emb, q, popular, progress=False, threads=args.threads)
+        return out, time.perf_counter() - t, time.process_time() - c
 
     nb = min(args.baseline_customers, n)
-    t_base, t_all, same_rows = _time_on_prefix(lambda m: baseline(lists, keys[:m], emb, anchors, popular),
-                                               nb, n, ours)
-    print(f"baseline (per-customer loop): {t_base:.2f} s for {nb:,} customers -> {t_all:,.0f} s "
-          f"({t_all / 60:.1f} min) extrapolated to {n:,}")
-    print(f"rows identical to the baseline's: {same_rows:.2%}")
-    print(f"speed-up vs the dict loop: {t_all / t_ours:,.1f}x  (ours {t_ours:.2f} s vs {t_all:,.0f} s)")
+    ratios, cpu_ratios = [], []
+    for rep in range(max(args.repeats, 1)):
+        ours, t_ours, c_ours = run_ours()
+        t_base, t_all, c_all, same_rows = _time_on_prefix(
+            lambda m: baseline(lists, keys[:m], emb, anchors, popular), nb, n, ours)
+        ratios.append(t_all / t_ours)
+        cpu_ratios.append(c_all / c_ours)
+        print(f"[{rep + 1}] ours ({args.query_mode} queries): {t_ours:.2f} s wall, {c_ours:.2f} s CPU for {n:,} "
+              f"customers | dict loop: {t_base:.2f} s for the first {nb:,} customers -> {t_all:,.0f} s wall, "
+              f"{c_all:,.0f} s CPU extrapolated to {n:,} | speed-up {t_all / t_ours:,.1f}x wall, "
+              f"{c_all / c_ours:,.1f}x CPU (load average {os.getloadavg()[0]:.1f})")
+    print(f"rows identical to the dict loop's (first {nb:,} customers): {same_rows:.2%}")
+    print(f"speed-up vs the dict loop (timed on a prefix, extrapolated): median {np.median(ratios):,.1f}x wall, "
+          f"{np.median(cpu_ratios):,.1f}x CPU over {len(ratios)} run(s); peak RSS {peak_rss_mb():,.0f} MB")
+
+    if args.previous:
+        t, c = time.perf_counter(), time.process_time()
+        pls = [PredictionList(f"list{i}", keys, m) for i, m in enumerate(lists)]
+        _, prev = ensemble_blockwise(pls, emb, q, popular, progress=False)
+        t_prev, c_prev = time.perf_counter() - t, time.process_time() - c
+        print(f"previous (ensemble_blockwise): {t_prev:.2f} s wall, {c_prev:.2f} s CPU; ours is "
+              f"{t_prev / t_ours:.1f}x faster (wall), {c_prev / c_ours:.1f}x (CPU); rows identical "
+              f"{float((prev == ours).all(axis=1).mean()):.4%}")
 
     import pandas as pd
     np_ = min(args.pandas_customers, n)
     emb_df = pd.DataFrame({"article_id": ids, "embedding": list(mat), "has": has})
-    t_pd, t_pd_all, same_pd = _time_on_prefix(lambda m: baseline_pandas(lists, keys[:m], emb_df, anchors, popular),
-                                              np_, n, ours)
-    print(f"baseline (per-customer loop with DataFrame lookups, like the original notebook): {t_pd:.2f} s for "
-          f"{np_:,} customers -> {t_pd_all:,.0f} s ({t_pd_all / 3600:.1f} h) extrapolated; rows identical {same_pd:.2%}")
-    print(f"speed-up vs the DataFrame-lookup loop: {t_pd_all / t_ours:,.0f}x")
+    t_pd, t_pd_all, c_pd_all, same_pd = _time_on_prefix(
+        lambda m: baseline_pandas(lists, keys[:m], emb_df, anchors, popular), np_, n, ours)
+    print(f"baseline (per-customer loop with DataFrame lookups, like the original notebook): {t_pd:.2f} s for the "
+          f"first {np_:,} customers -> {t_pd_all:,.0f} s ({t_pd_all / 3600:.1f} h) extrapolated; rows identical "
+          f"{same_pd:.2%}")
+    print(f"speed-up vs the DataFrame-lookup loop: {t_pd_all / t_ours:,.0f}x wall, {c_pd_all / c_ours:,.0f}x CPU")
     print(f"peak RSS {peak_rss_mb():,.0f} MB")
     return 0 if min(same_rows, same_pd) > 0.99 else 1
 

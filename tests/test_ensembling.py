@@ -10,6 +10,7 @@ from hm_utils.ensembling import (
     align_lists,
     anchor_queries,
     ensemble,
+    ensemble_blockwise,
     rank_scores,
     read_submission_list,
     row_group_sum,
@@ -125,3 +126,117 @@ def test_notebook_helpers_score_lists_and_variants(tmp_path):
         np.testing.assert_allclose(customer_queries(tx, emb, mode)(np.array([0, 1])), [[0, 1], [0, 0]])
     with pytest.raises(ValueError, match="unknown query mode"):
         customer_queries(tx, emb, "nope")
+
+
+# ----------------------------------------------------------- the fast path ---
+def _hand_case(extra_in_a=False, dup_in_b=False):
+    """2 customers, 3 lists (customer 1 is missing from list c), 2-D embeddings."""
+    emb = ArticleEmbeddings(np.array([1, 2, 3, 4, 5]),
+                            np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6], [0.0, 0.0]], np.float32),
+                            np.array([True, True, True, True, False]))    # 5 has no embedding
+    a = PredictionList("a", [0, 1], np.array([padded(1, 2, 3), padded(4, 7) if extra_in_a else padded(4)]))
+    b = PredictionList("b", [0, 1], np.array([padded(3, 4), padded(2, 4, 2) if dup_in_b else padded(2, 4)]))
+    c = PredictionList("c", [0], np.array([padded(5, 1)]))
+    anchors = np.array([1, 2])                   # customer 0's query is (1, 0), customer 1's (0, 1)
+    return [a, b, c], emb, anchor_queries(lambda keys: anchors[keys], emb)
+
+
+def test_fast_ensemble_two_customers_three_lists_by_hand():
+    lists, emb, q = _hand_case()
+    keys, mat = ensemble(lists, emb, q, POPULAR, w_sim=1.0, w_rank=1.0)
+    # customer 0, rank = round(sum of 1/(position+1) / 3, 9), cosine with (1, 0):
+    #   1: (1 + 1/2)/3 = 0.5          cos 1.0 -> 1.5
+    #   2: (1/2)/3 = 0.166666667      cos 0.0 -> 0.166666667
+    #   3: (1/3 + 1)/3 = 0.444444444  cos 0.6 -> 1.044444444
+    #   4: (1/2)/3 = 0.166666667      cos 0.8 -> 0.966666667
+    #   5: (1)/3 = 0.333333333        no embedding: rank twice -> 0.666666666
+    assert keys.tolist() == [0, 1]
+    assert mat[0, :5].tolist() == [1, 3, 4, 5, 2] and mat[0, 5:].tolist() == POPULAR[:7].tolist()
+    # customer 1 (not in list c; the weights still sum to 3), cosine with (0, 1):
+    #   4: (1 + 1/2)/3 = 0.5  cos 0.6 -> 1.1;   2: 1/3 = 0.333333333  cos 1.0 -> 1.333333333
+    assert mat[1, :2].tolist() == [2, 4]
+    # the first vectorisation gives the same lists
+    assert (ensemble_blockwise(lists, emb, q, POPULAR, w_sim=1.0, w_rank=1.0)[1] == mat).all()
+
+
+def test_fast_ensemble_unknown_article_repeat_inside_a_list_and_votes_by_hand():
+    lists, emb, q = _hand_case(extra_in_a=True, dup_in_b=True)
+    keys, mat = ensemble(lists, emb, q, POPULAR)
+    # customer 1: 7 is not in the embeddings at all: rank (1/2)/3 = 0.166666667 counted twice;
+    # b's second 2 adds nothing: 2 -> 1/3 + 1.0, 4 -> 0.5 + 0.6, 7 -> 0.333333334
+    assert mat[1, :3].tolist() == [2, 4, 7]
+    assert mat[0, :5].tolist() == [1, 3, 4, 5, 2]
+    # votes only: customer 0: 1 and 3 in two lists (2/3), 2, 4, 5 in one (1/3); ties go to the
+    # article seen first (list a before b before c, position by position): 1 (a0), 3 (a2); 2 (a1), 4 (b1), 5 (c0)
+    keys, mat = ensemble(lists, emb, q, POPULAR, w_sim=0.0, w_rank=0.0, w_vote=1.0)
+    assert mat[0, :5].tolist() == [1, 3, 2, 4, 5]
+    # customer 1: 4 in a and b (2/3); 2 in b once however often b lists it, 7 in a (1/3): 2 (b0) after 7 (a1)
+    assert mat[1, :3].tolist() == [4, 7, 2]
+    assert (ensemble_blockwise(lists, emb, q, POPULAR, w_sim=0.0, w_rank=0.0, w_vote=1.0)[1] == mat).all()
+
+
+def test_fast_ensemble_dense_and_gathered_similarities_agree(monkeypatch):
+    import hm_utils.ensembling as ens_mod
+
+    lists, emb, q = _hand_case()
+    plain = lambda keys: q(keys)   # noqa: E731  - a plain function: no anchor rows, one query per customer
+    results = []
+    for cost in (0, 10 ** 9):      # 0: every pair gathered; huge: every query dense
+        monkeypatch.setattr(ens_mod, "_GATHER_COST", cost)
+        for queries in (q, plain):
+            for threads, block in ((1, 2048), (2, 1)):
+                results.append(ensemble(lists, emb, queries, POPULAR, threads=threads, block_size=block)[1])
+    assert all((r == results[0]).all() for r in results)
+    assert results[0][0, :5].tolist() == [1, 3, 4, 5, 2] and results[0][1, :2].tolist() == [2, 4]
+
+
+def test_top_slots_exact_order_ties_and_window_overflow():
+    from hm_utils.ensembling import _top_slots
+
+    one_up = np.nextafter(1.0, 2.0)
+    # row 0: 1.0 (slot 9), 1.0 + 1 ulp (slot 3), 1.0 (slot 0), 0.5 (slot 1), dropped 2.0 (slot 2)
+    # row 1: only two competing entries
+    m = 24
+    score = np.full(2 * m, -5.0)
+    slot = np.tile(np.arange(m), 2)
+    score[[0, 1, 2, 3, 4]] = [1.0, one_up, 1.0, 0.5, 2.0]
+    slot[[0, 1, 2, 3, 4]] = [9, 3, 0, 1, 2]
+    drop = np.concatenate([[4], np.arange(5, m), m + np.arange(2, m)])
+    score[m:m + 2] = [0.25, 0.75]
+    out = _top_slots(score.copy(), slot, drop, 2, m, 5, 6)
+    # the 1-ulp difference beats the slot; equal scores go to the smaller slot; 4 entries compete
+    assert out[0].tolist() == [3, 0, 9, 1, -1]
+    assert out[1].tolist() == [1, 0, -1, -1, -1]
+    # 16 scores 1 ulp apart share their truncated key, more than the window holds past k = 2
+    score = 1.0 + np.arange(m) * (one_up - 1.0)
+    score[16:] = 0.0
+    slot = np.random.default_rng(0).permutation(m)
+    out = _top_slots(score.copy(), slot, np.zeros(0, np.int64), 1, m, 2, 6)
+    assert out[0].tolist() == [slot[15], slot[14]]
+
+
+def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
+    """Embeddings with four +-0.5 entries (unit norm, exact float32 dot products: many exact
+    ties), lists drawn from 40 articles with repeats, PAD and missing customers, unequal weights."""
+    rng = np.random.default_rng(3)
+    n_art, d = 40, 16
+    vec = np.zeros((n_art, d), np.float32)
+    for i in range(n_art):
+        vec[i, rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    has = rng.random(n_art) > 0.1
+    emb = ArticleEmbeddings(np.arange(100, 100 + n_art), vec, has)
+    ids = np.arange(95, 100 + n_art)                     # 95..99 are not in the embeddings
+    lists = []
+    for li, w in enumerate([1.0, 0.5, 2.0]):
+        keys = np.sort(rng.choice(300, 250, replace=False))
+        mat = rng.choice(ids, (250, 12))
+        mat[rng.random((250, 12)) < 0.1] = -1
+        lists.append(PredictionList(f"l{li}", keys, mat, w))
+    anchors = rng.choice(np.r_[ids, -1], 300)
+    q = anchor_queries(lambda keys: anchors[keys], emb)
+    for kw in ({}, {"w_sim": 0.0}, {"w_rank": 0.0}, {"w_vote": 0.7, "w_sim": 0.5}, {"w_sim": 2.0, "w_rank": 0.3}):
+        k1, fast = ensemble(lists, emb, q, POPULAR, block_size=64, **kw)
+        k2, ref = ensemble_blockwise(lists, emb, q, POPULAR, **kw)
+        assert (k1 == k2).all() and (fast == ref).all(), kw
+        k3, plain = ensemble(lists, emb, lambda keys: q(keys), POPULAR, block_size=64, **kw)
+        assert (plain == ref).all(), kw
