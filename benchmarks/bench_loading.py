@@ -1,8 +1,8 @@
 """Benchmark: converting ``transactions_train.csv`` to the compact form, against
-plain ``pandas.read_csv``.
+plain polars and plain ``pandas.read_csv``.
 
     python -m benchmarks.bench_loading --scale 0.05        # 5 % of competition size
-    python -m benchmarks.bench_loading                     # competition size: 31.8 M rows
+    python -m benchmarks.bench_loading --repeat 3          # competition size: 31.8 M rows, 3 rounds
 
 Steps:
 
@@ -10,26 +10,38 @@ Steps:
    the competition's sizes (105,542 articles, 1,371,980 customers, 31,788,324
    transactions) under ``data/synthetic/bench_scale<scale>_seed<seed>_noimg``
    (``$HM_SYNTHETIC_DIR`` moves the root), or use ``--data-dir``;
-2. in a fresh subprocess, **ours**: ``hm_utils.loading.read_customers_csv`` then
-   ``read_transactions_csv`` (streamed, ``customer_id`` -> int32 ``customer_key``,
-   ``article_id`` int32, ``price`` float32, ``sales_channel_id`` int8);
-3. in another fresh subprocess, **baseline**: ``pandas.read_csv(path)`` with
-   default dtypes on the same file.
+2. each method in its own fresh subprocess, one after the other,
+   ``--repeat`` rounds:
+
+   - **ours**: ``hm_utils.loading.read_customers_csv`` (all 7 columns, checked)
+     then ``read_transactions_csv`` (``customer_id`` -> int32 ``customer_key``,
+     ``article_id`` int32, ``price`` float32, ``sales_channel_id`` int8, every
+     value checked);
+   - **polars**: the plain way with polars: a lazy ``scan_csv`` of both files,
+     a left join on ``customer_id`` to the customers' row index (file order
+     kept), casts to the same types, ``collect()``, ``to_arrow()``;
+   - **polars_customers**: the same, but holding the whole customers table
+     (all 7 columns, collected) as ours does, since the conversion writes it too;
+   - **pandas**: ``pandas.read_csv(path)`` with default dtypes (no conversion).
 
 Each subprocess reports its wall time (``time.perf_counter``) and its peak
 resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes
 the interpreter and imported libraries; the RSS after imports is printed too),
-so one method's memory never hides another's. Prints both and the ratios
-(baseline / ours). ``--append-results`` appends a section to
-``benchmarks/RESULTS_loading.md``.
+so one method's memory never hides another's. The results of ours and polars
+are compared through a SHA-256 of their rows (after the timing), so "same
+result" is checked, not assumed. Prints the median of each method over the
+rounds and the ratios (other / ours: above 1 means ours is faster or smaller).
+``--append-results`` appends a section to ``benchmarks/RESULTS_loading.md``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -55,6 +67,37 @@ def _peak_gb() -> float:
 
 
 # ------------------------------------------------------------------ children --
+def _fingerprint(table) -> str:
+    """SHA-256 of the rows of an Arrow table (polars row hashes in order): equal tables, equal digests."""
+    import polars as pl
+    return hashlib.sha256(pl.from_arrow(table).hash_rows(seed=0).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def _polars_plain(data_dir: Path, customers_table: bool = False):
+    """The plain polars conversion: lazy scans, a left join on the customer's row index, casts.
+
+    ``customers_table``: also hold the whole customers table (all columns, collected), as ours
+    returns it, and join on its id and key columns. Returns (transactions Arrow table, customers)."""
+    import polars as pl
+    from hm_utils import config as C
+
+    path = data_dir / C.TRANSACTIONS_CSV
+    customers = (pl.scan_csv(data_dir / C.CUSTOMERS_CSV).with_row_index(C.CUSTOMER_KEY)
+                 .with_columns(pl.col(C.CUSTOMER_KEY).cast(pl.Int32)))
+    if customers_table:
+        table = customers.collect()
+        customers = table.lazy().select(C.CUSTOMER_KEY, C.CUSTOMER_ID)
+    else:
+        table, customers = None, customers.select(C.CUSTOMER_KEY, C.CUSTOMER_ID)
+    scan = pl.scan_csv(path)
+    channel = (pl.col(C.SALES_CHANNEL_ID).cast(pl.Int8) if C.SALES_CHANNEL_ID in scan.collect_schema()
+               else pl.lit(None, pl.Int8).alias(C.SALES_CHANNEL_ID))
+    return (scan.join(customers, on=C.CUSTOMER_ID, how="left", maintain_order="left")
+            .select(pl.col(C.T_DAT).str.to_date(), C.CUSTOMER_KEY, pl.col(C.ARTICLE_ID).cast(pl.Int32),
+                    pl.col(C.PRICE).cast(pl.Float32), channel)
+            .collect().to_arrow()), table
+
+
 def _child(method: str, data_dir: Path) -> dict:
     """Run one method in this (fresh) process; return its measurements."""
     import pandas as pd
@@ -69,10 +112,21 @@ def _child(method: str, data_dir: Path) -> dict:
         t1 = time.perf_counter()
         table = read_transactions_csv(data_dir, customers, progress=False)
         t2 = time.perf_counter()
-        rows, nbytes = table.num_rows, table.nbytes
+        peak = _peak_gb()
         return {"method": method, "seconds": t2 - t0, "seconds_customers": t1 - t0, "seconds_transactions": t2 - t1,
-                "rows": rows, "result_gb": nbytes / 1e9, "rss_after_import_gb": rss0, "peak_gb": _peak_gb(),
-                "dtypes": {f.name: str(f.type) for f in table.schema}}
+                "rows": table.num_rows, "result_gb": table.nbytes / 1e9, "rss_after_import_gb": rss0,
+                "peak_gb": peak, "dtypes": {f.name: str(f.type) for f in table.schema},
+                "fingerprint": _fingerprint(table)}
+    if method in ("polars", "polars_customers"):
+        import polars  # noqa: F401  (imported before the clock starts, as for ours)
+        rss0 = _rss_gb()
+        t0 = time.perf_counter()
+        table, _customers = _polars_plain(data_dir, customers_table=method == "polars_customers")
+        t1 = time.perf_counter()
+        peak = _peak_gb()
+        return {"method": method, "seconds": t1 - t0, "rows": table.num_rows, "result_gb": table.nbytes / 1e9,
+                "rss_after_import_gb": rss0, "peak_gb": peak, "dtypes": {f.name: str(f.type) for f in table.schema},
+                "fingerprint": _fingerprint(table)}
     if method == "pandas":
         rss0 = _rss_gb()
         t0 = time.perf_counter()
@@ -116,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None, help="use this competition-layout folder instead")
     ap.add_argument("--append-results", action="store_true", help=f"append a section to {RESULTS.name}")
     ap.add_argument("--machine", default=None, help="machine description for the results section")
-    ap.add_argument("--child", choices=["ours", "pandas"], help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the methods, in turn (median reported)")
+    ap.add_argument("--child", choices=["ours", "polars", "polars_customers", "pandas"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
@@ -149,54 +204,57 @@ def main(argv: list[str] | None = None) -> int:
     size_gb = csv_path.stat().st_size / 1e9
     print(f"{csv_path}: {size_gb:.2f} GB")
 
-    results = {}
-    for method in ("ours", "pandas"):
-        print(f"running {method} ...", flush=True)
-        results[method] = r = _run_child(method, data_dir)
-        print(f"  {r['rows']:,} rows in {r['seconds']:.2f} s, peak RSS {r['peak_gb']:.2f} GB "
-              f"(after imports {r['rss_after_import_gb']:.2f} GB), result in memory {r['result_gb']:.3f} GB")
-        if method == "ours":
-            print(f"  (customers.csv {r['seconds_customers']:.2f} s, "
-                  f"transactions_train.csv {r['seconds_transactions']:.2f} s)")
-    ours, base = results["ours"], results["pandas"]
-    t_ratio = base["seconds"] / ours["seconds"]
-    m_ratio = base["peak_gb"] / ours["peak_gb"]
-    r_ratio = base["result_gb"] / ours["result_gb"]
+    methods = ("ours", "polars", "polars_customers", "pandas")
+    runs = {m: [] for m in methods}
+    for round_ in range(args.repeat):
+        for method in methods:
+            print(f"round {round_ + 1}/{args.repeat}: {method} ...", flush=True)
+            r = _run_child(method, data_dir)
+            runs[method].append(r)
+            print(f"  {r['rows']:,} rows in {r['seconds']:.2f} s, peak RSS {r['peak_gb']:.2f} GB "
+                  f"(after imports {r['rss_after_import_gb']:.2f} GB), result in memory {r['result_gb']:.3f} GB"
+                  + (f" (customers.csv {r['seconds_customers']:.2f} s)" if method == "ours" else ""))
+    med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("seconds", "peak_gb", "result_gb")}
+           for m in methods}
+    same = {r["fingerprint"] for r in runs["ours"] + runs["polars"] + runs["polars_customers"]}
+    same_text = "yes" if len(same) == 1 else f"NO ({', '.join(sorted(same))})"
+    labels = {"ours": "ours: read_customers_csv + read_transactions_csv", "polars": "polars: scan + join + casts",
+              "polars_customers": "polars, holding the customers table too",
+              "pandas": "pandas: read_csv, default dtypes"}
     print()
-    print(f"{'method':<40} {'wall s':>8} {'peak GB':>8} {'result GB':>10}")
-    print(f"{'ours: read_transactions_csv (+customers)':<40} {ours['seconds']:>8.2f} {ours['peak_gb']:>8.2f} "
-          f"{ours['result_gb']:>10.3f}")
-    print(f"{'baseline: pandas.read_csv default':<40} {base['seconds']:>8.2f} {base['peak_gb']:>8.2f} "
-          f"{base['result_gb']:>10.3f}")
-    print(f"ratio baseline/ours: time {t_ratio:.2f}x, peak memory {m_ratio:.2f}x, result size {r_ratio:.2f}x")
-    print(f"peak memory under 16 GB: ours {'yes' if ours['peak_gb'] < 16 else 'NO'}")
+    print(f"median of {args.repeat} round(s); ratio = other / ours (above 1: ours faster / smaller)")
+    print(f"{'method':<52} {'wall s':>7} {'peak GB':>8} {'result GB':>10} {'time x':>7} {'peak x':>7}")
+    for m in methods:
+        print(f"{labels[m]:<52} {med[m]['seconds']:>7.2f} {med[m]['peak_gb']:>8.2f} {med[m]['result_gb']:>10.3f} "
+              f"{med[m]['seconds'] / med['ours']['seconds']:>7.2f} {med[m]['peak_gb'] / med['ours']['peak_gb']:>7.2f}")
+    print(f"all rounds, wall s: " + "; ".join(f"{m} " + ", ".join(f"{r['seconds']:.1f}" for r in runs[m])
+                                              for m in methods))
+    print(f"ours and polars give the same table (row hashes): {same_text} ({', '.join(sorted(same))})")
+    print(f"peak memory under 16 GB: ours {'yes' if med['ours']['peak_gb'] < 16 else 'NO'}")
 
     if args.append_results:
         machine = args.machine or f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU"
+        rows = runs["ours"][0]["rows"]
         lines = [
-            f"\n## scale {args.scale:g} ({ours['rows']:,} transactions, {size_gb:.2f} GB CSV), "
-            f"{time.strftime('%Y-%m-%d')}\n",
-            f"Machine: {machine}. Python {platform.python_version()}.\n",
+            f"\n## scale {args.scale:g} ({rows:,} transactions, {size_gb:.2f} GB CSV), {time.strftime('%Y-%m-%d')}\n",
+            f"Machine: {machine}. Python {platform.python_version()}. Median of {args.repeat} round(s), each "
+            f"method in its own process, in turn.\n",
         ]
         if gen:
             lines.append(f"Synthetic generation (no images): {gen['seconds']:.1f} s, peak {gen['peak_gb']:.2f} GB.\n")
-        lines += [
-            "\n| method | wall s | peak RSS GB | result in memory GB |\n| --- | ---: | ---: | ---: |\n",
-            f"| ours: `read_customers_csv` + `read_transactions_csv` | {ours['seconds']:.2f} "
-            f"(customers {ours['seconds_customers']:.2f}) | {ours['peak_gb']:.2f} | {ours['result_gb']:.3f} |\n",
-            f"| baseline: `pandas.read_csv(path)` default dtypes | {base['seconds']:.2f} | {base['peak_gb']:.2f} | "
-            f"{base['result_gb']:.3f} |\n",
-            f"\nRatio baseline/ours: time **{t_ratio:.2f}x**, peak memory **{m_ratio:.2f}x**, "
-            f"result size **{r_ratio:.2f}x**. Peak RSS includes the interpreter and libraries "
-            f"(after imports: ours {ours['rss_after_import_gb']:.2f} GB, "
-            f"pandas {base['rss_after_import_gb']:.2f} GB).\n",
-        ]
+        lines.append("\n| method | wall s | peak RSS GB | result in memory GB | time other/ours | peak other/ours |"
+                     "\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+        for m in methods:
+            lines.append(f"| {labels[m]} | {med[m]['seconds']:.2f} | {med[m]['peak_gb']:.2f} | "
+                         f"{med[m]['result_gb']:.3f} | {med[m]['seconds'] / med['ours']['seconds']:.2f} | "
+                         f"{med[m]['peak_gb'] / med['ours']['peak_gb']:.2f} |\n")
+        lines.append("\nAll rounds, wall s: " + "; ".join(f"{m} " + ", ".join(f"{r['seconds']:.1f}" for r in runs[m])
+                                                         for m in methods)
+                     + f". Ours and polars give the same table (row hashes): {same_text}.\n")
         new = not RESULTS.exists()
         with open(RESULTS, "a") as f:
             if new:
-                f.write("# Loading benchmark\n\n`python -m benchmarks.bench_loading --scale S`: converting "
-                        "`transactions_train.csv` (synthetic, competition layout) to the compact form vs plain "
-                        "`pandas.read_csv`; each method in its own subprocess.\n")
+                f.write("# Loading benchmark\n")
             f.writelines(lines)
         print(f"appended to {RESULTS}")
     return 0

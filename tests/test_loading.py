@@ -207,3 +207,62 @@ def test_outputs_get_normal_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (os.stat(tmp_path / "work" / "articles.parquet").st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_customer_keys_point_back_to_the_exact_ids(hm_sample):
+    cust = read_customers_csv(hm_sample)
+    tx = read_transactions_csv(hm_sample, cust, read_articles_csv(hm_sample), progress=False).to_pandas()
+    raw = pd.read_csv(hm_sample / "transactions_train.csv", dtype=str)
+    assert len(tx) == len(raw) == 5000
+    # every row's key is the row (file order) of its customer in customers.csv, rows in file order
+    assert cust[C.CUSTOMER_ID].to_numpy()[tx[C.CUSTOMER_KEY].to_numpy()].tolist() == raw[C.CUSTOMER_ID].tolist()
+    assert [C.format_article_id(a) for a in tx[C.ARTICLE_ID]] == raw[C.ARTICLE_ID].tolist()
+    assert np.allclose(tx[C.PRICE].to_numpy(), raw[C.PRICE].astype(float).to_numpy(), rtol=1e-6)
+
+
+def test_customer_lookup_keeps_given_keys_and_order():
+    from hm_utils.loading import CustomerLookup
+    import pyarrow as pa
+    customers = pd.DataFrame({C.CUSTOMER_KEY: np.array([10, 20, 30], dtype=np.int32),
+                              C.CUSTOMER_ID: [_cid(1), _cid(2), _cid(3)]})
+    lookup = CustomerLookup(customers)
+    got = lookup(pa.array([_cid(3), _cid(1), _cid(9), _cid(3), _cid(2)]))
+    assert got.type == pa.int32()
+    assert got.to_pylist() == [30, 10, None, 30, 20]
+    dup = pd.DataFrame({C.CUSTOMER_KEY: np.arange(2, dtype=np.int32), C.CUSTOMER_ID: [_cid(1), _cid(1)]})
+    with pytest.raises(ValueError, match="appears more than once"):
+        CustomerLookup(dup)
+
+
+def test_parquet_copy_with_timestamps_and_missing_column(tmp_path):
+    d = write_mini(tmp_path / "data")
+    raw = pd.read_csv(d / "transactions_train.csv", dtype={"article_id": str, "customer_id": str})
+    raw["t_dat"] = pd.to_datetime(raw["t_dat"])  # a tool that saved datetimes
+    raw.to_parquet(d / "transactions_train.parquet")
+    cust, arts = read_customers_csv(d), read_articles_csv(d)
+    tx = read_transactions_csv(d, cust, arts, progress=False).to_pandas()
+    assert [str(x) for x in tx[C.T_DAT]] == ["2020-09-01", "2020-09-02", "2020-09-03"]
+    assert tx[C.ARTICLE_ID].tolist() == [108775015, 108775044, 110065001]
+    raw.drop(columns=["price"]).to_parquet(d / "transactions_train.parquet")
+    with pytest.raises(ValueError, match=r"transactions_train\.parquet.*missing required column.*price"):
+        read_transactions_csv(d, cust, arts, progress=False)
+
+
+def test_empty_quoted_values_are_missing_like_empty_ones(tmp_path):
+    d = write_mini(tmp_path / "data")
+    text = (d / "customers.csv").read_text().replace(",ACTIVE,", ',"",', 1)  # first customer: status ""
+    (d / "customers.csv").write_text(text)
+    cust = read_customers_csv(d)
+    assert cust["club_member_status"].isna().tolist() == [True, False, False]
+    assert cust["Active"].isna().all()  # written empty, unquoted
+
+
+def test_duplicate_customers_are_dropped_with_count_and_keys_stay_dense(tmp_path):
+    d = write_mini(tmp_path / "data")
+    lines = (d / "customers.csv").read_text().splitlines()
+    (d / "customers.csv").write_text("\n".join(lines + [lines[1].replace("30.0", "99.0"), lines[2]]) + "\n")
+    with pytest.warns(DataWarning, match=r"customers\.csv: 2 duplicate customer_id rows dropped \(first kept\)"):
+        cust = read_customers_csv(d)
+    assert cust[C.CUSTOMER_KEY].tolist() == [0, 1, 2]
+    assert cust[C.CUSTOMER_ID].tolist() == [_cid(0), _cid(1), _cid(2)]
+    assert cust["age"].tolist() == [30.0, 31.0, 32.0]  # the first row of customer 0 is kept, not the 99.0 one
