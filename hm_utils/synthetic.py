@@ -34,14 +34,17 @@ from it (marked *solved*). Code: :mod:`hm_utils.synthetic_catalogue`,
    proportion to their lives, each article at a random point of its life);
    the others launch uniformly over the period, their later colours mostly
    weeks after the first, so about 0.8 % of the catalogue is new each week
-   (real: 400-1,000 of 105,542) and half the new articles are new products.
+   (real: 400-1,000 of 105,542, 0.4-0.95 %) and half the new articles are new
+   products.
    An article's sales rate on day ``t`` is ``popularity x min(1, (age + 5) /
    9) x (1 - 0.3 age / life)`` while ``0 <= age < life`` and 0 otherwise:
    about 19 % of the catalogue sells in a week (real: 18,000-20,000) and
    nearly all of a week's rows go to articles sold the weeks before or new.
    *Solved:* popularity is log-normal with the spread for which a week's 12
-   best sellers take 2.8 % of its rows (real); with a small catalogue chance
-   alone gives more (demo: about 6 %), and the spread is then its floor 0.25.
+   best sellers take 2.8 % of its rows (real), simulated with most demand
+   split within (index group, colour) cells as the customers' taste splits
+   it; with a small catalogue chance alone gives more (demo: about 6 %), and
+   the spread is then its floor 0.25.
    From a day ``life x U(0.45, 0.85)`` after launch the article sells marked
    down to 60-80 % of its list price (price p25 / median / p75 about 0.016 /
    0.025 / 0.034, real).
@@ -64,35 +67,43 @@ from it (marked *solved*). Code: :mod:`hm_utils.synthetic_catalogue`,
    visits once; the other visits go by activity x the days open to the
    customer, activity ~ Gamma(k, 1/k) with ``k`` *solved* so that 37 % of the
    buyers shop on one day only (then 10 % buy one row; rows per buyer median
-   / p90 / p99 about 0.3 / 2.7 / 9 x the mean, real 0.39 / 2.6 / 8.0). A visit
-   falls on a day by the shopping volume (a summer high, busy Fridays and
-   Saturdays, the last Saturday of September about 5x a median day, Black
-   Friday, sale starts, a slow Christmas) divided by the customers joined by
-   then, so rows per day follow the calendar although customers join (years'
-   shares 13 / 51 / 36 %, real 14 / 52 / 35 %); about half of a week's
-   buyers bought nothing in the 4 weeks before (real 48 %).
+   / p90 / p99 about 0.3-0.39 / 2.7 / 8-9 x the mean, real 0.39 / 2.6 / 8.0).
+   A visit falls on a day by the shopping volume (a late-summer high, busy
+   Fridays and Saturdays, the last Saturday of September about 5x a median
+   day, Black Friday, sale starts, a slow Christmas, the spring 2020 slump:
+   rows per day p90 1.5x the median, years' shares 14 / 51 / 35 %, real 14 /
+   52 / 35 %) divided by the customers joined by then (so the volume follows
+   the calendar although customers join), times the customer's interest,
+   which waxes and wanes (``exp(a sin(2 pi t / period + phase))``, a period
+   of 1 to 3 years; ``a`` in 0..1.5 *solved* on a sample of customers so that
+   48 % of a week's buyers bought nothing in the 4 weeks before, real 48 %;
+   then a week's buyer has 3.5-3.8 rows, real 3.5).
 4. **Choices.** A pick is drawn by the articles' sales rates on that day: with
    probability 0.1 from all articles, else from the customer's index group
    with weights ``1 + 20 s`` for a preferred product type and ``1 + 50 s``
    for a preferred colour (``s`` the taste strength; one preferred type and
    colour drawn per pick). A pick that repeats an article the customer
-   bought before, or a product of the last 4 weeks, or an article of the same
-   day, is drawn again (3 times, then from all articles) unless the part of
-   the catalogue it came from has fewer than 4 articles on sale (a rare colour,
-   a tiny catalogue), where a faithful customer buys the same again. A later
-   pick is with probability 0.07 another colour of the visit's first product.
+   bought before, a product of the last 4 weeks or an article of the same
+   day is drawn again (3 times, then from the group without the boosts, then
+   from all articles), unless the part of the catalogue it came from has
+   fewer than 4 articles on sale (a rare colour, a tiny catalogue): there a
+   faithful customer buys the same again (a same-day repeat is always drawn
+   again). A later pick is with probability 0.07 another colour of the
+   visit's first product.
 5. **Repurchases.** Visit by visit, a pick repeats one of the previous visit's
    picks (of the one before with 0.25) with probability ``repurchase rate x
-   (3 exp(-days / 2.5) + 0.04 + 0.15 [days > 28])``: the same article, or with
-   0.65 another colour of it, when on sale that day. So 5 / 6 / 7 % of a week's
-   buyers rebuy an article of the 1 / 2 / 3 weeks before and 6 / 8 / 9 % a
-   product (real 5.1 / 6.2 / 6.6 and 6.8 / 8.5 / 9.4 %), 16 % of (customer,
-   article) pairs have more than one row (real 14 %), and on the demo's last
-   week the repurchase ranker scores MAP@12 about 0.024 and the popularity
-   ranker about 0.009 (real: 0.021 and 0.0088).
+   (1.3 exp(-days / 4) + 0.04 + 0.15 [days > 28])``: the same article, or with
+   0.65 another colour of it, when on sale that day. At the demo size 5-6 /
+   7-8 / 8-9 % of a week's buyers rebuy an article of the 1 / 2 / 3 weeks
+   before and 7-8 / 9-10 / 11-12 % a product, the upper side of the real 5.1 /
+   6.2 / 6.6 and 6.8 / 8.5 / 9.4 % (its thin assortment adds repeats); at the
+   full size 4-5 / 5 / 5-6 % and 6-7 / 7-8 / 7-8 %, the lower side. 13-16 % of
+   (customer, article) pairs have more than one row (real 14 %), and on the
+   demo's last week the repurchase ranker scores MAP@12 about 0.022-0.030 and
+   the popularity ranker 0.007-0.013 (real: 0.021 and 0.0088).
 6. **Rows.** Visits in date order, a visit's picks together, each pick's
    copies next to each other; the price of an article on a day (list price,
-   marked down after its markdown day, rounded to the ore) / 590, written as
+   marked down after its markdown day, rounded to 0.01 SEK) / 590, written as
    plain decimals (``0.025406779661016947``-style, no exponent); the visit's
    channel.
 7. **Images** (Pillow + numpy only, :mod:`hm_utils.synthetic_images`): a light
@@ -181,12 +192,16 @@ def _write_ground_truth(folder: Path, customers: pd.DataFrame, taste: dict, arti
                         has_image: np.ndarray, start: pd.Timestamp) -> None:
     """Write ``customer_taste.parquet`` and ``article_truth.parquet`` (see :func:`load_ground_truth`)."""
     def distinct(table: np.ndarray, draws: np.ndarray, arrow_type) -> pa.Array:
-        """Per row of ``draws`` (int [n, k] indices into ``table``): the sorted distinct values, as a list array."""
-        values = np.sort(table[draws], axis=1)
-        keep = np.ones(values.shape, dtype=bool)
-        keep[:, 1:] = values[:, 1:] != values[:, :-1]
+        """Per row of ``draws`` (int [n, k] indices into ``table``): its distinct values, sorted, as a list array."""
+        order = np.argsort(table, kind="stable")
+        rank = np.empty(len(table), dtype=np.int64)
+        rank[order] = np.arange(len(table))
+        ranks = np.sort(rank[draws], axis=1)
+        keep = np.ones(ranks.shape, dtype=bool)
+        keep[:, 1:] = ranks[:, 1:] != ranks[:, :-1]
         offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[keep], arrow_type))
+        flat = pa.array(table[order], arrow_type).take(pa.array(ranks[keep]))
+        return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
     colour_codes = np.array([c[0] for c in COLOURS], dtype=np.int32)
     colour_names = np.array([c[1] for c in COLOURS])
@@ -194,7 +209,7 @@ def _write_ground_truth(folder: Path, customers: pd.DataFrame, taste: dict, arti
     type_names = np.array([t[1] for t in PRODUCT_TYPES])
     write_parquet(pa.table({
         "customer_id": pa.array(customers["customer_id"].to_numpy(dtype=str)),
-        "index_group_name": pa.array(np.array(INDEX_GROUPS)[taste["group"]]),
+        "index_group_name": pa.array(INDEX_GROUPS).take(pa.array(taste["group"])),
         "colour_group_codes": distinct(colour_codes, taste["colour"], pa.int32()),
         "colour_group_names": distinct(colour_names, taste["colour"], pa.string()),
         "product_type_nos": distinct(type_nos, taste["type"], pa.int32()),

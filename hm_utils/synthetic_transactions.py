@@ -22,13 +22,15 @@ COPY_SHARE, COPY_MORE = 0.087, 0.15          # a pick is bought 2+ times with CO
 ONE_VISIT_SHARE = 0.37                       # buyers who shop on one day only
 NEW_BUYER_SHARE = 0.081                      # a week's buyers who never bought before
 VISITS_PER_BUYER_WEEK = 1.06                 # days a weekly buyer shops in that week
+LAPSED_SHARE = 0.48                          # a week's buyers who bought nothing in the 4 weeks before
+BURST_PERIOD_DAYS, BURST_AMP_RANGE = (365.0, 1100.0), (0.0, 1.5)   # a customer's interest waxes and wanes
 OFF_TASTE = 0.1                              # share of picks from all articles (not the customer's index group)
 COLOUR_BOOST, TYPE_BOOST = 50.0, 20.0        # weight x (1 + boost * strength) for the preferred colour / type
 BASKET_VARIANT = 0.07                        # a later pick is another colour of the basket's first product
-REDRAWS, POOL_MIN = 3, 4                     # ... drawn again up to this many times, then from all articles
+REDRAWS, POOL_MIN = 3, 4                     # ... drawn again this many times, then without taste, then from all
 RECENT_DAYS = 28                             # an unplanned pick repeats no article bought before, no product of 4 weeks
 # repurchase chance of a pick: rate x (near x exp(-days / decay) + floor + long [days > RECENT_DAYS])
-REBUY_NEAR, REBUY_DECAY_DAYS, REBUY_FLOOR = 3.0, 2.5, 0.04
+REBUY_NEAR, REBUY_DECAY_DAYS, REBUY_FLOOR = 1.3, 4.0, 0.04
 REBUY_LONG = 0.15                            # ... + this when the visit is more than RECENT_DAYS after the source
 REBUY_OTHER_COLOUR = 0.65                    # a repurchase takes another colour of the product
 REBUY_EARLIER_VISIT = 0.25                   # ... of the visit before the previous one
@@ -36,30 +38,34 @@ FADE = 0.3                                   # an article sells 30 % less at the
 TOP12_TARGET = 0.028                         # a week's 12 best sellers take this share of its rows
 POP_SIGMA_RANGE = (0.25, 3.0)                # popularity spread (log-normal sigma) solved within this range
 
-_WEEKDAY_WEIGHT = np.array([0.92, 0.88, 0.93, 0.98, 1.06, 1.2, 1.03])   # Mon..Sun
+TASTE, GROUP, ANY = 0, 1, 2                  # how a pick is drawn (see _Chooser.pick)
+
+_WEEKDAY_WEIGHT = np.array([0.89, 0.83, 0.9, 0.97, 1.08, 1.28, 1.04])   # Mon..Sun
 
 
 # ---------------------------------------------------------------- calendar --
 def day_weights(start: pd.Timestamp, n_days: int) -> np.ndarray:
-    """Relative shopping volume per day (float [n_days]): a summer high and a
-    late-winter low, busier Fridays and Saturdays, a slow Christmas, and sale
-    days: the last Saturday of September (the biggest day of the year, about 5x
-    a median day), Black Friday and its weekend, the start of the summer and
-    January sales."""
+    """Relative shopping volume per day (float [n_days]): a late-summer high and a
+    late-winter low, busier Fridays and Saturdays, a slow Christmas, the spring 2020
+    slump (shops closed), and sale days: the last Saturday of September (the biggest
+    day of the year, about 5x a median day), Black Friday and its weekend, the start
+    of the summer and January sales. Calibrated to the real rows per day (p90 1.5x
+    and peak 5x the median) and the years' shares (14 / 52 / 35 %)."""
     days = pd.date_range(start, periods=n_days, freq="D")
     doy = days.day_of_year.to_numpy()
     month, day, dow = days.month.to_numpy(), days.day.to_numpy(), days.day_of_week.to_numpy()
-    w = 1.0 + 0.28 * np.sin(2 * np.pi * (doy - 85) / 365.25)
+    w = 1.0 + 0.3 * np.sin(2 * np.pi * (doy - 120) / 365.25)
     w *= _WEEKDAY_WEIGHT[dow]
     last_sat_sep = (month == 9) & (dow == 5) & (day >= 24)
-    w *= np.where(last_sat_sep, 4.6, 1.0)
+    w *= np.where(last_sat_sep, 3.4, 1.0)
     w *= np.where((month == 9) & (day >= 23) & ((dow == 4) | (dow == 6)) & ~last_sat_sep, 1.8, 1.0)
     black_friday = (month == 11) & (dow == 4) & (day >= 23) & (day <= 29)
     w *= np.where(black_friday, 3.0, 1.0)
     w *= np.where((month == 11) & (dow >= 5) & (day >= 24), 1.6, 1.0)
-    w *= np.where((month == 6) & (day >= 26), 1.5, 1.0) * np.where((month == 1) & (day <= 6), 1.4, 1.0)
+    w *= np.where(((month == 6) & (day >= 26)) | ((month == 7) & (day <= 10)), 1.6, 1.0)
+    w *= np.where((month == 1) & (day <= 6), 1.4, 1.0)
     w *= np.where((month == 12) & (day >= 24) & (day <= 26), 0.35, 1.0)
-    w *= np.linspace(1.0, 0.9, n_days)
+    w *= np.where((days >= "2020-03-14") & (days <= "2020-05-15"), 0.6, 1.0)
     return w
 
 
@@ -106,6 +112,36 @@ def _gamma_shape(extra: np.ndarray, target: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
+def _visit_days(rng: np.random.Generator, cw: np.ndarray, lo: np.ndarray, amp: float, period: np.ndarray,
+                phase: np.ndarray) -> np.ndarray:
+    """One day per visit in ``[lo, n_days)``, drawn by the day weights (cumulative ``cw``)
+    times the customer's interest ``exp(amp x sin(2 pi day / period + phase))`` (rejection
+    sampling; ``period``/``phase`` per visit). int64 [len(lo)]."""
+    day = _inverse_cdf(cw, lo, rng.random(len(lo)))
+    todo = np.arange(len(lo))
+    for _ in range(60):
+        if amp <= 0 or len(todo) == 0:
+            break
+        keep = rng.random(len(todo)) < np.exp(amp * (np.sin(2 * np.pi * day[todo] / period[todo] + phase[todo]) - 1))
+        todo = todo[~keep]
+        day[todo] = _inverse_cdf(cw, lo[todo], rng.random(len(todo)))
+    return day
+
+
+def _lapsed_share(cust: np.ndarray, day: np.ndarray, n_days: int, weeks: int = 8) -> float:
+    """Share of a week's buyers with no visit in the 4 weeks before it, pooled over the
+    last ``weeks`` weeks (weeks counted back from the last day)."""
+    week = (n_days - 1 - day) // 7
+    key = np.unique(cust.astype(np.int64) * (week.max() + 1) + week)      # (customer, week) with a visit
+    c, w = key // (week.max() + 1), key % (week.max() + 1)
+    # the customer's next older visit week (keys are sorted by customer, then week)
+    older = np.full(len(key), np.iinfo(np.int64).max)
+    same = c[1:] == c[:-1]
+    older[:-1][same] = w[1:][same]
+    target = w < weeks
+    return float(np.mean(older[target] - w[target] > 4)) if target.any() else 0.0
+
+
 def _visits(rng: np.random.Generator, n_customers: int, n_visits: int, weights: np.ndarray,
             activity_z: np.ndarray):
     """Spread ``n_visits`` visits (customer-days) over the customers and the days.
@@ -115,13 +151,14 @@ def _visits(rng: np.random.Generator, n_customers: int, n_visits: int, weights: 
     about ``NEW_BUYER_SHARE`` of a week's buyers are new; the rest shop from the
     first day. Every customer visits once; the remaining visits go to customers
     in proportion to activity x the volume of their days (activity ~ Gamma(k,
-    1/k), ``k`` solved so that ``ONE_VISIT_SHARE`` of the buyers visit once, ranked by the
-    customers' ``activity_z`` scores).
-    A visit falls on a day of the customer's period with probability
-    proportional to the day's volume divided by the number of customers who
-    have joined by then, so the rows per day follow ``weights`` although the
-    customer base grows (each customer shops a little less as the shop gains
-    customers).
+    1/k), ``k`` solved so that ``ONE_VISIT_SHARE`` of the buyers visit once,
+    ranked by the customers' ``activity_z`` scores). A visit falls on a day of
+    the customer's period with probability proportional to the day's volume
+    divided by the number of customers who have joined by then (so rows per day
+    follow ``weights`` although customers join), times the customer's interest,
+    which waxes and wanes (``exp(amp sin(2 pi t / period + phase))``, period
+    ``BURST_PERIOD_DAYS``, ``amp`` solved on a sample of customers so that
+    ``LAPSED_SHARE`` of a week's buyers bought nothing in the 4 weeks before).
     Returns (customer int32 [V], day int32 [V], activity float [n], join day int64 [n]),
     visits sorted by customer, then day.
     """
@@ -144,10 +181,31 @@ def _visits(rng: np.random.Generator, n_customers: int, n_visits: int, weights: 
     else:
         counts = np.zeros(n_customers, dtype=np.int64)
         counts[rng.choice(n_customers, n_visits, replace=False)] = 1
+    period = rng.uniform(*BURST_PERIOD_DAYS, n_customers)
+    phase = rng.uniform(0.0, 2 * np.pi, n_customers)
     cust = np.repeat(np.arange(n_customers, dtype=np.int32), counts)
-    day = _inverse_cdf(cw, join[cust], rng.random(len(cust))).astype(np.int32)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])[counts > 0]
-    day[first] = np.where(joiner[cust[first]], join[cust[first]], day[first])
+    fixed = np.zeros(len(cust), dtype=bool)
+    fixed[first] = joiner[cust[first]]                 # a joiner's first visit is the join day
+
+    def draw(gen, amp, sel):
+        c = cust[sel]
+        day = _visit_days(gen, cw, join[c], amp, period[c], phase[c])
+        return np.where(fixed[sel], join[c], day)
+
+    # the interest's amplitude: bisection on a sample of customers, the same draws for every amplitude
+    sample = np.flatnonzero(np.isin(cust, rng.choice(n_customers, min(n_customers, 40_000), replace=False)))
+    seed = int(rng.integers(0, 2**32))
+    lapsed = lambda amp: _lapsed_share(cust[sample], draw(np.random.default_rng(seed), amp, sample), n_days)  # noqa: E731
+    lo, hi = BURST_AMP_RANGE
+    if lapsed(lo) <= LAPSED_SHARE:
+        amp = lo
+    else:
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if lapsed(mid) > LAPSED_SHARE else (lo, mid)
+        amp = 0.5 * (lo + hi)
+    day = draw(rng, amp, np.arange(len(cust))).astype(np.int32)
     order = np.lexsort((day, cust))
     return cust[order], day[order], activity, join
 
@@ -187,11 +245,13 @@ class _Chooser:
         shape = np.minimum(1.0, (age + 5.0) / 9.0) * (1.0 - FADE * age / a["life"])
         return np.where(live, a["pop"] * shape, 0.0)
 
-    def pick(self, rng: np.random.Generator, cust: np.ndarray, day: np.ndarray, off_taste: np.ndarray
+    def pick(self, rng: np.random.Generator, cust: np.ndarray, day: np.ndarray, mode: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
         """Article rows (int64) for picks by customers ``cust`` on days ``day`` (one week's
         picks share that week's rates), and how many articles were on sale in the part of
-        the catalogue each was drawn from (int64); ``off_taste`` bool: draw from all articles."""
+        the catalogue each was drawn from (int64). ``mode`` int per pick: ``TASTE`` (the
+        customer's group, preferred colour and type boosted), ``GROUP`` (the group, no
+        boost) or ``ANY`` (all articles)."""
         out = np.empty(len(cust), dtype=np.int64)
         pool = np.empty(len(cust), dtype=np.int64)
         week = day // 7
@@ -199,10 +259,10 @@ class _Chooser:
         weeks, starts = np.unique(week[order], return_index=True)
         for w, a, b in zip(weeks, starts, np.append(starts[1:], len(order))):
             sel = order[a:b]
-            out[sel], pool[sel] = self._pick_week(rng, cust[sel], off_taste[sel], w * 7 + 3.0)
+            out[sel], pool[sel] = self._pick_week(rng, cust[sel], mode[sel], w * 7 + 3.0)
         return out, pool
 
-    def _pick_week(self, rng, c, off, t):
+    def _pick_week(self, rng, c, mode, t):
         tz = self.taste
         rate = self.rates(t)
         cwa = np.concatenate([[0.0], np.cumsum(rate[self.order_a])])
@@ -212,15 +272,15 @@ class _Chooser:
         pick = rng.integers(0, N_TASTE, size=(n, 2))
         kt = g * self.n_types + tz["type"][c, pick[:, 0]]
         kc = g * self.n_col + tz["colour"][c, pick[:, 1]]
-        s = tz["strength"][c]
         glo, ghi = self.group_a[0][g], self.group_a[1][g]
         tlo, thi = self.type_a[0][kt], self.type_a[1][kt]
         clo, chi = self.colour_b[0][kc], self.colour_b[1][kc]
+        s = np.where(mode == TASTE, tz["strength"][c], 0.0)
         mass = np.stack([cwa[ghi] - cwa[glo], TYPE_BOOST * s * (cwa[thi] - cwa[tlo]),
                          COLOUR_BOOST * s * (cwb[chi] - cwb[clo])], axis=1)
         cum = np.cumsum(mass, axis=1)
         comp = (rng.random(n)[:, None] * cum[:, -1:] >= cum).sum(axis=1).clip(0, 2)
-        off = off | (cum[:, -1] <= 0)
+        off = (mode == ANY) | (cum[:, -1] <= 0)
         lo = np.select([off, comp == 0, comp == 1], [0, glo, tlo], clo)
         hi = np.select([off, comp == 0, comp == 1], [self.n_art, ghi, thi], chi)
         in_b = ~off & (comp == 2)
@@ -270,20 +330,32 @@ def _repeats(cust: np.ndarray, article: np.ndarray, day: np.ndarray, product: np
 
 
 # --------------------------------------------------------------- popularity --
-def popularity_sigma(rng: np.random.Generator, n_live: float, rows_per_week: float) -> float:
+def popularity_sigma(rng: np.random.Generator, n_live: float, rows_per_week: float,
+                     cells: np.ndarray | None = None) -> float:
     """The log-normal spread of article popularity for which a week's 12 best sellers take
     about ``TOP12_TARGET`` of its rows, with ``n_live`` articles on sale and
-    ``rows_per_week`` rows (Poisson counts; simulated). Small catalogues reach the
-    target by chance alone: the spread is then ``POP_SIGMA_RANGE[0]``."""
+    ``rows_per_week`` rows (Poisson counts; simulated). ``cells`` (int per catalogue
+    article, e.g. index group x colour): most picks are made within a cell, each cell
+    getting demand in proportion to its articles (taste meets supply), so an article
+    can take at most its cell's share; None: one cell. Small catalogues reach the target
+    by chance alone: the spread is then ``POP_SIGMA_RANGE[0]``."""
     n_live = max(int(round(n_live)), 13)
     z = rng.normal(0.0, 1.0, (3, n_live))
+    cell = np.zeros((3, n_live), dtype=np.int64) if cells is None else rng.choice(cells, (3, n_live))
     seed = int(rng.integers(0, 2**32))
 
     def top12(sigma):
-        p = np.exp(sigma * z)
-        lam = rows_per_week * p / p.sum(axis=1, keepdims=True)
-        counts = np.random.default_rng(seed).poisson(lam)   # the same stream for every sigma
-        return float(np.mean(np.sort(counts, axis=1)[:, -12:].sum(axis=1) / np.maximum(counts.sum(axis=1), 1)))
+        shares = []
+        counts_rng = np.random.default_rng(seed)               # the same stream for every sigma
+        for zr, cr in zip(z, cell):
+            p = np.exp(sigma * zr)
+            cell_pop = np.bincount(cr, weights=p)
+            cell_n = np.bincount(cr).astype(float)
+            within = p / cell_pop[cr] * cell_n[cr] / n_live    # cell demand ~ its articles, split by popularity
+            demand = OFF_TASTE * p / p.sum() + (1 - OFF_TASTE) * within
+            counts = counts_rng.poisson(rows_per_week * demand)
+            shares.append(np.sort(counts)[-12:].sum() / max(counts.sum(), 1))
+        return float(np.mean(shares))
 
     lo, hi = POP_SIGMA_RANGE
     if top12(lo) >= TOP12_TARGET:
@@ -314,7 +386,8 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     taste["activity"], taste["join_day"] = activity, join
     n_weeks = max(1, n_days / 7)
     live_days = np.clip(art["launch"] + art["life"], 0, n_days) - np.clip(art["launch"], 0, n_days)
-    sigma = popularity_sigma(rng, live_days.sum() / n_days * 0.9, n_transactions / n_weeks)
+    cells = art["group"] * len(COLOURS) + art["colour"]
+    sigma = popularity_sigma(rng, live_days.sum() / n_days * 0.9, n_transactions / n_weeks, cells)
     art["pop"] = np.exp(sigma * art["pop_z"])
     v_chan = np.where(rng.random(len(v_cust)) < taste["online"][v_cust], 2, 1).astype(np.int8)
 
@@ -325,23 +398,21 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     p_cust, p_day = v_cust[p_visit], v_day[p_visit]
     chooser = _Chooser(art, taste)
     bar = tqdm(total=4, desc="synthetic transactions", unit="step", disable=not progress)
-    # an unplanned pick that repeats an earlier one is drawn again (REDRAWS times), then from all
-    # articles; but a repeat of an earlier day stands when the part of the catalogue the pick came from
+    # an unplanned pick that repeats an earlier one is drawn again (REDRAWS times), then from the
+    # customer's index group without the taste boosts, then from all articles; but a repeat of an earlier day stands when the part of the catalogue the pick came from
     # offers fewer than POOL_MIN articles (a small catalogue, a rare colour): a faithful customer of a
     # small shop buys an article again.
-    article, pool = chooser.pick(rng, p_cust, p_day, rng.random(len(p_visit)) < OFF_TASTE)
+    article, pool = chooser.pick(rng, p_cust, p_day, np.where(rng.random(len(p_visit)) < OFF_TASTE, ANY, TASTE))
     article, pool = article.astype(np.int32), pool.astype(np.int32)
     bar.update()
     scope = np.arange(len(p_visit))
-    for attempt in range(REDRAWS + 1):
+    for mode in [TASTE] * REDRAWS + [GROUP, ANY]:
         same_day, recent, older = _repeats(p_cust[scope], article[scope], p_day[scope], art["prod_start"])
         rich = pool[scope] >= POOL_MIN
-        again = same_day | ((recent | older) & rich)
-        again = scope[again]
+        again = scope[same_day | ((recent | older) & rich)]
         if len(again) == 0:
             break
-        article[again], pool[again] = chooser.pick(rng, p_cust[again], p_day[again],
-                                                   np.full(len(again), attempt == REDRAWS))
+        article[again], pool[again] = chooser.pick(rng, p_cust[again], p_day[again], np.full(len(again), mode))
         touched = np.zeros(n_cust, dtype=bool)
         touched[p_cust[again]] = True
         scope = np.flatnonzero(touched[p_cust])       # only these customers' picks can repeat now
@@ -359,9 +430,9 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     # repurchases, visit by visit in order of the visit's rank within its customer
     _repurchases(rng, article, art, taste, v_cust, v_day, picks, p_start, p_visit)
     # two picks of one visit are never the same article (buying two of one is a pick's copies):
-    # a clash left by the repurchases is drawn again from all articles
+    # a clash left by the repurchases is drawn again from the customer's index group
     clash = np.flatnonzero(_same_day(p_cust, article, p_day))
-    article[clash] = chooser.pick(rng, p_cust[clash], p_day[clash], np.ones(len(clash), dtype=bool))[0]
+    article[clash] = chooser.pick(rng, p_cust[clash], p_day[clash], np.full(len(clash), GROUP))[0]
     bar.update()
 
     # rows: visits by day, a visit's picks together, each pick repeated by its copies
