@@ -26,15 +26,17 @@ Definitions (``last`` = the set's last date; "week ``k``" = the 7 days
   the share who had no row before week 0 (new) and the share with no row in
   weeks 1..4.
 * ``rebuy_article_{1,2,3}w`` / ``rebuy_product_{1,2,3}w``: over the buyers of
-  each of weeks 0..3 (pooled), the share who bought in that week an article
-  (a product, any colour) they also bought in the previous 1/2/3 weeks.
+  each of weeks 0..7 (pooled; late summer for the competition data), the share
+  who bought in that week an article (a product, any colour) they also bought
+  in the previous 1/2/3 weeks.
 * ``articles_per_week``: distinct articles sold per week (weeks 0..7) over the
   catalogue size (rows of ``articles``, else the articles sold);
   ``new_articles_per_week``: articles first sold that week over the catalogue
-  (weeks 0..25); ``new_products_share``: share of those whose product was
-  first sold that week too; ``sales_recent_or_new``: share of a week's rows
-  (weeks 0..25) that go to an article sold in the 3 weeks before or first sold
-  that week.
+  (weeks 0..25, fewer for a set shorter than 30 weeks: its first 4 weeks are
+  left out, where everything is new); ``new_products_share``: share of those
+  whose product was first sold that week too; ``sales_recent_or_new``: share
+  of those weeks' rows that go to an article sold in the 3 weeks before or
+  first sold that week.
 * ``week_top12``: share of a week's rows taken by its 12 best sellers (weeks
   0..7, mean); ``top_0_1pct`` / ``top_1pct``: share of all rows taken by the
   best-selling 0.095 % / 0.95 % of the catalogue (the real top 100 / top 1,000

@@ -6,8 +6,9 @@ the story and the real statistics each step is calibrated to are in
 :mod:`hm_utils.synthetic`. The constants below are the calibration; they are
 shares and rates, so the same values serve every profile size, and the few
 things that must depend on size (how many customers join during the period,
-the spread of visits per customer, the spread of article popularity) are
-solved from the sizes at run time.
+the spread of visits per customer, how much a customer's interest waxes and
+wanes, the spread of article popularity) are solved from the sizes at run
+time.
 """
 from __future__ import annotations
 
@@ -196,7 +197,10 @@ def _visits(rng: np.random.Generator, n_customers: int, n_visits: int, weights: 
     # the interest's amplitude: bisection on a sample of customers, the same draws for every amplitude
     sample = np.flatnonzero(np.isin(cust, rng.choice(n_customers, min(n_customers, 40_000), replace=False)))
     seed = int(rng.integers(0, 2**32))
-    lapsed = lambda amp: _lapsed_share(cust[sample], draw(np.random.default_rng(seed), amp, sample), n_days)  # noqa: E731
+
+    def lapsed(amp):
+        return _lapsed_share(cust[sample], draw(np.random.default_rng(seed), amp, sample), n_days)
+
     lo, hi = BURST_AMP_RANGE
     if lapsed(lo) <= LAPSED_SHARE:
         amp = lo
@@ -398,10 +402,11 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     p_cust, p_day = v_cust[p_visit], v_day[p_visit]
     chooser = _Chooser(art, taste)
     bar = tqdm(total=4, desc="synthetic transactions", unit="step", disable=not progress)
-    # an unplanned pick that repeats an earlier one is drawn again (REDRAWS times), then from the
-    # customer's index group without the taste boosts, then from all articles; but a repeat of an earlier day stands when the part of the catalogue the pick came from
-    # offers fewer than POOL_MIN articles (a small catalogue, a rare colour): a faithful customer of a
-    # small shop buys an article again.
+    # an unplanned pick that repeats an earlier one (an article bought before, a product of the last
+    # RECENT_DAYS, an article of the same day) is drawn again (REDRAWS times), then from the customer's
+    # index group without the taste boosts, then from all articles; but a repeat of an earlier day stands
+    # when the part of the catalogue the pick came from offers fewer than POOL_MIN articles (a small
+    # catalogue, a rare colour): a faithful customer of a small shop buys an article again.
     article, pool = chooser.pick(rng, p_cust, p_day, np.where(rng.random(len(p_visit)) < OFF_TASTE, ANY, TASTE))
     article, pool = article.astype(np.int32), pool.astype(np.int32)
     bar.update()
