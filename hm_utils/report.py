@@ -98,7 +98,9 @@ def metrics_tables(metrics) -> list[dict]:
     * dicts of scalars sharing the same keys (``map12``, ``coverage`` and
       ``seconds``, all keyed by ranker): one table, one row per shared key, one
       column per dict;
-    * a list of dicts: one row per item.
+    * a list of dicts: one row per item;
+    * a dict mixing scalars and dicts (``calibration``: counts beside a table of rows): its own
+      tables, by the same rules, titled ``key · inner key``.
     Deeper nesting is written out as ``key: value; ...`` in the cell. A table
     wider than it is long is turned on its side (:func:`_upright`).
     """
@@ -108,6 +110,9 @@ def metrics_tables(metrics) -> list[dict]:
     for key, v in metrics.items():
         if _is_scalar(v) or (isinstance(v, (list, tuple)) and all(_is_scalar(x) for x in v)) or v in ({}, []):
             scalars.append([str(key), format_value(v)])
+        elif isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()) and not all(
+                isinstance(x, dict) for x in v.values()):  # scalars beside tables: its own tables, titled key · ...
+            tables += [{**t, "title": f"{key} · {t['title']}" if t["title"] else str(key)} for t in metrics_tables(v)]
         elif isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):
             cols = list(dict.fromkeys(k for x in v.values() for k in x))
             tables.append({"title": str(key), "columns": ["", *cols],

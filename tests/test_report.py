@@ -230,3 +230,21 @@ def test_report_page_renders_in_headless_chromium(work, tmp_path):
     assert n_magenta >= 0.9 * 90 * 60, n_magenta
     n_dark = int((px.max(axis=2) < 80).sum())
     assert n_dark > 2000, n_dark               # and so is the text (not a blank page)
+
+
+def test_a_dict_of_counts_beside_a_table_gets_its_own_tables():
+    """notebook 01's ``calibration``: counts and a list beside a dict of row dicts. The rows become one
+    table (a row per statistic), the counts a key/value table, both titled under ``calibration``."""
+    from hm_utils.report import metrics_tables
+
+    metrics = {"profile": "demo", "calibration": {
+        "n_pass": 2, "failed": ["top12"],
+        "rows": {"age_median": {"real": 32.0, "value": 33.0, "pass": True},
+                 "top12": {"real": 0.028, "value": 0.064, "pass": False}}}}
+    tables = metrics_tables(metrics)
+    assert [t["title"] for t in tables] == ["", "calibration", "calibration · rows"]
+    assert tables[0]["rows"] == [["profile", "demo"]]
+    assert [r[0] for r in tables[1]["rows"]] == ["n_pass", "failed"]
+    rows = tables[2]
+    assert rows["columns"] == ["", "real", "value", "pass"]
+    assert [r[0] for r in rows["rows"]] == ["age_median", "top12"]
