@@ -207,14 +207,18 @@ def hits_at_k(predictions, actual, k: int = 100, customer_keys=None) -> tuple[in
         return 0, 0
     rows = np.isin(keys, np.unique(a_cust))
     keys, mat = keys[rows], mat[rows]
-    valid = first_occurrence_mask(mat) if mat.shape[1] <= 16 else _first_in_rows(mat)
+    valid = first_occurrence_mask(mat) if mat.shape[1] <= 16 else first_in_rows(mat)
     pred_codes = _encode(np.repeat(keys, mat.shape[1])[valid.ravel()], mat.ravel()[valid.ravel()])
     hits = int(np.isin(_encode(a_cust, a_art), pred_codes).sum())
     return hits, int(a_cust.size)
 
 
-def _first_in_rows(mat: np.ndarray) -> np.ndarray:
-    """Like :func:`first_occurrence_mask` for wide rows (one stable sort per row)."""
+def first_in_rows(mat: np.ndarray) -> np.ndarray:
+    """bool [n, m]: True at the first occurrence of each value in its row (PAD never True), like
+    :func:`first_occurrence_mask` but by one stable sort per row, O(n m log m): for wide rows."""
+    mat = np.asarray(mat)
+    if mat.shape[1] == 0:
+        return np.zeros(mat.shape, bool)
     order = np.argsort(mat, axis=1, kind="stable")
     srt = np.take_along_axis(mat, order, axis=1)
     first = np.ones(mat.shape, bool)

@@ -287,39 +287,3 @@ class FeatureBuilder:
             mx = rec.max(axis=2)
             cos_max[s:e] = np.where(np.isfinite(mx), mx, np.nan)
         return cos_prof[gid, rank], cos_last[gid, rank], cos_max[gid, rank]
-        start = np.r_[True, keys[1:] != keys[:-1]]
-        if (keys[1:] < keys[:-1]).any():
-            raise ValueError("embedding features need candidate rows sorted by customer")
-        ucust = keys[start]
-        gid = np.cumsum(start) - 1
-        rank = np.arange(n) - np.nonzero(start)[0][gid]
-        width = int(rank.max()) + 1
-        cand = dense_lists(gid, rank, arts, len(ucust), width)                    # [u, m]
-        inside = (ucust >= 0) & (ucust < self.n_rows_)
-        recent = np.where(inside[:, None], self.recent_[np.where(inside, ucust, 0)], PAD)  # [u, r]
-        r = recent.shape[1]
-        crow = emb.rows(cand)
-        rrow = emb.rows(recent)
-        cos_prof = np.zeros(cand.shape, np.float32)
-        cos_rec = np.full(cand.shape + (r,), np.nan, np.float32)
-        bs = self.block_rows
-        for s in range(0, len(ucust), bs):
-            e = min(s + bs, len(ucust))
-            raw = prof_model.raw_profiles(ucust[s:e])                             # [b, d]
-            q = np.concatenate([raw[:, None, :], emb.vectors(rrow[s:e])], axis=1)  # [b, 1 + r, d]
-            vec = np.take(emb.matrix, np.maximum(crow[s:e], 0), axis=0)          # [b, m, d]
-            dots = np.matmul(vec, q.transpose(0, 2, 1))                          # [b, m, 1 + r]
-            valid = crow[s:e] >= 0
-            cos_prof[s:e] = leave_one_out_cosine(dots[:, :, 0], np.einsum("ij,ij->i", raw, raw),
-                                                 prof_model.item_weights(ucust[s:e], cand[s:e]), valid)
-            ok = valid[:, :, None] & (rrow[s:e] >= 0)[:, None, :] & (cand[s:e, :, None] != recent[s:e, None, :])
-            cos_rec[s:e] = np.where(ok, dots[:, :, 1:], np.nan)
-        has_prof = prof_model.has_profile(ucust)
-        cos_prof = np.where(has_prof[:, None] & (crow >= 0), cos_prof, np.nan)
-        res[0] = cos_prof[gid, rank]
-        res[1] = cos_rec[gid, rank, 0]
-        with np.errstate(all="ignore"):
-            mx = np.where(np.isnan(cos_rec).all(axis=2), np.nan, np.nanmax(np.where(np.isnan(cos_rec), -np.inf,
-                                                                                   cos_rec), axis=2))
-        res[2] = mx[gid, rank]
-        return res[0], res[1], res[2]

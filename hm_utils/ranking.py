@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING_FILES, FULL_SUBDIR, HOLDOUT_SUBDIR, PREDICTIONS_DIR,  # noqa: F401
                      SUBMISSION_K, T_DAT)
-from .metrics import PAD, average_precision_at_k, map_at_k
+from .metrics import PAD, average_precision_at_k, first_in_rows, map_at_k
 from .similarity import l2_normalize, top_k
 from .storage import write_parquet
 
@@ -262,20 +262,9 @@ def dense_lists(keys: np.ndarray, ranks: np.ndarray, values: np.ndarray, n_rows:
 
 # ------------------------------------------------------- row operations ---
 def first_in_row(matrix: np.ndarray) -> np.ndarray:
-    """bool [n, m]: True at the first occurrence of each value in its row (PAD never True).
-
-    Vectorized by a stable per-row sort: O(n m log m).
-    """
-    matrix = np.asarray(matrix)
-    if matrix.shape[1] == 0:
-        return np.zeros(matrix.shape, bool)
-    order = np.argsort(matrix, axis=1, kind="stable")
-    srt = np.take_along_axis(matrix, order, axis=1)
-    first_sorted = np.ones(matrix.shape, bool)
-    first_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    out = np.empty(matrix.shape, bool)
-    np.put_along_axis(out, order, first_sorted, axis=1)
-    return out & (matrix != PAD)
+    """bool [n, m]: True at the first occurrence of each value in its row (PAD never True);
+    :func:`hm_utils.metrics.first_in_rows`."""
+    return first_in_rows(matrix)
 
 
 def take_first_valid(matrix: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
