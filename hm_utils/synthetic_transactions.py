@@ -251,16 +251,23 @@ class _Chooser:
 
     def pick(self, rng: np.random.Generator, cust: np.ndarray, day: np.ndarray, mode: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
-        """Article rows (int64) for picks by customers ``cust`` on days ``day`` (one week's
+        """Article rows (int32) for picks by customers ``cust`` on days ``day`` (one week's
         picks share that week's rates), and how many articles were on sale in the part of
-        the catalogue each was drawn from (int64). ``mode`` int per pick: ``TASTE`` (the
+        the catalogue each was drawn from (int32). ``mode`` int per pick: ``TASTE`` (the
         customer's group, preferred colour and type boosted), ``GROUP`` (the group, no
         boost) or ``ANY`` (all articles)."""
-        out = np.empty(len(cust), dtype=np.int64)
-        pool = np.empty(len(cust), dtype=np.int64)
+        out = np.empty(len(cust), dtype=np.int32)
+        pool = np.empty(len(cust), dtype=np.int32)
+        if len(cust) == 0:
+            return out, pool
         week = day // 7
-        order = np.argsort(week, kind="stable")
-        weeks, starts = np.unique(week[order], return_index=True)
+        # a stable sort's order is unique: int16 keys (radix sort) give the same order with less memory
+        order = np.argsort(_narrow(week), kind="stable")
+        sorted_week = week[order]
+        del week
+        starts = np.flatnonzero(np.concatenate([[True], sorted_week[1:] != sorted_week[:-1]]))
+        weeks = sorted_week[starts]
+        del sorted_week
         for w, a, b in zip(weeks, starts, np.append(starts[1:], len(order))):
             sel = order[a:b]
             out[sel], pool[sel] = self._pick_week(rng, cust[sel], mode[sel], w * 7 + 3.0)
@@ -302,12 +309,29 @@ class _Chooser:
         return out, pool
 
 
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """``a`` (non-negative ints) as int16 when its values fit (a stable argsort of it is then a
+    radix sort, with the same order), else ``a`` itself."""
+    return a.astype(np.int16) if len(a) and 0 <= a.min() and a.max() < 2 ** 15 else a
+
+
+def _key(cust: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """int64 ``cust x (max(item) + 1) + item``, built in place (one int64 array)."""
+    key = cust.astype(np.int64)
+    key *= int(item.max()) + 1
+    key += item
+    return key
+
+
 def _same_day(cust: np.ndarray, article: np.ndarray, day: np.ndarray) -> np.ndarray:
     """bool [n]: the pick is the same article as an earlier pick of its customer that day."""
-    key = (cust.astype(np.int64) * (int(article.max()) + 1) + article) * (int(day.max()) + 1) + day
+    key = _key(cust, article)
+    key *= int(day.max()) + 1
+    key += day
     order = np.argsort(key, kind="stable")
+    key = key[order]
     out = np.zeros(len(key), dtype=bool)
-    out[order[1:]] = key[order][1:] == key[order][:-1]
+    out[order[1:]] = key[1:] == key[:-1]
     return out
 
 
@@ -317,19 +341,29 @@ def _repeats(cust: np.ndarray, article: np.ndarray, day: np.ndarray, product: np
     same article that day; ``recent``: the same product, any colour, up to ``RECENT_DAYS``
     days before; ``older``: the same article, longer ago). Picks are in chronological order
     within a customer; ``product``: product row per article row."""
-    out = []
-    for item in (product[article], article):
-        key = cust.astype(np.int64) * (int(item.max()) + 1) + item
+    def follows(by_product):
+        """The picks stably sorted by (customer, article or, ``by_product``, product): the rows of all
+        but the first, whether each has the customer and item of the pick before it, and the days since."""
+        item = product.astype(np.int32)[article] if by_product else article   # product rows < articles: int32
+        key = _key(cust, item)
+        del item
         order = np.argsort(key, kind="stable")
-        k, d = key[order], day[order]
-        same = np.zeros(len(key), dtype=bool)
-        gap = np.zeros(len(key), dtype=np.int64)
-        same[order[1:]] = k[1:] == k[:-1]
-        gap[order[1:]] = d[1:] - d[:-1]
-        out.append((same, gap))
-    (p_same, p_gap), (a_same, a_gap) = out
-    same_day = a_same & (a_gap == 0)
-    recent = p_same & (p_gap <= RECENT_DAYS) & ~same_day
+        key = key[order]
+        same = key[1:] == key[:-1]
+        del key
+        d = day[order]
+        return order[1:], same, d[1:] - d[:-1]
+
+    n = len(cust)
+    recent, same_day, a_same = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    at, same, gap = follows(True)
+    recent[at] = same & (gap <= RECENT_DAYS)
+    del at, same, gap
+    at, same, gap = follows(False)
+    a_same[at] = same
+    same_day[at] = same & (gap == 0)
+    del at, same, gap
+    recent &= ~same_day
     return same_day, recent, a_same & ~recent & ~same_day
 
 
@@ -385,6 +419,7 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
 
     n_art, n_cust = len(art["type"]), len(taste["group"])
     picks, copies = _baskets(rng, n_transactions)
+    copies = copies.astype(np.int32)                  # only repeats rows at the end
     v_cust, v_day, activity, join = _visits(rng, n_cust, len(picks), day_weights(start, n_days),
                                             taste["activity_z"])
     taste["activity"], taste["join_day"] = activity, join
@@ -407,14 +442,21 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     # index group without the taste boosts, then from all articles; but a repeat of an earlier day stands
     # when the part of the catalogue the pick came from offers fewer than POOL_MIN articles (a small
     # catalogue, a rare colour): a faithful customer of a small shop buys an article again.
-    article, pool = chooser.pick(rng, p_cust, p_day, np.where(rng.random(len(p_visit)) < OFF_TASTE, ANY, TASTE))
-    article, pool = article.astype(np.int32), pool.astype(np.int32)
+    modes = np.full(len(p_visit), TASTE, dtype=np.int8)
+    modes[rng.random(len(p_visit)) < OFF_TASTE] = ANY
+    article, pool = chooser.pick(rng, p_cust, p_day, modes)
+    del modes
     bar.update()
-    scope = np.arange(len(p_visit))
+    scope = None                                     # None: all picks
     for mode in [TASTE] * REDRAWS + [GROUP, ANY]:
-        same_day, recent, older = _repeats(p_cust[scope], article[scope], p_day[scope], art["prod_start"])
-        rich = pool[scope] >= POOL_MIN
-        again = scope[same_day | ((recent | older) & rich)]
+        sub = slice(None) if scope is None else scope   # all picks: views, no copies
+        same_day, recent, older = _repeats(p_cust[sub], article[sub], p_day[sub], art["prod_start"])
+        recent |= older
+        recent &= pool[sub] >= POOL_MIN
+        recent |= same_day
+        del same_day, older
+        again = np.flatnonzero(recent) if scope is None else scope[recent]
+        del recent
         if len(again) == 0:
             break
         article[again], pool[again] = chooser.pick(rng, p_cust[again], p_day[again], np.full(len(again), mode))
@@ -423,10 +465,11 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
         scope = np.flatnonzero(touched[p_cust])       # only these customers' picks can repeat now
     bar.update()
 
+    del pool, scope
     # another colour of the basket's first product
-    first = p_start[p_visit]
-    move = (np.arange(len(p_visit)) != first) & (rng.random(len(p_visit)) < BASKET_VARIANT)
-    src = article[first[move]]
+    move = rng.random(len(p_visit)) < BASKET_VARIANT
+    move[p_start[picks > 0]] = False                 # not the visit's first pick
+    src = article[p_start[p_visit[move]]]
     other = art["prod_start"][src] + (rng.random(len(src)) * art["n_var"][src]).astype(np.int64)
     ok = (other != src) & _live(art, other, p_day[move])
     idx = np.flatnonzero(move)[ok]
@@ -441,23 +484,36 @@ def make_transactions(rng: np.random.Generator, n_transactions: int, n_days: int
     bar.update()
 
     # rows: visits by day, a visit's picks together, each pick repeated by its copies
-    list_price = art["list_price"][article]
-    marked = p_day >= art["markdown_day"][article]
-    price = np.round(list_price * np.where(marked, art["markdown"][article], 1.0), 2) / PRICE_SCALE
-    v_order = np.argsort(v_day, kind="stable")
-    p_order = np.repeat(p_start[v_order], picks[v_order]) + _within(picks[v_order])
+    # (built in place, array by array: the same values as the whole-array expressions in the comments)
+    # price = round(list_price x (markdown if marked else 1), 2) / PRICE_SCALE
+    factor = art["markdown"][article]
+    factor[p_day < art["markdown_day"][article]] = 1.0
+    price = art["list_price"][article]
+    price *= factor
+    del factor
+    np.round(price, 2, out=price)
+    price /= PRICE_SCALE
+    # p_order = repeat(p_start[v_order], picks[v_order]) + within(picks[v_order])
+    v_order = np.argsort(_narrow(v_day), kind="stable")
+    v_picks = picks[v_order]
+    new_start = np.concatenate([[0], np.cumsum(v_picks)[:-1]])
+    p_order = np.repeat((p_start[v_order] - new_start).astype(np.int32), v_picks)
+    del v_order, v_picks, new_start
+    p_order += np.arange(len(p_order), dtype=np.int32)
     rows = np.repeat(p_order, copies[p_order])
+    del p_order
     bar.update()
     bar.close()
-    return dict(day=p_day[rows].astype(np.int16), customer=p_cust[rows].astype(np.int32),
-                article=article[rows].astype(np.int32), price=price[rows],
-                channel=v_chan[p_visit[rows]])
-
-
-def _within(counts: np.ndarray) -> np.ndarray:
-    """0..c-1 for each count c, concatenated (int64 [sum(counts)])."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return np.arange(int(counts.sum())) - np.repeat(starts, counts)
+    out = dict(day=p_day.astype(np.int16)[rows])
+    del p_day
+    out["customer"] = p_cust[rows].astype(np.int32, copy=False)
+    del p_cust
+    out["article"] = article[rows].astype(np.int32, copy=False)
+    del article
+    out["price"] = price[rows]
+    del price
+    out["channel"] = v_chan[p_visit][rows]
+    return out
 
 
 def _live(art: dict, rows: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -478,8 +534,8 @@ def _repurchases(rng, article, art, taste, v_cust, v_day, picks, p_start, p_visi
     repurchase sees its final article."""
     first_visit = np.searchsorted(v_cust, v_cust, side="left")
     rank = np.arange(len(v_cust)) - first_visit
-    p_rank = rank[p_visit]
-    order = np.argsort(p_rank, kind="stable")
+    p_rank = rank.astype(np.int32)[p_visit]          # ranks < picks: int32
+    order = np.argsort(_narrow(p_rank), kind="stable")
     offset = rng.integers(0, 1 << 30, len(v_cust))
     bounds = np.searchsorted(p_rank[order], np.arange(int(p_rank.max()) + 2 if len(p_rank) else 1))
     for r in range(1, len(bounds) - 1):
