@@ -464,6 +464,25 @@ def _shard_schema(names) -> pa.Schema:
 
 
 # ------------------------------------------------------------------- export ---
+def write_embedding_file(path, articles: pd.DataFrame, article_ids, column, include_article_columns: bool,
+                         meta: dict) -> Path:
+    """Write one embedding file (CONTRIBUTING.md) atomically: ``article_id`` int32 (``article_ids``,
+    [n]) + ``embedding`` (``column``, a list<float32> array of n rows, null without an embedding), or,
+    with ``include_article_columns``, every column of ``articles`` (n rows, same order) + ``embedding``.
+    ``meta`` (embedding_dim, image_size, reduced_scale, precision) goes into the schema metadata under
+    ``hm_embeddings``. Used by the image export and by :mod:`hm_utils.feature_export`."""
+    if include_article_columns:
+        base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
+        if EMBEDDING in base.column_names:
+            base = base.drop_columns([EMBEDDING])
+        final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), column)
+    else:
+        final = pa.table({ARTICLE_ID: article_ids, EMBEDDING: column})
+    final = final.replace_schema_metadata({**(final.schema.metadata or {}),
+                                           b"hm_embeddings": json.dumps(meta).encode()})
+    return write_parquet(final, path)
+
+
 def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_path: str | Path, *,
                       image_size: tuple[int, int], batch_size: int = 64, shard_size: int = 2048,
                       include_article_columns: bool = False, tabular: np.ndarray | None = None,
@@ -632,19 +651,9 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
             raise RuntimeError(f"shards in {sdir} have different embedding sizes {sorted(dims)} for {name!r}; "
                                "delete the folder and rerun")
         dim = next(iter(dims), None)
-        column = shards[_emb_column(name)]
-        if include[name]:
-            base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
-            if EMBEDDING in base.column_names:
-                base = base.drop_columns([EMBEDDING])
-            final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), column)
-        else:
-            final = pa.table({ARTICLE_ID: shards[ARTICLE_ID], EMBEDDING: column})
-        meta = {"embedding_dim": dim, "image_size": list(image_size), "reduced_scale": bool(reduced_scale),
-                "precision": used_precision}
-        final = final.replace_schema_metadata({**(final.schema.metadata or {}),
-                                               b"hm_embeddings": json.dumps(meta).encode()})
-        write_parquet(final, out_paths[name])
+        write_embedding_file(out_paths[name], articles, shards[ARTICLE_ID], shards[_emb_column(name)], include[name],
+                             {"embedding_dim": dim, "image_size": list(image_size),
+                              "reduced_scale": bool(reduced_scale), "precision": used_precision})
         reports[name] = ExportReport(
             path=str(out_paths[name]), n_articles=len(ids), n_embedded=int((status == STATUS_OK).sum()),
             n_missing_image=int((status == STATUS_NO_IMAGE).sum()),

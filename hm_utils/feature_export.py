@@ -13,7 +13,6 @@ the features when they fit and the image export otherwise.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -26,12 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from .config import (ARTICLE_ID, BACKBONE_FEATURES, EMBEDDING, EXPORT_FROM_FEATURES, FEATURES_INDEX,  # noqa: E402
+from .config import (ARTICLE_ID, BACKBONE_FEATURES, EXPORT_FROM_FEATURES, FEATURES_INDEX,  # noqa: E402
                      EXPORT_FROM_IMAGES, HAS_IMAGE)
-from .export import ExportReport, export_embeddings_many, is_combined_model, model_digest  # noqa: E402
+from .export import (ExportReport, export_embeddings_many, is_combined_model, model_digest,  # noqa: E402
+                     write_embedding_file)
 from .features import article_fingerprint, decode_options, features_dir, load_features, read_manifest  # noqa: E402
 from .model import get_backbone, get_head, tabular_features  # noqa: E402
-from .storage import write_parquet  # noqa: E402
 
 
 class FeatureMismatchError(ValueError):
@@ -164,21 +163,12 @@ def export_from_features(models: dict, articles: pd.DataFrame, images: pd.DataFr
     image_size = manifest["settings"]["image_size"]
     reports = {}
     for n in names:
-        column = _list_column(emb[n], ok)
-        if include[n]:
-            base = pa.Table.from_pandas(articles.reset_index(drop=True), preserve_index=False)
-            if EMBEDDING in base.column_names:
-                base = base.drop_columns([EMBEDDING])
-            final = base.append_column(pa.field(EMBEDDING, pa.list_(pa.float32())), column)
-        else:
-            final = pa.table({ARTICLE_ID: pa.array(articles[ARTICLE_ID].to_numpy(np.int64).astype(np.int32)),
-                              EMBEDDING: column})
         dim = dims[n] if ok.any() else None
-        meta = {"embedding_dim": dim, "image_size": list(image_size),
-                "reduced_scale": bool(manifest["settings"]["reduced_scale"]), "precision": manifest["precision"]}
-        final = final.replace_schema_metadata({**(final.schema.metadata or {}),
-                                               b"hm_embeddings": json.dumps(meta).encode()})
-        write_parquet(final, out_paths[n])
+        write_embedding_file(out_paths[n], articles, pa.array(articles[ARTICLE_ID].to_numpy(np.int64).astype(np.int32)),
+                             _list_column(emb[n], ok), include[n],
+                             {"embedding_dim": dim, "image_size": list(image_size),
+                              "reduced_scale": bool(manifest["settings"]["reduced_scale"]),
+                              "precision": manifest["precision"]})
         reports[n] = ExportReport(
             path=str(out_paths[n]), n_articles=len(ok), n_embedded=int(ok.sum()),
             n_missing_image=int((~has).sum()), n_unreadable=int((has & ~ok).sum()),
