@@ -61,6 +61,7 @@ EMBEDDING = "embedding"
 EMBEDDING_ORIGINAL = "embeding"  # the original notebook's published spelling
 PREDICTION = "prediction"
 IMAGE_PATH, HAS_IMAGE = "path", "has_image"
+IMAGE_ABS_PATH = "abs_path"  # added by load_images: the image file's absolute path (str)
 
 # ------------------------------------------------------------------ files ---
 ARTICLES_CSV = "articles.csv"

@@ -184,14 +184,15 @@ def sniff(path: Path | str) -> CsvFile:
     return CsvFile(path, encoding, separator, names, newline, trailing, notes)
 
 
-def check_columns(csvf: CsvFile, columns: list[Column]) -> None:
-    """``ValueError`` naming the file and every required column its header lacks."""
-    missing = [c.name for c in columns if c.required and c.name not in csvf.header]
+def require_header(file_name: str, path: Path | str, header: list[str], columns: list[Column]) -> None:
+    """``ValueError`` naming the file (``file_name`` and ``path``) and every required column of
+    ``columns`` that its ``header`` lacks, with a rename hint for a same-name-other-case column."""
+    missing = [c.name for c in columns if c.required and c.name not in header]
     if not missing:
         return
-    hint = [f"{h!r} for {m!r}" for m in missing for h in csvf.header if h.lower() == m.lower()]
-    raise ValueError(f"{csvf.name} ({csvf.path}) is missing required column(s) {', '.join(missing)}; found "
-                     f"{', '.join(csvf.header)}" + (f" (rename {', '.join(hint)})" if hint else ""))
+    hint = [f"{h!r} for {m!r}" for m in missing for h in header if h.lower() == m.lower()]
+    raise ValueError(f"{file_name} ({path}) is missing required column(s) {', '.join(missing)}; found "
+                     f"{', '.join(header)}" + (f" (rename {', '.join(hint)})" if hint else ""))
 
 
 # ----------------------------------------------------------------- encoding --
@@ -303,7 +304,7 @@ def read_csv(path: Path | str, columns: list[Column],
     file, the line and what to do.
     """
     csvf = sniff(path)
-    check_columns(csvf, columns)
+    require_header(csvf.name, csvf.path, csvf.header, columns)
     present = [c for c in columns if c.name in csvf.header]
     try:
         return _read(csvf, present, finish, suspect)
@@ -448,7 +449,7 @@ def diagnose(path: Path | str, columns: list[Column]) -> Repairs:
     the file, the line, the column, the value and what to do.
     """
     csvf = sniff(path)
-    check_columns(csvf, columns)
+    require_header(csvf.name, csvf.path, csvf.header, columns)
     present = [c for c in columns if c.name in csvf.header]
     try:
         with _utf8_source(csvf) as src:

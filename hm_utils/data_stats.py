@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as C
+from .checks import require_columns
 
 REAL_CATALOGUE = 105_542      # articles.csv rows of the competition data
 REAL_TOP_FRACTIONS = {"top_0_1pct": 100 / REAL_CATALOGUE, "top_1pct": 1000 / REAL_CATALOGUE}
@@ -169,9 +170,7 @@ def _ratio_quantile(counts: np.ndarray, q: float) -> float:
 def _columns(transactions: pd.DataFrame) -> dict:
     """The transaction columns as numpy arrays: day (int64 days from the first date),
     customer code, article id, price (float64), channel (int64, -1 unknown)."""
-    for col in (C.T_DAT, C.ARTICLE_ID, C.PRICE):
-        if col not in transactions.columns:
-            raise ValueError(f"transactions are missing column {col!r}; have {list(transactions.columns)}")
+    require_columns(transactions, [C.T_DAT, C.ARTICLE_ID, C.PRICE], "transactions")
     who = C.CUSTOMER_KEY if C.CUSTOMER_KEY in transactions.columns else C.CUSTOMER_ID
     if who not in transactions.columns:
         raise ValueError(f"transactions need {C.CUSTOMER_KEY!r} or {C.CUSTOMER_ID!r}; "

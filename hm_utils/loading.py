@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import config as C
-from .csv_inputs import HEX64, Column, DataWarning, read_csv
+from .csv_inputs import HEX64, Column, DataWarning, read_csv, require_header
 from .storage import read_json, require_file, write_json, write_parquet
 
 __all__ = ["DataWarning", "CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
@@ -100,10 +100,7 @@ def _parquet_frame(path: Path, spec: list[Column]) -> pl.LazyFrame:
     ``2020-09-22`` converted; timestamps cut to dates); ValueError naming a missing column."""
     lf = pl.scan_parquet(path)
     schema = lf.collect_schema()
-    missing = [c.name for c in spec if c.required and c.name not in schema]
-    if missing:
-        raise ValueError(f"{path.name} ({path}) is missing required column(s) {', '.join(missing)}; "
-                         f"found {', '.join(schema.names())}")
+    require_header(path.name, path, schema.names(), spec)
     exprs = []
     for c in spec:
         if c.name not in schema:
@@ -368,8 +365,8 @@ def load_data_source(work_dir: str | Path) -> dict:
 
 
 def load_images(work_dir: str | Path) -> pd.DataFrame:
-    """``images.parquet`` from notebook 01 plus ``abs_path`` (str): the image file's absolute path."""
+    """``images.parquet`` from notebook 01 plus ``config.IMAGE_ABS_PATH`` (``abs_path``, str): the image file's absolute path."""
     images = pd.read_parquet(require_file(Path(work_dir) / C.IMAGES_PARQUET, "01_data_preparation"))
     root = Path(load_data_source(work_dir)["data_dir"])
-    images["abs_path"] = [str(root / p) for p in images[C.IMAGE_PATH]]
+    images[C.IMAGE_ABS_PATH] = [str(root / p) for p in images[C.IMAGE_PATH]]
     return images

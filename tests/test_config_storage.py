@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
+from hm_utils.checks import require_columns
 from hm_utils.storage import atomic_path, write_parquet
 
 
@@ -47,3 +48,12 @@ def test_atomic_path_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_require_columns_names_missing_columns_table_and_what_it_has():
+    df = pd.DataFrame({"t_dat": [1], "price": [0.5]})
+    require_columns(df, ["t_dat"], "transactions")  # present: no error
+    require_columns(["a", "b"], ["b"], "a list of names")
+    with pytest.raises(ValueError, match=r"^transactions is missing column\(s\) \['article_id', 'customer_key'\]; "
+                                         r"has \['t_dat', 'price'\]$"):
+        require_columns(df, ["article_id", "t_dat", "customer_key"], "transactions")
