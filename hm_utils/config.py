@@ -86,9 +86,13 @@ FIGURES_DIR = "figures"        # PNG figures, WORK_DIR/figures/<name>.png
 METRICS_DIR = "metrics"        # key figures, WORK_DIR/metrics/<notebook>.json
 EXECUTED_DIR = "executed"      # papermill's executed notebooks
 DATA_SOURCE_JSON = "data_source.json"  # written by 01: where the data came from
+RUN_RECORD = "run.json"        # WORK_DIR/metrics/run.json: the runner's entry per notebook, latest run
+KERNEL_LOG_SUFFIX = ".kernel.log"  # WORK_DIR/executed/<notebook>.kernel.log: the kernel's own stdout/stderr
+REPORT_DIR = "report"          # WORK_DIR/report/: index.html, <notebook>.html, figures/ (hm_utils.report)
+REPORT_INDEX = "index.html"    # the report's page in REPORT_DIR
 PREDICTIONS_DIR = "predictions"  # WORK_DIR/predictions/{holdout,full,ensemble}/<ranker>.parquet (06, 07)
 HOLDOUT_SUBDIR, FULL_SUBDIR = "holdout", "full"  # held-out-week predictions / fitted on every transaction
-EMBEDDING_FILES = {"image": ARTICLE_EMBEDDINGS, "combined": COMBINED_EMBEDDINGS}  # short name -> file in WORK_DIR
+EMBEDDING_FILES = {"image_only": ARTICLE_EMBEDDINGS, "combined": COMBINED_EMBEDDINGS}  # variant -> file in WORK_DIR
 
 KAGGLE_INPUT_ENV = "HM_KAGGLE_INPUT"  # overrides KAGGLE_INPUT (tests, a Kaggle-like layout elsewhere)
 KAGGLE_INPUT = Path(os.environ.get(KAGGLE_INPUT_ENV) or "/kaggle/input/h-and-m-personalized-fashion-recommendations")
@@ -99,6 +103,11 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "hm_sample"
 DATA_DIR_ENV = "HM_DATA_DIR"
 SYNTHETIC_DIR_ENV = "HM_SYNTHETIC_DIR"
+# inside a synthetic dataset's folder (hm_utils.synthetic)
+GROUND_TRUTH_DIR = "ground_truth"                  # what the generator decided, for tests and checks
+CUSTOMER_TASTE_PARQUET = "customer_taste.parquet"  # in GROUND_TRUTH_DIR
+ARTICLE_TRUTH_PARQUET = "article_truth.parquet"    # in GROUND_TRUTH_DIR
+COMPLETE_MARKER = ".complete"                      # written last: the generator's parameters (JSON)
 
 SUBMISSION_K = 12
 

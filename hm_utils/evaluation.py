@@ -405,7 +405,8 @@ def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.Data
     """The rankers notebook 06 compares, with the ablations that separate *seeing* from
     *boosting*:
 
-    ``popularity``, ``repurchase``; per embedding file ``f``: ``original_f``,
+    ``popularity``, ``repurchase``; per embedding variant with label ``f``
+    (:func:`~hm_utils.embedding_index.variant_label`: ``image_only`` -> ``image``): ``original_f``,
     ``improved_f`` and (``random``) ``original_f_random``, ``improved_f_random``
     (:func:`random_embeddings_like`, seeded by ``seed`` + file position);
     ``improved_none`` (no embeddings: popularity + repurchase blended); and
@@ -415,6 +416,7 @@ def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.Data
     """
     from .learned_ranker import LearnedRanker
 
+    embeddings = {variant_label(n): e for n, e in embeddings.items()}   # image_only -> improved_image
     rand = {n: random_embeddings_like(e, seed + 1 + i) for i, (n, e) in enumerate(embeddings.items())} if random else {}
     ik = dict(improved_kwargs or {})
     out: list = [PopularityRanker(), RepurchaseRanker()]

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING_FILES, FULL_SUBDIR, HOLDOUT_SUBDIR, PREDICTIONS_DIR,  # noqa: F401
                      SUBMISSION_K, T_DAT)
+from .embedding_index import ArticleEmbeddings, variant_label
 from .metrics import PAD, average_precision_at_k, first_in_rows, map_at_k
 from .similarity import l2_normalize, top_k
 from .storage import write_parquet
@@ -135,80 +136,6 @@ def article_counts(transactions: pd.DataFrame, days: int | None = 7) -> pd.Serie
     if days is not None and not transactions.empty:
         transactions = transactions[transactions[T_DAT] > transactions[T_DAT].max() - pd.Timedelta(days=days)]
     return transactions[ARTICLE_ID].value_counts()
-
-
-# ------------------------------------------------------------ embeddings ---
-@dataclass
-class ArticleEmbeddings:
-    """Article embeddings as one L2-normalised matrix with an id -> row lookup.
-
-    ``article_ids`` int [n], ``matrix`` float [n, d], ``has_embedding`` bool [n]
-    (as returned by :func:`hm_utils.export.load_embeddings`). Rows without an
-    embedding are zero and are never used for similarity.
-    """
-    article_ids: np.ndarray
-    matrix: np.ndarray
-    has_embedding: np.ndarray | None = None
-    name: str = "embedding"
-
-    def __post_init__(self):
-        ids = np.asarray(self.article_ids, dtype=np.int64)
-        mat = np.asarray(self.matrix, dtype=np.float32)
-        if mat.ndim != 2 or mat.shape[0] != ids.shape[0]:
-            raise ValueError(f"embeddings {self.name!r}: matrix shape {mat.shape} does not match {ids.shape[0]} article ids")
-        has = np.ones(len(ids), bool) if self.has_embedding is None else np.asarray(self.has_embedding, bool)
-        if len(ids) > 1 and (ids[1:] < ids[:-1]).any():
-            order = np.argsort(ids, kind="stable")
-            ids, mat, has = ids[order], mat[order], has[order]          # copies
-        else:
-            mat = mat.copy()                                            # never modify the caller's array
-        if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
-            dup = ids[1:][ids[1:] == ids[:-1]][0]
-            raise ValueError(f"embeddings {self.name!r}: article {dup} appears more than once")
-        norms = np.sqrt(np.einsum("ij,ij->i", mat, mat).astype(np.float64))
-        has = has & np.isfinite(norms) & (norms > 0)
-        mat[~has] = 0.0
-        mat /= np.where(has, norms, 1.0).astype(np.float32)[:, None]   # unit rows, in place
-        self.article_ids, self.matrix, self.has_embedding = ids, mat, has
-
-    @property
-    def dim(self) -> int:
-        return self.matrix.shape[1]
-
-    def rows(self, article_ids) -> np.ndarray:
-        """Row of each article id (int64, same shape); -1 for unknown ids, -1 (PAD) inputs and
-        articles without an embedding."""
-        a = np.asarray(article_ids, dtype=np.int64)
-        if len(self.article_ids) == 0:
-            return np.full(a.shape, -1, np.int64)
-        pos = np.searchsorted(self.article_ids, a)
-        pos_c = np.minimum(pos, len(self.article_ids) - 1)
-        ok = (self.article_ids[pos_c] == a) & self.has_embedding[pos_c] & (a >= 0)
-        return np.where(ok, pos_c, -1)
-
-    def dot(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """float32 [n, m]: ``matrix[rows[i, j]] . queries[i]`` (0 where ``rows`` is -1).
-
-        ``rows`` int [n, m] from :meth:`rows`, ``queries`` float32 [n, d]. With unit
-        queries this is the cosine similarity. One gather + one batched product;
-        call it on blocks of a few thousand rows (memory ``n * m * d`` floats).
-        """
-        rows = np.asarray(rows)
-        q = np.asarray(queries, np.float32)
-        safe = np.maximum(rows, 0)
-        out = np.empty(rows.shape, np.float32)
-        # sub-blocks of 32 rows keep the gathered [32, m, d] slab in cache (several times
-        # faster than one large gather at d = 550)
-        for s in range(0, rows.shape[0], 32):
-            vec = np.take(self.matrix, safe[s:s + 32], axis=0)           # [b, m, d]
-            out[s:s + 32] = np.matmul(vec, q[s:s + 32, :, None])[:, :, 0]
-        return np.where(rows >= 0, out, np.float32(0))
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """float32 [..., d]: the normalised embedding of each row, zeros for row -1."""
-        rows = np.asarray(rows)
-        out = self.matrix[np.maximum(rows, 0)]
-        return np.where((rows >= 0)[..., None], out, np.float32(0))
 
 
 # ---------------------------------------------------------------- history ---
@@ -926,39 +853,11 @@ def evaluate_rankers(rankers: list[Ranker], train: pd.DataFrame, holdout: pd.Dat
     return table, results
 
 
-def load_article_embeddings(path, name: str | None = None) -> ArticleEmbeddings:
-    """Read an embeddings parquet (``article_id``, ``embedding``) with
-    :func:`hm_utils.export.load_embeddings` into :class:`ArticleEmbeddings`."""
-    from .export import load_embeddings
-
-    ids, matrix, has = load_embeddings(path)
-    return ArticleEmbeddings(ids, matrix, has, name=name or Path(path).stem)
-
-
-def load_embedding_files(work_dir, files: dict[str, str] | None = None) -> dict[str, ArticleEmbeddings]:
-    """The embedding files notebook 04 wrote, by short name (``image``, ``combined``).
-
-    A missing file is skipped with a warning naming it (the embedding rankers
-    for it are then left out); an unreadable one raises. Returns
-    ``{name: ArticleEmbeddings}`` in the order of ``files``.
-    """
-    import warnings
-
-    out = {}
-    for name, fname in (files or EMBEDDING_FILES).items():
-        path = Path(work_dir) / fname
-        if not path.is_file():
-            warnings.warn(f"{path} not found (written by 04_embedding_export); rankers using the "
-                          f"{name!r} embeddings are left out", stacklevel=2)
-            continue
-        out[name] = load_article_embeddings(path, name)
-    return out
-
-
 def default_rankers(embeddings: dict[str, ArticleEmbeddings], n_candidates: int = 100, start_date=None,
                     seed: int = 0, improved_kwargs: dict | None = None) -> list[Ranker]:
     """The rankers notebook 06 compares: popularity, repurchase, and for each embedding
-    file ``original_<name>`` and ``improved_<name>``."""
+    variant ``original_<label>`` and ``improved_<label>`` (:func:`~hm_utils.embedding_index.variant_label`)."""
+    embeddings = {variant_label(n): e for n, e in embeddings.items()}   # image_only -> improved_image
     rankers: list[Ranker] = [PopularityRanker(), RepurchaseRanker()]
     for name, emb in embeddings.items():
         rankers.append(OriginalRanker(emb, n_candidates, start_date, name=f"original_{name}"))
