@@ -11,6 +11,7 @@ PROFILE  ?= demo
 WORK_DIR ?= work/$(PROFILE)
 DATA_DIR ?=
 ONLY     ?=
+PARAMS   ?=
 PYTEST_ARGS ?=
 KAGGLE_DIR ?= dist/kaggle
 WEIGHTS_WHEEL ?=
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(PY) -m hm_utils.pipeline --profile $(PROFILE) --work-dir $(WORK_DIR) \
-		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ONLY),--only $(ONLY))
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ONLY),--only $(ONLY)) $(foreach p,$(PARAMS),--param $(p))
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

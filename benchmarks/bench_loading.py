@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from hm_utils import config as C
-    from hm_utils.synthetic import DEFAULT_END, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, _params, is_complete
+    from hm_utils.synthetic import (DEFAULT_END, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, generator_params,
+                                    is_complete)
 
     gen = None
     if args.data_dir is not None:
@@ -191,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {k: max(1, round(v * args.scale)) for k, v in FULL.items()}
         data_dir = C.synthetic_dir(f"bench_scale{args.scale:g}", args.seed)
         data_dir = data_dir.with_name(data_dir.name + "_noimg")
-        params = _params(sizes["n_articles"], sizes["n_customers"], sizes["n_transactions"], (300, 200), args.seed,
-                         False, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, DEFAULT_END)
+        params = generator_params(sizes["n_articles"], sizes["n_customers"], sizes["n_transactions"], (300, 200),
+                                  args.seed, False, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, DEFAULT_END)
         if is_complete(data_dir, params):
             print(f"reusing synthetic data in {data_dir}")
         else:

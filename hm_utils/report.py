@@ -22,11 +22,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .config import EXECUTED_DIR, FIGURES_DIR, METRICS_DIR
+from .config import EXECUTED_DIR, FIGURES_DIR, METRICS_DIR, REPORT_DIR, REPORT_INDEX, RUN_RECORD
 
-REPORT_DIR = "report"             # WORK_DIR/report/: index.html, <notebook>.html, figures/
-REPORT_INDEX = "index.html"
-RUN_RECORD = "run.json"           # WORK_DIR/metrics/run.json (hm_utils.pipeline)
 MAX_LIST_ITEMS = 12               # longer lists of numbers are shortened in the tables
 
 # nbconvert's lab template without the two scripts it would fetch from a CDN

@@ -120,8 +120,8 @@ cannot be reached either. The tiny profile (300 articles, 76 rows a week) also
 repeats far more (its customers' preferred corners hold one or two articles).
 
 Public functions: :func:`generate_synthetic`, :func:`ensure_synthetic`,
-:func:`load_ground_truth`, :func:`is_complete`, :func:`render_article_image`,
-:func:`main` (``python -m hm_utils.synthetic``).
+:func:`load_ground_truth`, :func:`is_complete`, :func:`generator_params`, :func:`main`
+(``python -m hm_utils.synthetic``); a photo: :func:`hm_utils.synthetic_images.render_article_image`.
 """
 from __future__ import annotations
 
@@ -141,18 +141,12 @@ import pyarrow.csv as pacsv
 
 from . import config as C
 from .storage import write_parquet
-from .synthetic_catalogue import (APPEARANCES, COLOURS, INDEX_GROUPS, INDEX_TYPES, INDEXES, N_TASTE,  # noqa: F401
-                                  PATTERNS, PRICE_SCALE, PRODUCT_TYPES, _categorical, _topk_without_replacement,
-                                  make_articles, make_customers)
-from .synthetic_images import render_article_image, write_images  # noqa: F401
-from .synthetic_transactions import day_weights, make_transactions  # noqa: F401
+from .synthetic_catalogue import COLOURS, INDEX_GROUPS, PRODUCT_TYPES, make_articles, make_customers
+from .synthetic_images import write_images
+from .synthetic_transactions import make_transactions
 
 log = logging.getLogger(__name__)
 
-GROUND_TRUTH_DIR = "ground_truth"
-CUSTOMER_TASTE_PARQUET = "customer_taste.parquet"
-ARTICLE_TRUTH_PARQUET = "article_truth.parquet"
-COMPLETE_MARKER = ".complete"
 FORMAT_VERSION = 2          # bump when the generator's output changes for a given seed
 
 DEFAULT_START, DEFAULT_END = "2018-09-20", "2020-09-22"   # the competition's transaction date range
@@ -217,16 +211,19 @@ def _write_ground_truth(folder: Path, customers: pd.DataFrame, taste: dict, arti
         "taste_strength": taste["strength"], "repurchase_rate": taste["repurchase"],
         "online_share": taste["online"], "activity": taste["activity"],
         "join_date": pa.array(_dates(start, taste["join_day"])),
-    }), folder / CUSTOMER_TASTE_PARQUET)
+    }), folder / C.CUSTOMER_TASTE_PARQUET)
     launch = _dates(start, art["launch"])
     write_parquet(pa.table({
         "article_id": pa.array(articles["article_id"].to_numpy(dtype=str)),
         "launch_date": pa.array(launch), "lifetime_days": art["life"], "popularity": art["pop"],
         "list_price_sek": art["list_price"], "has_image": has_image,
-    }), folder / ARTICLE_TRUTH_PARQUET)
+    }), folder / C.ARTICLE_TRUTH_PARQUET)
 
 
-def _params(n_articles, n_customers, n_transactions, image_size, seed, images, missing_image_share, start, end):
+def generator_params(n_articles, n_customers, n_transactions, image_size, seed, images, missing_image_share,
+                     start, end) -> dict:
+    """The generator's parameters as plain JSON values (what ``COMPLETE_MARKER`` records and
+    :func:`is_complete` compares)."""
     return {"n_articles": int(n_articles), "n_customers": int(n_customers), "n_transactions": int(n_transactions),
             "image_size": [int(image_size[0]), int(image_size[1])], "seed": int(seed), "images": bool(images),
             "missing_image_share": float(missing_image_share), "start": str(start), "end": str(end),
@@ -236,7 +233,7 @@ def _params(n_articles, n_customers, n_transactions, image_size, seed, images, m
 def is_complete(out_dir: str | Path, params: dict | None = None) -> bool:
     """True when ``out_dir`` holds a finished synthetic dataset (its ``.complete``
     marker exists and, when ``params`` is given, records those parameters)."""
-    marker = Path(out_dir) / COMPLETE_MARKER
+    marker = Path(out_dir) / C.COMPLETE_MARKER
     if not marker.is_file() or not C.has_competition_files(out_dir):
         return False
     if params is None:
@@ -279,7 +276,7 @@ def generate_synthetic(out_dir: str | Path, n_articles: int, n_customers: int, n
     if n_days < 1:
         raise ValueError(f"end {end} is before start {start}")
     out_dir = Path(out_dir)
-    params = _params(n_articles, n_customers, n_transactions, image_size, seed, images, missing_image_share,
+    params = generator_params(n_articles, n_customers, n_transactions, image_size, seed, images, missing_image_share,
                      start, end)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
@@ -297,13 +294,13 @@ def generate_synthetic(out_dir: str | Path, n_articles: int, n_customers: int, n
         _write_transactions_csv(tmp / C.TRANSACTIONS_CSV, tx, customers["customer_id"].to_numpy(dtype=str),
                                 articles["article_id"].to_numpy(dtype=str), t_start, n_days, progress)
         del tx
-        _write_ground_truth(tmp / GROUND_TRUTH_DIR, customers, taste, articles, art,
+        _write_ground_truth(tmp / C.GROUND_TRUTH_DIR, customers, taste, articles, art,
                             has_image if images else np.zeros(n_articles, dtype=bool), t_start)
         n_img = 0
         if images:
             n_img = write_images(tmp, articles, art, has_image, image_size, seed,
                                   workers if workers is not None else min(2, os.cpu_count() or 1), progress)
-        (tmp / COMPLETE_MARKER).write_text(json.dumps({
+        (tmp / C.COMPLETE_MARKER).write_text(json.dumps({
             "params": params, "n_images": n_img, "seconds": round(time.perf_counter() - t0, 1),
             "generator": "hm_utils.synthetic"}, indent=2, sort_keys=True) + "\n")
         if out_dir.exists():
@@ -334,7 +331,7 @@ def ensure_synthetic(profile: str, seed: int = 42, images: bool = True, progress
     out = C.synthetic_dir(profile, seed)
     if not images:
         out = out.with_name(out.name + "_noimg")
-    params = _params(p.n_articles, p.n_customers, p.n_transactions, p.synthetic_image_size, seed, images,
+    params = generator_params(p.n_articles, p.n_customers, p.n_transactions, p.synthetic_image_size, seed, images,
                      DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, DEFAULT_END)
     if is_complete(out, params):
         return out
@@ -367,7 +364,7 @@ def load_ground_truth(data_dir: str | Path) -> pd.DataFrame:
     """
     import pyarrow.parquet as pq
 
-    path = Path(data_dir) / GROUND_TRUTH_DIR / CUSTOMER_TASTE_PARQUET
+    path = Path(data_dir) / C.GROUND_TRUTH_DIR / C.CUSTOMER_TASTE_PARQUET
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {data_dir} is not a synthetic dataset made by "
                                 f"hm_utils.synthetic.generate_synthetic (real data has no ground truth)")

@@ -192,7 +192,7 @@ def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.frombuffer(raw.hex().encode("ascii"), dtype="S64").astype("U64")
 
 
-def _topk_without_replacement(rng: np.random.Generator, log_weights: np.ndarray, k: int) -> np.ndarray:
+def topk_without_replacement(rng: np.random.Generator, log_weights: np.ndarray, k: int) -> np.ndarray:
     """Weighted sampling of ``k`` distinct columns per row (Gumbel top-k).
 
     ``log_weights`` float [n, m] (-inf = never); returns int [n, k] column indices.
@@ -201,7 +201,7 @@ def _topk_without_replacement(rng: np.random.Generator, log_weights: np.ndarray,
     return np.argsort(-g, axis=1)[:, :k]
 
 
-def _categorical(rng: np.random.Generator, p: np.ndarray, size: int) -> np.ndarray:
+def categorical(rng: np.random.Generator, p: np.ndarray, size: int) -> np.ndarray:
     """``size`` draws from the categorical distribution ``p`` (float [m], any scale) as int64 indices."""
     cum = np.cumsum(np.asarray(p, dtype=np.float64))
     return np.minimum(np.searchsorted(cum, rng.random(size) * cum[-1], side="right"), len(cum) - 1)
@@ -277,14 +277,14 @@ def make_articles(rng: np.random.Generator, n_articles: int, n_days: int):
 
     codes = np.sort(rng.choice(np.arange(108_775, 959_462), size=n_prod, replace=False))
     idx_codes = list(INDEXES)
-    prod_index = _categorical(rng, [INDEXES[c][3] for c in idx_codes], n_prod)
+    prod_index = categorical(rng, [INDEXES[c][3] for c in idx_codes], n_prod)
     prod_type = np.empty(n_prod, dtype=np.int64)
     for i, code in enumerate(idx_codes):
         sel = np.flatnonzero(prod_index == i)
         names = list(INDEX_TYPES[code])
-        draws = _categorical(rng, list(INDEX_TYPES[code].values()), len(sel))
+        draws = categorical(rng, list(INDEX_TYPES[code].values()), len(sel))
         prod_type[sel] = [_TYPE_BY_NAME[names[j]] for j in draws]
-    prod_app = _categorical(rng, [a[3] for a in APPEARANCES], n_prod)
+    prod_app = categorical(rng, [a[3] for a in APPEARANCES], n_prod)
     prod_section = rng.integers(0, 1 << 30, size=n_prod)
     price_u = rng.random(n_prod) ** PRICE_SKEW
     name_a = rng.integers(0, len(_NAMES), n_prod)
@@ -300,7 +300,7 @@ def make_articles(rng: np.random.Generator, n_articles: int, n_days: int):
     prod_colours = np.empty((n_prod, 8), dtype=np.int64)
     for start in range(0, n_prod, 100_000):
         stop = min(start + 100_000, n_prod)
-        prod_colours[start:stop] = _topk_without_replacement(
+        prod_colours[start:stop] = topk_without_replacement(
             rng, np.broadcast_to(colour_logw, (stop - start, len(COLOURS))), 8)
 
     # expand products to articles
@@ -310,7 +310,7 @@ def make_articles(rng: np.random.Generator, n_articles: int, n_days: int):
     art_colour = prod_colours[art_prod, variant]
     art_app = prod_app[art_prod].copy()
     switch = rng.random(n_articles) < 0.15
-    art_app[switch] = _categorical(rng, [a[3] for a in APPEARANCES], int(switch.sum()))
+    art_app[switch] = categorical(rng, [a[3] for a in APPEARANCES], int(switch.sum()))
     launch, life = _lifecycle(rng, n_var, art_prod, variant, n_days)
     pop_z = 0.8 * rng.normal(0.0, 1.0, n_prod)[art_prod] + 0.6 * rng.normal(0.0, 1.0, n_articles)
     markdown_day = launch + np.ceil(life * rng.uniform(*MARKDOWN_AT, n_articles)).astype(np.int64)
@@ -398,7 +398,7 @@ def make_customers(rng: np.random.Generator, n_customers: int, art: dict):
     ``group`` (index-group index), ``colour`` / ``type`` int [n, N_TASTE] (taste draws),
     ``strength`` (0..1), ``repurchase`` (0..1), ``online`` (probability of channel 2))."""
     ids = np.sort(_hex_ids(rng, n_customers))
-    group = _categorical(rng, INDEX_GROUP_CUSTOMER_SHARE, n_customers)
+    group = categorical(rng, INDEX_GROUP_CUSTOMER_SHARE, n_customers)
     # taste colours and product types: N_TASTE draws with replacement (so 1..3 distinct of each), weighted
     # by how many articles of each the customer's index group has (so demand meets supply)
     pref = {}
@@ -409,7 +409,7 @@ def make_customers(rng: np.random.Generator, n_customers: int, art: dict):
         for g in range(len(INDEX_GROUPS)):
             sel = np.flatnonzero(group == g)
             w = counts[g] if counts[g].sum() > 0 else counts.sum(axis=0)
-            draws[sel] = _categorical(rng, w, len(sel) * N_TASTE).reshape(len(sel), N_TASTE)
+            draws[sel] = categorical(rng, w, len(sel) * N_TASTE).reshape(len(sel), N_TASTE)
         pref[key] = draws
     pref_colour, pref_type = pref["colour"], pref["type"]
     strength = rng.beta(6.0, 2.0, n_customers)

@@ -98,7 +98,7 @@ def _baskets(rng: np.random.Generator, n_rows: int) -> tuple[np.ndarray, np.ndar
     return picks, copies
 
 
-def _gamma_shape(extra: np.ndarray, target: float) -> float:
+def gamma_shape(extra: np.ndarray, target: float) -> float:
     """Shape ``k`` of the Gamma(k, 1/k) activity for which ``1 + Poisson(extra * activity)``
     visits leave a share ``target`` of the customers with one visit: mean((1 + extra/k)^-k) = target."""
     lo, hi = np.log(0.02), np.log(200.0)
@@ -172,7 +172,7 @@ def _visits(rng: np.random.Generator, n_customers: int, n_visits: int, weights: 
     cw = np.concatenate([[0.0], np.cumsum(weights / np.maximum(joined, 1))])
     span = cw[-1] - cw[join]
     extra_total = max(n_visits - n_customers, 0)
-    k = _gamma_shape(extra_total * span / span.sum(), ONE_VISIT_SHARE)
+    k = gamma_shape(extra_total * span / span.sum(), ONE_VISIT_SHARE)
     # Gamma(k, 1/k) activity, handed out in the order of the customers' activity scores
     activity = np.empty(n_customers)
     activity[np.argsort(activity_z, kind="stable")] = np.sort(rng.gamma(k, 1.0 / k, n_customers))

@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hm_utils.pipeline import PipelineError, list_notebooks, run_series, select_notebooks
+from hm_utils.pipeline import (PipelineError, list_notebooks, main, parse_param, parse_params, run_series,
+                               select_notebooks)
 
 
 def _write_nb(path, *sources):
@@ -64,13 +65,50 @@ def test_cli_bad_profile_exits_2():
     assert "invalid choice" in out.stderr
 
 
+def test_param_values_are_literals_else_strings():
+    assert parse_param("EPOCHS=1") == ("EPOCHS", 1)
+    assert parse_param("SHARE=0.5") == ("SHARE", 0.5)
+    assert parse_param("MAX_TRIPLETS=None") == ("MAX_TRIPLETS", None)
+    assert parse_param("IMAGE_SIZE=(96, 64)") == ("IMAGE_SIZE", (96, 64))
+    assert parse_param("STRATEGIES=['original', 'hard']") == ("STRATEGIES", ["original", "hard"])
+    assert parse_param("FLAG=true") == ("FLAG", True)                 # JSON spelling
+    assert parse_param('W={"a": 1, "b": null}') == ("W", {"a": 1, "b": None})
+    assert parse_param("BACKBONE=resnet50") == ("BACKBONE", "resnet50")  # not a literal: the string
+    assert parse_param("NAME='01'") == ("NAME", "01")
+    assert parse_param("DATE=2020-09-15") == ("DATE", "2020-09-15")
+    assert parse_param("EQ=a=b") == ("EQ", "a=b")                     # split at the first '='
+    assert parse_param("EMPTY=") == ("EMPTY", "")
+    assert parse_params(["A=1", "B=x", "A=2"]) == {"A": 2, "B": "x"}  # a later KEY wins
+    assert parse_params(None) == {}
+    for bad in ("EPOCHS", "=1", "2X=1", "A B=1"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_param(bad)
+    with pytest.raises(ValueError, match="--work-dir"):
+        parse_param("WORK_DIR=/tmp/x")
+
+
+def test_cli_param_reaches_the_notebook(tmp_path, capsys):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_params.ipynb",  # the names exist only as papermill injects them
+              "import json, pathlib\npathlib.Path(WORK_DIR, 'p.json').write_text(json.dumps([EPOCHS, BACKBONE]))")
+    work = tmp_path / "work"
+    rc = main(["--profile", "tiny", "--work-dir", str(work), "--notebooks-dir", str(nbdir), "--no-report",
+               "--param", "EPOCHS=3", "--param", "BACKBONE=resnet50"])
+    assert rc == 0
+    assert json.loads((work / "p.json").read_text()) == [3, "resnet50"]
+    assert main(["--profile", "tiny", "--work-dir", str(work), "--notebooks-dir", str(nbdir), "--no-report",
+                 "--param", "SEED=1"]) == 2
+    assert "--seed" in capsys.readouterr().err
+
+
 # ------------------------------------------------- console, run record ---
 NOISE_MARKERS = ("Kernel is running over TCP", "absl::InitializeLog", "port.cc:", "cudart_stub.cc",
                  "cpu_feature_guard", "cuInit", "To enable the following instructions")
 
 
 def test_startup_noise_filter_drops_known_lines_only():
-    from hm_utils.pipeline import is_startup_noise
+    from hm_utils.kernel_console import is_startup_noise
     dropped = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
         "I0000 00:00:1795847699.746097    6512 port.cc:153] oneDNN custom operations are on. You may see ...",
@@ -167,7 +205,7 @@ def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
     its stderr itself still shows; a failure names notebook, cell and error, shows
     the cell's stderr and points to the executed copy."""
     import os
-    from hm_utils.pipeline import has_nvidia_device, is_startup_noise
+    from hm_utils.kernel_console import has_nvidia_device, is_startup_noise
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     _write_nb(nbdir / "01_uses_tf.ipynb",

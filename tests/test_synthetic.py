@@ -13,6 +13,10 @@ import pytest
 from hm_utils import config as C
 from hm_utils import synthetic as S
 from hm_utils.synthetic import ensure_synthetic, generate_synthetic, is_complete, load_ground_truth
+from hm_utils.synthetic_catalogue import (INDEX_GROUPS, INDEXES, N_TASTE, PRICE_SCALE, categorical,
+                                         topk_without_replacement)
+from hm_utils.synthetic_images import render_article_image
+from hm_utils.synthetic_transactions import day_weights
 
 TINY = dict(n_articles=300, n_customers=400, n_transactions=8_000, image_size=(96, 64))
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -56,7 +60,7 @@ def test_headers_equal_the_real_files(tiny, hm_sample):
 
 def test_only_competition_files_at_top_level(tiny):
     top = sorted(p.name for p in tiny.iterdir() if not p.name.startswith("."))
-    assert top == sorted(C.COMPETITION_FILES + [C.IMAGES_DIR, S.GROUND_TRUTH_DIR])
+    assert top == sorted(C.COMPETITION_FILES + [C.IMAGES_DIR, C.GROUND_TRUTH_DIR])
 
 
 def test_sizes_and_sorting(frames):
@@ -100,7 +104,7 @@ def test_article_codes_are_consistent(frames):
                      ("garment_group_no", "garment_group_name")):
         assert (a.groupby(no)[name].nunique() == 1).all(), no
     assert set(a["index_group_name"]) <= {"Ladieswear", "Menswear", "Baby/Children", "Sport", "Divided"}
-    assert a["index_code"].isin(list(S.INDEXES)).all()
+    assert a["index_code"].isin(list(INDEXES)).all()
     assert a["detail_desc"].str.len().gt(0).mean() > 0.9
 
 
@@ -129,7 +133,7 @@ def test_transactions_columns_look_real(frames):
     price = t["price"].astype(float)
     assert price.between(0.001, 0.2).all()
     # every price is (a 2-decimal SEK amount) / 590
-    sek = price * S.PRICE_SCALE
+    sek = price * PRICE_SCALE
     assert np.allclose(sek, np.round(sek, 2), atol=1e-6)
 
 
@@ -137,7 +141,7 @@ def test_transactions_columns_look_real(frames):
 def test_images_at_competition_paths(tiny, frames):
     from PIL import Image
 
-    truth = pd.read_parquet(tiny / S.GROUND_TRUTH_DIR / S.ARTICLE_TRUTH_PARQUET)
+    truth = pd.read_parquet(tiny / C.GROUND_TRUTH_DIR / C.ARTICLE_TRUTH_PARQUET)
     a = frames[0]
     assert list(truth["article_id"]) == list(a["article_id"])
     exists = np.array([(tiny / C.image_relpath(int(aid))).is_file() for aid in a["article_id"]])
@@ -153,7 +157,7 @@ def test_images_at_competition_paths(tiny, frames):
 
 def test_image_shows_the_article_colour():
     """A solid red T-shirt: the garment's centre is red, the corner is the light background."""
-    img = np.asarray(S.render_article_image("tee", (200, 30, 40), "solid", (120, 80), np.random.default_rng(0)))
+    img = np.asarray(render_article_image("tee", (200, 30, 40), "solid", (120, 80), np.random.default_rng(0)))
     centre = img[55:65, 35:45].reshape(-1, 3).mean(axis=0)
     corner = img[:5, :5].reshape(-1, 3).mean(axis=0)
     assert np.abs(centre - [200, 30, 40]).max() < 20
@@ -162,8 +166,8 @@ def test_image_shows_the_article_colour():
 
 def test_stripes_differ_from_solid():
     rng = lambda: np.random.default_rng(1)  # noqa: E731 - same jitter for both
-    solid = np.asarray(S.render_article_image("sweater", (50, 90, 170), "solid", (120, 80), rng()), dtype=float)
-    stripe = np.asarray(S.render_article_image("sweater", (50, 90, 170), "stripe", (120, 80), rng()), dtype=float)
+    solid = np.asarray(render_article_image("sweater", (50, 90, 170), "solid", (120, 80), rng()), dtype=float)
+    stripe = np.asarray(render_article_image("sweater", (50, 90, 170), "stripe", (120, 80), rng()), dtype=float)
     # stripes lighten half the rows of the garment: the centre column varies far more
     assert stripe[30:90, 40].std(axis=0).mean() > 3 * solid[30:90, 40].std(axis=0).mean()
 
@@ -171,7 +175,7 @@ def test_stripes_differ_from_solid():
 def test_no_images_folder_without_images(tmp_path):
     out = generate_synthetic(tmp_path / "noimg", 40, 30, 300, seed=1, images=False, progress=False)
     assert not (out / C.IMAGES_DIR).exists()
-    assert json.loads((out / S.COMPLETE_MARKER).read_text())["params"]["images"] is False
+    assert json.loads((out / C.COMPLETE_MARKER).read_text())["params"]["images"] is False
 
 
 # ------------------------------------------------------------- determinism --
@@ -222,9 +226,9 @@ def test_customers_buy_their_index_group(frames):
 
 def test_ground_truth_columns(frames):
     taste = frames[3]
-    assert taste["index_group_name"].isin(S.INDEX_GROUPS).all()
+    assert taste["index_group_name"].isin(INDEX_GROUPS).all()
     sizes = taste["colour_group_codes"].map(len)
-    assert sizes.between(1, S.N_TASTE).all() and (sizes > 1).any()
+    assert sizes.between(1, N_TASTE).all() and (sizes > 1).any()
     assert taste["taste_strength"].between(0, 1).all() and taste["repurchase_rate"].between(0, 1).all()
     assert {"colour_group_names", "product_type_names", "online_share", "activity"} <= set(taste.columns)
 
@@ -281,9 +285,9 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 def test_folder_without_marker_is_not_complete(tmp_path):
     out = generate_synthetic(tmp_path / "syn", 30, 20, 200, images=False, progress=False)
     assert is_complete(out)
-    params = json.loads((out / S.COMPLETE_MARKER).read_text())["params"]
+    params = json.loads((out / C.COMPLETE_MARKER).read_text())["params"]
     assert is_complete(out, params) and not is_complete(out, {**params, "seed": 43})
-    (out / S.COMPLETE_MARKER).unlink()
+    (out / C.COMPLETE_MARKER).unlink()
     assert not is_complete(out)
 
 
@@ -317,11 +321,11 @@ def test_bad_arguments_are_errors(tmp_path):
 # ------------------------------------------------------------------ helpers --
 def test_categorical_and_topk_by_hand():
     rng = np.random.default_rng(0)
-    draws = S._categorical(rng, np.array([0.0, 3.0, 0.0, 1.0]), 4000)
+    draws = categorical(rng, np.array([0.0, 3.0, 0.0, 1.0]), 4000)
     assert set(np.unique(draws)) == {1, 3}
     assert abs((draws == 1).mean() - 0.75) < 0.03
     logw = np.where(np.array([[0, 1, 0, 1, 1]] * 50) > 0, 0.0, -np.inf)
-    top = S._topk_without_replacement(rng, logw, 3)
+    top = topk_without_replacement(rng, logw, 3)
     assert all(sorted(row) == [1, 3, 4] for row in top.tolist())   # only the three allowed, each once
 
 
@@ -393,13 +397,13 @@ def test_demo_baselines_are_near_the_real_ones(demo_stats):
 
 
 def test_gamma_shape_leaves_the_asked_share_with_one_visit():
-    from hm_utils.synthetic_transactions import _gamma_shape
+    from hm_utils.synthetic_transactions import gamma_shape
 
     extra = np.array([2.0, 8.0, 20.0])
-    k = _gamma_shape(extra, 0.37)
+    k = gamma_shape(extra, 0.37)
     assert np.mean((1 + extra / k) ** -k) == pytest.approx(0.37, abs=1e-6)
     # when Poisson visits alone leave more one-visit customers than asked, activity is (nearly) equal
-    assert _gamma_shape(np.array([0.1]), 0.37) == pytest.approx(200.0)
+    assert gamma_shape(np.array([0.1]), 0.37) == pytest.approx(200.0)
 
 
 def test_popularity_spread_reaches_the_top12_share():
@@ -415,7 +419,7 @@ def test_popularity_spread_reaches_the_top12_share():
 
 
 def test_day_weights_peak_on_the_last_saturday_of_september():
-    w = S.day_weights(pd.Timestamp("2019-01-01"), 365)
+    w = day_weights(pd.Timestamp("2019-01-01"), 365)
     days = pd.date_range("2019-01-01", periods=365)
     assert days[int(np.argmax(w))] == pd.Timestamp("2019-09-28")
     assert 4.0 < w.max() / np.median(w) < 6.5
