@@ -236,6 +236,7 @@ def synthetic_dir(profile: str, seed: int) -> Path:
 TRAINING_HISTORY = "models/training_history.parquet"   # model, epoch, loss, val_loss, seconds
 TRAINING_REPORT = "models/training_report.json"        # per model: counts, accuracies, losses, timings
 TRIPLET_SPLIT = "models/triplet_split.parquet"          # the triplets 03 trained on; held_out: its validation side
+HELD_OUT = "held_out"                                   # TRIPLET_SPLIT column: True for the validation triplets
 FEATURE_CACHE_DIR = "cache"                            # WORK_DIR/cache/<backbone>_features.npy (big runs)
 
 # ------------------------------------- backbone feature store (helper H7, issue 10) ---
