@@ -21,8 +21,9 @@ article's embedding (10 % have no anchor, 5 % of articles no embedding).
 * baseline 2 (as the original notebook would write it): the same, but every
   embedding fetched by a boolean-mask lookup in the embeddings DataFrame;
   timed on the first ``--pandas-customers`` (default 200), extrapolated;
-* ``--previous``: also time :func:`hm_utils.ensembling.ensemble_blockwise`, the
-  first vectorisation (one gather-and-dot per entry, per-row argsorts).
+* ``--previous``: also time :func:`ensemble_blockwise` (defined here: the first
+  vectorisation, one gather-and-dot per entry, per-row argsorts; the reference the
+  tests compare ``ensemble`` with).
 
 Rows identical to each baseline's are counted on the baseline's customers (the
 cosines differ only by float32 summation order). Wall and CPU (process) time
@@ -39,14 +40,131 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from benchmarks.bench_ranking import K, make_data, peak_rss_mb
-from hm_utils.ensembling import PredictionList, anchor_queries, ensemble, ensemble_blockwise
-from hm_utils.ranking import ArticleEmbeddings
+from hm_utils.config import SUBMISSION_K
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.ensembling import PredictionList, anchor_queries, ensemble
+from hm_utils.metrics import PAD
+from hm_utils.ranking import fill_with_popular, first_in_row, iter_blocks, top_by_score
 
 N_LISTS = 3
+
+
+# ------------------------------------------------- the reference vectorisation ---
+def align_lists(lists: list[PredictionList]) -> tuple[np.ndarray, np.ndarray]:
+    """Union of the lists' customers and the lists side by side.
+
+    Output: ``(customer_keys int64 [n] sorted, candidates int64 [n, L * 12])``;
+    list ``l`` occupies columns ``l*12 .. l*12+11``; PAD where a list has no
+    row for the customer.
+    """
+    if not lists:
+        raise ValueError("ensembling needs at least one prediction list")
+    keys = np.unique(np.concatenate([pl.customer_keys for pl in lists]))
+    out = np.full((len(keys), SUBMISSION_K * len(lists)), PAD, np.int64)
+    for i, pl in enumerate(lists):
+        pos = np.searchsorted(keys, pl.customer_keys)
+        out[pos, i * SUBMISSION_K:(i + 1) * SUBMISSION_K] = pl.matrix
+    return keys, out
+
+
+def row_group_sum(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each entry, the sum of ``values`` over the entries of its row with the same key.
+
+    ``keys`` int [n, m], ``values`` float [n, m] -> float64 [n, m]. Vectorized:
+    one per-row stable sort, a cumulative sum, and group boundaries.
+    """
+    n, m = keys.shape
+    if m == 0:
+        return np.zeros((n, 0))
+    order = np.argsort(keys, axis=1, kind="stable")
+    sk = np.take_along_axis(keys, order, axis=1)
+    sv = np.take_along_axis(values.astype(np.float64), order, axis=1)
+    cs = np.cumsum(sv, axis=1)
+    cols = np.arange(m)
+    start = np.ones((n, m), bool)
+    start[:, 1:] = sk[:, 1:] != sk[:, :-1]
+    end = np.ones((n, m), bool)
+    end[:, :-1] = start[:, 1:]
+    first = np.maximum.accumulate(np.where(start, cols, 0), axis=1)
+    last = np.minimum.accumulate(np.where(end, cols, m - 1)[:, ::-1], axis=1)[:, ::-1]
+    rows = np.arange(n)[:, None]
+    total_sorted = cs[rows, last] - cs[rows, first] + sv[rows, first]
+    out = np.empty((n, m))
+    np.put_along_axis(out, order, total_sorted, axis=1)
+    return out
+
+
+def rank_scores(candidates: np.ndarray, n_lists: int, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal-rank and vote scores of every entry of an aligned candidate matrix.
+
+    ``candidates`` int [n, L*12] from :func:`align_lists`; ``weights`` float [L].
+    Output: ``(rank float64 [n, L*12] in [0, 1], vote float64 [n, L*12] in [0, 1])``,
+    the same for every copy of an article in a row; 0 for PAD entries. An article
+    repeated inside one list counts once for that list.
+    """
+    n, m = candidates.shape
+    w = np.asarray(weights, np.float64)
+    pos = np.tile(np.arange(SUBMISSION_K), n_lists)
+    lw = np.repeat(w, SUBMISSION_K)
+    valid = np.zeros((n, m), bool)
+    for i in range(n_lists):  # first occurrence within each list
+        sl = slice(i * SUBMISSION_K, (i + 1) * SUBMISSION_K)
+        valid[:, sl] = first_in_row(candidates[:, sl])
+    rr = np.where(valid, lw / (pos + 1.0), 0.0)
+    # rounded so that equal sums reached in a different order tie exactly (ties: earlier column)
+    rank = np.round(row_group_sum(candidates, rr) / max(w.sum(), 1e-12), 9)
+    vote = row_group_sum(candidates, valid.astype(np.float64)) / n_lists
+    pad = candidates == PAD
+    return np.where(pad, 0.0, rank), np.where(pad, 0.0, vote)
+
+
+
+
+def ensemble_blockwise(lists: list[PredictionList], embeddings: ArticleEmbeddings | None,
+                       queries: Callable[[np.ndarray], np.ndarray] | None, popular, w_sim: float = 1.0,
+                       w_rank: float = 1.0, w_vote: float = 0.0, k: int = SUBMISSION_K, block_size: int = 2048,
+                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The first vectorisation of :func:`hm_utils.ensembling.ensemble`, kept here as its
+    reference (``--previous`` and the tests compare the two): the lists aligned into one
+    ``[n, L * 12]`` matrix (:func:`align_lists`), :func:`rank_scores` by per-row
+    argsorts, one gather-and-dot per candidate entry, :func:`top_by_score`. Same
+    inputs and output as ``ensemble``, several times slower.
+
+    Inputs: ``lists``; ``embeddings`` (None: rank and vote only); ``queries``:
+    a function ``customer_keys int64 [b] -> float32 [b, d]`` giving each
+    customer's unit query vector (a zero row = none), e.g. a
+    :class:`hm_utils.ranking.CustomerProfiles`; ``popular``: int [>=k] ids
+    completing rows with fewer than ``k`` distinct candidates.
+
+    Output: ``(customer_keys int64 [n], matrix int32 [n, k])`` for the union of
+    the lists' customers, 12 distinct articles per row.
+    """
+    keys, cand = align_lists(lists)
+    n_lists = len(lists)
+    weights = [pl.weight for pl in lists]
+    out = np.full((len(keys), k), PAD, np.int32)
+    use_sim = embeddings is not None and queries is not None and w_sim != 0
+    for s, e in iter_blocks(len(keys), block_size, "ensembling", progress):
+        c = cand[s:e]
+        rank, vote = rank_scores(c, n_lists, weights)
+        sim_term = rank
+        if use_sim:
+            q = np.asarray(queries(keys[s:e]), np.float32)
+            rows = embeddings.rows(c)
+            sim = embeddings.dot(rows, q)                        # [b, m] cosines
+            has = (rows >= 0) & (np.abs(q).sum(axis=1) > 0)[:, None]
+            sim_term = np.where(has, sim, rank)
+        score = w_sim * sim_term + w_rank * rank + w_vote * vote
+        out[s:e] = top_by_score(c, score, k)
+    return keys, fill_with_popular(out, popular, k)
+
+
+# ------------------------------------------------------------------ baselines ---
 
 
 def make_lists(ids: np.ndarray, n_customers: int, seed: int = 1) -> list[np.ndarray]:

@@ -124,6 +124,34 @@ def write_submission(df: pd.DataFrame, path) -> Path:
     return Path(path)
 
 
+def read_submission(path) -> pd.DataFrame:
+    """The submission CSV at ``path`` as a DataFrame of two str columns ``customer_id``,
+    ``prediction`` (nothing checked but that Arrow can read it; a file Arrow cannot read is
+    a ValueError naming it). The one reader of submission files: :func:`validate_submission`
+    and :func:`read_submission_predictions` both go through it."""
+    try:
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={CUSTOMER_ID: pa.string(), PREDICTION: pa.string()}, strings_can_be_null=False))
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: not a readable submission CSV: {err}") from None
+    return table.to_pandas()
+
+
+def read_submission_predictions(path, customers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A submission CSV as prediction rows keyed by ``customer_key`` (from ``customers``).
+
+    Read with :func:`read_submission` and checked row by row as :func:`validate_submission`
+    does (known customers, each once, 12 ten-digit ids), except that a row may repeat an id
+    and customers may be missing (an input list for ensembling need not be complete).
+    Output: ``(customer_keys int64 [n], matrix int64 [n, 12])`` in the file's row order.
+    """
+    df = read_submission(path)
+    _check_rows(df, customers, None, distinct=False, complete=False, where=str(path))
+    known = pd.Index(customers[CUSTOMER_ID].astype("str"))
+    keys = customers[CUSTOMER_KEY].to_numpy(np.int64)[known.get_indexer(df[CUSTOMER_ID].astype("str"))]
+    return keys, parse_predictions(df[PREDICTION])
+
+
 def _fail(row: int, customer, what: str, where: str):
     raise ValueError(f"{where}: row {row} (customer {customer}): {what}")
 
@@ -132,8 +160,8 @@ def validate_submission(submission, customers: pd.DataFrame, articles: pd.DataFr
                         distinct: bool = True) -> None:
     """Check a submission; raise ValueError describing the first bad row.
 
-    ``submission``: a path to the CSV or a DataFrame. ``customers``: the
-    customers (column ``customer_id``); ``articles`` (optional, column
+    ``submission``: a path to the CSV (read by :func:`read_submission`) or a DataFrame.
+    ``customers``: the customers (column ``customer_id``); ``articles`` (optional, column
     ``article_id``): every predicted id must be one of them. Checked, in this
     order: the two columns; each row's customer is known and appears once;
     the prediction is exactly 12 ids of 10 digits separated by single spaces;
@@ -142,15 +170,13 @@ def validate_submission(submission, customers: pd.DataFrame, articles: pd.DataFr
     numbered from 1 as data lines of the file (the header is line 0).
     """
     where = str(submission) if not isinstance(submission, pd.DataFrame) else "submission"
-    if isinstance(submission, pd.DataFrame):
-        df = submission
-    else:
-        try:
-            table = pacsv.read_csv(submission, convert_options=pacsv.ConvertOptions(
-                column_types={CUSTOMER_ID: pa.string(), PREDICTION: pa.string()}, strings_can_be_null=False))
-        except pa.ArrowInvalid as err:
-            raise ValueError(f"{where}: not a readable submission CSV: {err}") from None
-        df = table.to_pandas()
+    df = submission if isinstance(submission, pd.DataFrame) else read_submission(submission)
+    _check_rows(df, customers, articles, distinct, complete=True, where=where)
+
+
+def _check_rows(df: pd.DataFrame, customers: pd.DataFrame, articles: pd.DataFrame | None, distinct: bool,
+                complete: bool, where: str) -> None:
+    """The checks of :func:`validate_submission`; ``complete``: every customer must have a row."""
     if list(df.columns) != [CUSTOMER_ID, PREDICTION]:
         raise ValueError(f"{where}: columns must be {[CUSTOMER_ID, PREDICTION]}; found {list(df.columns)}")
     cust = df[CUSTOMER_ID].astype("str").reset_index(drop=True)
@@ -195,7 +221,7 @@ def validate_submission(submission, customers: pd.DataFrame, articles: pd.DataFr
             _fail(r + 1, c, f"article {int(vals[cnt > 1][0]):010d} predicted more than once", where)
         miss = row_ids[~np.isin(row_ids, np.unique(articles[ARTICLE_ID].to_numpy(np.int64)))]
         _fail(r + 1, c, f"unknown article {int(miss[0]):010d} (not in articles.csv)", where)
-    missing = ~pc.is_in(known_pa, value_set=cust_pa).to_numpy(zero_copy_only=False)
-    if missing.any():
+    missing = ~pc.is_in(known_pa, value_set=cust_pa).to_numpy(zero_copy_only=False) if complete else None
+    if complete and missing.any():
         raise ValueError(f"{where}: {int(missing.sum())} customers of customers.csv have no row, "
                          f"e.g. {known_pa[int(np.argmax(missing))].as_py()}")

@@ -5,17 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.ensembling import (
-    PredictionList,
-    align_lists,
-    anchor_queries,
-    ensemble,
-    ensemble_blockwise,
-    rank_scores,
-    read_submission_list,
-    row_group_sum,
-)
-from hm_utils.ranking import ArticleEmbeddings
+from benchmarks.bench_ensembling import align_lists, ensemble_blockwise, rank_scores, row_group_sum
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.ensembling import PredictionList, anchor_queries, ensemble, read_submission_lists
 from hm_utils.submission import make_submission, write_submission
 
 POPULAR = np.arange(900, 912)
@@ -88,11 +80,12 @@ def test_submission_file_as_input_list(tmp_path):
                               "customer_id": [f"{i:064x}" for i in range(2)]})
     sub = make_submission(customers, np.array([list(range(1, 13))]), POPULAR, customer_keys=[1])
     path = write_submission(sub, tmp_path / "s.csv")
-    pl = read_submission_list(path, customers)
+    [pl] = read_submission_lists([path], customers, weights={"s": 0.5})
+    assert pl.name == "s" and pl.weight == 0.5
     assert pl.customer_keys.tolist() == [0, 1]
     assert pl.matrix[1].tolist() == list(range(1, 13)) and pl.matrix[0].tolist() == POPULAR.tolist()
     with pytest.raises(ValueError, match="not in customers.csv"):
-        read_submission_list(path, customers.iloc[:1])
+        read_submission_lists([path], customers.iloc[:1])
 
 
 def test_notebook_helpers_score_lists_and_variants(tmp_path):
@@ -176,13 +169,13 @@ def test_fast_ensemble_unknown_article_repeat_inside_a_list_and_votes_by_hand():
 
 
 def test_fast_ensemble_dense_and_gathered_similarities_agree(monkeypatch):
-    import hm_utils.ensembling as ens_mod
+    import hm_utils.ensemble_kernels as kernels
 
     lists, emb, q = _hand_case()
     plain = lambda keys: q(keys)   # noqa: E731  - a plain function: no anchor rows, one query per customer
     results = []
     for cost in (0, 10 ** 9):      # 0: every pair gathered; huge: every query dense
-        monkeypatch.setattr(ens_mod, "_GATHER_COST", cost)
+        monkeypatch.setattr(kernels, "GATHER_COST", cost)
         for queries in (q, plain):
             for threads, block in ((1, 2048), (2, 1)):
                 results.append(ensemble(lists, emb, queries, POPULAR, threads=threads, block_size=block)[1])
@@ -191,7 +184,7 @@ def test_fast_ensemble_dense_and_gathered_similarities_agree(monkeypatch):
 
 
 def test_top_slots_exact_order_ties_and_window_overflow():
-    from hm_utils.ensembling import _top_slots
+    from hm_utils.ensemble_kernels import top_slots
 
     one_up = np.nextafter(1.0, 2.0)
     # row 0: 1.0 (slot 9), 1.0 + 1 ulp (slot 3), 1.0 (slot 0), 0.5 (slot 1), dropped 2.0 (slot 2)
@@ -203,7 +196,7 @@ def test_top_slots_exact_order_ties_and_window_overflow():
     slot[[0, 1, 2, 3, 4]] = [9, 3, 0, 1, 2]
     drop = np.concatenate([[4], np.arange(5, m), m + np.arange(2, m)])
     score[m:m + 2] = [0.25, 0.75]
-    out = _top_slots(score.copy(), slot, drop, 2, m, 5, 6)
+    out = top_slots(score.copy(), slot, drop, 2, m, 5, 6)
     # the 1-ulp difference beats the slot; equal scores go to the smaller slot; 4 entries compete
     assert out[0].tolist() == [3, 0, 9, 1, -1]
     assert out[1].tolist() == [1, 0, -1, -1, -1]
@@ -211,7 +204,7 @@ def test_top_slots_exact_order_ties_and_window_overflow():
     score = 1.0 + np.arange(m) * (one_up - 1.0)
     score[16:] = 0.0
     slot = np.random.default_rng(0).permutation(m)
-    out = _top_slots(score.copy(), slot, np.zeros(0, np.int64), 1, m, 2, 6)
+    out = top_slots(score.copy(), slot, np.zeros(0, np.int64), 1, m, 2, 6)
     assert out[0].tolist() == [slot[15], slot[14]]
 
 
@@ -240,3 +233,27 @@ def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
         assert (k1 == k2).all() and (fast == ref).all(), kw
         k3, plain = ensemble(lists, emb, lambda keys: q(keys), POPULAR, block_size=64, **kw)
         assert (plain == ref).all(), kw
+
+
+def test_ensemble_settings_from_profile_and_06s_metrics():
+    from dataclasses import asdict
+
+    from hm_utils.config import get_profile
+    from hm_utils.ensembling import EnsembleSettings
+
+    profile = get_profile("tiny")
+    ranking = {"holdout_days": 5, "rankers": ["a", "b", "c"], "main_rankers": ["a", "b"], "bootstrap_samples": 50}
+    s = EnsembleSettings.from_profile(profile, ranking, seed=7)
+    assert (s.holdout_days, s.input_rankers, s.bootstrap_samples, s.query_mode) == (5, ("a", "b"), 50, "profile")
+    assert s.embedding_name(["combined", "image_only"]) == "image_only" and s.embedding_name([]) is None
+    s = EnsembleSettings.from_profile(profile, {"rankers": ["a"]}, holdout_days=3, input_rankers=["x"],
+                                      input_weights={"x": 2.0}, query_mode="anchor", ensemble_embedding="combined")
+    assert (s.holdout_days, s.input_rankers, s.bootstrap_samples) == (3, ("x",), 1000)
+    assert s.embedding_name(["image_only"]) == "combined"
+    assert EnsembleSettings.from_profile(profile).holdout_days == profile.holdout_days
+    rec = asdict(s)
+    assert rec["input_weights"] == {"x": 2.0} and rec["profile"] == "tiny" and rec["seed"] == 42
+    with pytest.raises(ValueError, match="unknown query mode"):
+        EnsembleSettings.from_profile(profile, ranking, query_mode="nope")
+    with pytest.raises(ValueError, match="unknown ensemble variant"):
+        EnsembleSettings.from_profile(profile, ranking, ensemble_variant="nope")

@@ -9,6 +9,7 @@ from hm_utils.submission import (
     format_predictions,
     make_submission,
     parse_predictions,
+    read_submission_predictions,
     validate_submission,
     write_submission,
 )
@@ -77,6 +78,24 @@ def test_validator_catches_duplicate_unknown_and_missing_customers():
         validate_submission(sub.iloc[:2], customers())
     with pytest.raises(ValueError, match="columns must be"):
         validate_submission(sub.rename(columns={"prediction": "pred"}), customers())
+
+
+def test_read_submission_predictions_partial_file_repeats_allowed_bad_rows_named(tmp_path):
+    # customers 2 and 0 (customer 1 missing: allowed for an input list); customer 0 repeats 501
+    sub = make_submission(customers(), np.zeros((0, 12), int), POPULAR, customer_keys=np.zeros(0, int))
+    sub = sub.iloc[[2, 0]].reset_index(drop=True)
+    sub.loc[1, "prediction"] = sub.loc[1, "prediction"].replace("0000000500", "0000000501")
+    path = write_submission(sub, tmp_path / "s.csv")
+    keys, mat = read_submission_predictions(path, customers())
+    assert keys.tolist() == [2, 0] and mat.dtype == np.int64
+    assert mat[0].tolist() == POPULAR.tolist() and mat[1].tolist() == [501, 501] + POPULAR[2:].tolist()
+    with pytest.raises(ValueError, match=r"s.csv: row 1 .*not in customers.csv"):
+        read_submission_predictions(path, customers().iloc[:2])
+    bad = sub.copy()
+    bad.loc[0, "prediction"] = bad.loc[0, "prediction"][:-1]
+    write_submission(bad, tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match=r"bad.csv: row 1 .*bad article id format '000000051'"):
+        read_submission_predictions(tmp_path / "bad.csv", customers())
 
 
 def test_fallback_too_short_is_an_error():
