@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.config import ARTICLE_ID, CUSTOMER_KEY, T_DAT
+from hm_utils.embedding_index import ArticleEmbeddings
 from hm_utils.learned_ranker import LearnedRanker, lightgbm_available
-from hm_utils.ranking import ArticleEmbeddings, dense_lists, top_by_score
+from hm_utils.lists import dense_lists, top_by_score
 
 N_CUSTOMERS, N_ARTICLES, N_TRANSACTIONS = 1_371_980, 105_542, 31_788_324
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f}; LightGBM {'yes' if lightgbm_available() else 'no (scikit-learn)'}")
 
     t0 = time.perf_counter()
-    from hm_utils.loading import load_articles, load_customers, load_transactions
+    from hm_utils.workdir import load_articles, load_customers, load_transactions
 
     work = make_data(args.scale, args.seed)
     tx, articles, customers = load_transactions(work), load_articles(work), load_customers(work)

@@ -34,7 +34,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from hm_utils.ranking import ArticleEmbeddings, fill_with_popular, rank_by_anchor
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.lists import fill_with_popular
+from hm_utils.rankers import rank_by_anchor
 
 N_CUSTOMERS = 1_371_980
 N_ARTICLES = 105_542

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 
 from .config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, T_DAT
-from .metrics import PAD
-from .ranking import ArticleEmbeddings, as_transactions, customer_history, dense_lists
+from .embedding_index import ArticleEmbeddings
+from .history import as_transactions, customer_history
+from .lists import PAD, dense_lists
 from .similarity import top_k
 
 BASE_SOURCES = ("own", "same_product", "popular", "trending", "bought_together")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EMBEDDING_FILES
+from .workdir import load_embeddings
 
 __all__ = ["ArticleEmbeddings", "VARIANT_LABELS", "load_article_embeddings",
            "load_embedding_files", "variant_label"]
@@ -38,7 +39,7 @@ class ArticleEmbeddings:
     """Article embeddings as one L2-normalised matrix with an id -> row lookup.
 
     ``article_ids`` int [n], ``matrix`` float [n, d], ``has_embedding`` bool [n]
-    (as returned by :func:`hm_utils.export.load_embeddings`); ``name``: the variant
+    (as returned by :func:`hm_utils.workdir.load_embeddings`); ``name``: the variant
     (``image_only``, ``combined``) or an ablation's name. Rows are sorted by
     article id and scaled to unit length on construction (the caller's arrays are
     never modified); rows without an embedding are zero and are never used for
@@ -111,9 +112,7 @@ class ArticleEmbeddings:
 
 def load_article_embeddings(path, name: str | None = None) -> ArticleEmbeddings:
     """Read an embeddings parquet (``article_id``, ``embedding``) with
-    :func:`hm_utils.export.load_embeddings` into :class:`ArticleEmbeddings`."""
-    from .export import load_embeddings
-
+    :func:`hm_utils.workdir.load_embeddings` into :class:`ArticleEmbeddings`."""
     ids, matrix, has = load_embeddings(path)
     return ArticleEmbeddings(ids, matrix, has, name=name or Path(path).stem)
 

@@ -1,5 +1,4 @@
-"""Judging rankers so that differences mean something: rolling weeks, paired
-bootstrap intervals, slices, and a verdict written from the intervals.
+"""Judging rankers so that differences mean something: rolling weeks, slices, ablations, one held-out week.
 
 One held-out week holds a few dozen to a few hundred scored customers on real
 data; MAP@12 differences of 0.005 between two rankers then come from which
@@ -9,20 +8,21 @@ baseline ranker on the *same* customer-weeks:
 
 * **Rolling weeks.** With ``D`` the last date of the transactions, week ``j``
   (``j = 0`` newest) covers the days ``D - 7 (j + 1) + 1 .. D - 7 j``; its
-  training data are all transactions strictly before its first day. Week 0 is
-  the held-out week of :func:`hm_utils.ranking.split_holdout`.
+  training data are all transactions strictly before its first day
+  (:func:`hm_utils.history.week_windows`, :func:`hm_utils.history.split_week`).
+  Week 0 is the held-out week of :func:`hm_utils.history.split_holdout`.
 * **Customer-weighted mean.** A ranker's score over the weeks is the mean AP@12
   over all scored customer-weeks (a week with more buyers counts more).
-* **Paired bootstrap** (Efron & Tibshirani 1993, "An Introduction to the
-  Bootstrap", ch. 13, percentile interval): the per-customer-week differences
-  ``AP_ranker - AP_baseline`` are resampled with replacement ``n_boot`` times
-  (seeded); the 2.5 % and 97.5 % quantiles of the resampled means make the 95 %
-  interval. Pairing removes the customer-to-customer spread both rankers share.
-  An interval that contains 0 reads "cannot tell".
+* **Intervals.** Paired bootstrap intervals against a baseline and the verdicts
+  written from them: :mod:`hm_utils.intervals`.
 * **Slices.** MAP@12 and recall@100 for customers with no purchase in the 4
   weeks before the scored week ("inactive"), and for purchases of articles
   first sold in the scored week ("cold articles").
+* **Ablations.** Every embedding ranker again with random vectors and with none.
+* **One held-out week / the submission.** :func:`evaluate_rankers`,
+  :func:`predict_all` (fit on everything), :func:`choose_ranker`, :func:`ranking_verdict`.
 
+Notebook 06's parameters, resolved from the profile: :class:`RankingSettings`.
 Everything is vectorized over customers; the loops run over weeks and rankers.
 """
 from __future__ import annotations
@@ -36,160 +36,74 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CUSTOMER_KEY,
-                     HOLDOUT_SUBDIR, PREDICTIONS_DIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
-                     T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK)
-from .metrics import average_precision_at_k, hits_at_k
-from .ranking import (ArticleEmbeddings, ImprovedRanker, OriginalRanker, PopularityRanker, RepurchaseRanker,
-                      as_transactions, write_predictions)
+from .config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CUSTOMER_KEY, EVAL_WEEKS,
+                     FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
+                     T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK, get_profile)
+from .embedding_index import ArticleEmbeddings, variant_label
+from .history import as_transactions, split_week, week_windows
+from .intervals import NONE_SUFFIX, RANDOM_SUFFIX, summarize
+from .metrics import average_precision_at_k, hits_at_k, map_at_k
+from .rankers import ImprovedRanker, OriginalRanker, PopularityRanker, Ranker, RepurchaseRanker
 from .storage import write_parquet
+from .workdir import write_predictions
 
 INACTIVE_DAYS = 28
 SLICES = ("all", "inactive_4w", "cold_articles")
 
 
-# ------------------------------------------------------------------ weeks ---
-def week_windows(transactions: pd.DataFrame, n_weeks: int, days: int = 7) -> list[pd.Timestamp]:
-    """First days of the last ``n_weeks`` windows of ``days`` days, oldest first.
+# ---------------------------------------------------------------- settings ---
+@dataclass(frozen=True)
+class RankingSettings:
+    """Notebook 06's settings, passed whole and recorded whole (``dataclasses.asdict``) in
+    ``metrics/06_candidate_ranking.json``. Build it with :meth:`from_profile`.
 
-    With ``D`` the last date of ``transactions`` (``t_dat``), window ``j``
-    (0 = newest) starts on ``D - days * (j + 1) + 1``. Windows with no
-    transaction before them are dropped (nothing to fit on). Returns a list of
-    ``pd.Timestamp`` (the last one starts the held-out week of
-    :func:`hm_utils.ranking.split_holdout` with the same ``days``).
+    profile: profile name; seed: seed of the tuning samples, ablation vectors and bootstrap;
+    holdout_days: length of the held-out week and of each rolling week, in days;
+    n_candidates: candidates of the original and improved rankers; start_date: the original
+    ranker's anchor is the article bought most since this date ("YYYY-MM-DD", None: all
+    training data); submission_ranker: ranker that writes ``submission.csv`` (None: the best
+    whose interval beats the baseline, :func:`hm_utils.intervals.choose_by_interval`);
+    eval_weeks: rolling weeks scored (the held-out one and those before it);
+    bootstrap_samples: paired bootstrap resamples per interval; baseline: the ranker every
+    interval is a difference to; ablations: also score every embedding ranker with random
+    vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker.
     """
-    if n_weeks < 1:
-        raise ValueError(f"n_weeks must be >= 1, got {n_weeks}")
-    if days < 1:
-        raise ValueError(f"days must be >= 1, got {days}")
-    transactions = as_transactions(transactions)
-    if transactions.empty:
-        return []
-    last, first = transactions[T_DAT].max().normalize(), transactions[T_DAT].min()
-    starts = [last - pd.Timedelta(days=days * (j + 1) - 1) for j in range(n_weeks)]
-    return [s for s in reversed(starts) if first < s]
+    profile: str = "demo"
+    seed: int = 42
+    holdout_days: int = 7
+    n_candidates: int = 100
+    start_date: str | None = None
+    submission_ranker: str | None = None
+    eval_weeks: int = 4
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES
+    baseline: str = BASELINE_RANKER
+    ablations: bool = True
+    learned_ranker: bool = True
 
+    def __post_init__(self):
+        if self.holdout_days < 1 or self.eval_weeks < 1 or self.n_candidates < 1 or self.bootstrap_samples < 1:
+            raise ValueError(f"holdout_days, eval_weeks, n_candidates and bootstrap_samples must be at least 1; "
+                             f"got {self.holdout_days}, {self.eval_weeks}, {self.n_candidates}, "
+                             f"{self.bootstrap_samples}")
+        if self.start_date is not None:
+            object.__setattr__(self, "start_date", str(pd.Timestamp(self.start_date).date()))
 
-def split_week(transactions: pd.DataFrame, start, days: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(train, scored)``: rows with ``t_dat < start``, and rows with
-    ``start <= t_dat < start + days``. Nothing on or after ``start`` reaches ``train``."""
-    transactions = as_transactions(transactions)
-    start = pd.Timestamp(start)
-    t = transactions[T_DAT]
-    train = transactions[(t < start).to_numpy()].reset_index(drop=True)
-    scored = transactions[((t >= start) & (t < start + pd.Timedelta(days=days))).to_numpy()].reset_index(drop=True)
-    return train, scored
-
-
-# ------------------------------------------------------------ bootstrap ---
-def paired_bootstrap(differences, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95,
-                     batch: int = 64) -> tuple[float, float, float]:
-    """Mean of paired differences and its percentile bootstrap interval.
-
-    ``differences``: float [n] (one value per customer-week, ranker minus
-    baseline). Resamples ``n`` values with replacement ``n_boot`` times
-    (``numpy.random.default_rng(seed)``), takes each resample's mean, and
-    returns ``(mean, lower, upper)`` with the ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` quantiles. A constant difference gives a zero-width
-    interval at that constant; ``n = 0`` gives ``(nan, nan, nan)``.
-    """
-    d = np.asarray(differences, np.float64).ravel()
-    n = d.size
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot, np.float64)
-    step = max(1, min(batch, int(2e7 // max(n, 1))))
-    for s in range(0, n_boot, step):
-        e = min(s + step, n_boot)
-        means[s:e] = d[rng.integers(0, n, (e - s, n))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(d.mean()), float(min(lo, d.mean())), float(max(hi, d.mean()))
-
-
-def paired_differences(ap: pd.DataFrame, ranker: str, baseline: str) -> np.ndarray:
-    """float [n]: ``AP(ranker) - AP(baseline)`` on the customer-weeks both scored
-    (``ap``: columns ranker, week_start, customer_key, ap)."""
-    a = ap[ap["ranker"] == ranker].set_index(["week_start", CUSTOMER_KEY])["ap"]
-    b = ap[ap["ranker"] == baseline].set_index(["week_start", CUSTOMER_KEY])["ap"]
-    if a.empty:
-        raise ValueError(f"no scores for ranker {ranker!r}; have {sorted(ap['ranker'].unique())}")
-    if b.empty:
-        raise ValueError(f"no scores for baseline {baseline!r}; have {sorted(ap['ranker'].unique())}")
-    both = a.index.intersection(b.index)
-    return (a.loc[both] - b.loc[both]).to_numpy(np.float64)
-
-
-def compare(ap: pd.DataFrame, ranker: str, baseline: str, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0,
-            level: float = 0.95) -> dict:
-    """``{"ranker", "baseline", "diff", "lo", "hi", "customer_weeks", "verdict"}``: the
-    paired bootstrap of ``ranker`` against ``baseline`` (see :func:`paired_bootstrap`);
-    verdict ``better`` (interval above 0), ``worse`` (below 0) or ``cannot tell``."""
-    d = paired_differences(ap, ranker, baseline)
-    mean, lo, hi = paired_bootstrap(d, n_boot, seed, level)
-    return {"ranker": ranker, "baseline": baseline, "diff": mean, "lo": lo, "hi": hi,
-            "customer_weeks": int(d.size), "verdict": interval_word(lo, hi)}
-
-
-def interval_word(lo: float, hi: float) -> str:
-    """``better`` when the interval lies above 0, ``worse`` below, else ``cannot tell``."""
-    if np.isnan(lo) or np.isnan(hi):
-        return "cannot tell"
-    if lo > 0:
-        return "better"
-    if hi < 0:
-        return "worse"
-    return "cannot tell"
-
-
-def summarize(ap: pd.DataFrame, baseline: str = BASELINE_RANKER, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0,
-              level: float = 0.95) -> pd.DataFrame:
-    """One row per ranker: ``map12`` (mean AP@12 over its customer-weeks, i.e. the
-    customer-weighted mean of the weekly MAP@12), ``customer_weeks``, ``weeks``, and the
-    paired bootstrap ``diff``/``lo``/``hi``/``verdict`` against ``baseline`` (0-width and
-    ``baseline`` for the baseline itself). Best ``map12`` first."""
-    rows = []
-    for name, g in ap.groupby("ranker", sort=False):
-        row = {"ranker": name, "map12": float(g["ap"].mean()), "customer_weeks": len(g),
-               "weeks": int(g["week_start"].nunique())}
-        if name == baseline:
-            row.update(diff=0.0, lo=0.0, hi=0.0, verdict="baseline")
-        elif baseline in set(ap["ranker"]):
-            c = compare(ap, name, baseline, n_boot, seed, level)
-            row.update({k: c[k] for k in ("diff", "lo", "hi", "verdict")})
-        else:
-            row.update(diff=np.nan, lo=np.nan, hi=np.nan, verdict="no baseline")
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("map12", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def interval_verdict(summary: pd.DataFrame, baseline: str = BASELINE_RANKER, comparisons: list[dict] | None = None
-                     ) -> str:
-    """Plain-language lines from :func:`summarize` (and optional :func:`compare` results):
-    each ranker's mean MAP@12 and its difference to ``baseline`` with the interval, and
-    "cannot tell" whenever the interval spans 0."""
-    lines = []
-    for _, r in summary.iterrows():
-        if r["ranker"] == baseline or r["verdict"] == "no baseline":
-            continue
-        lines.append(_sentence(r["ranker"], baseline, r["diff"], r["lo"], r["hi"], int(r["customer_weeks"]),
-                               r["map12"]))
-    for c in comparisons or []:
-        lines.append(_sentence(c["ranker"], c["baseline"], c["diff"], c["lo"], c["hi"], c["customer_weeks"]))
-    return "\n".join(lines) if lines else f"Nothing to compare with {baseline}."
-
-
-def _sentence(name, baseline, diff, lo, hi, n, map12=None) -> str:
-    word = interval_word(lo, hi)
-    head = f"{name}" + (f" (MAP@12 {map12:.4f})" if map12 is not None else "")
-    span = f"{diff:+.4f}, 95% interval {lo:+.4f} .. {hi:+.4f}, {n:,} customer-weeks"
-    if word == "better":
-        return f"{head} BEATS {baseline}: {span}."
-    if word == "worse":
-        return f"{head} LOSES to {baseline}: {span}."
-    return f"{head} against {baseline}: cannot tell ({span}; the interval spans 0)."
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> "RankingSettings":
+        """The profile's values (``holdout_days``, ``n_candidates``, ``EVAL_WEEKS[name]`` (4 when the
+        profile has no entry), :data:`~hm_utils.config.BOOTSTRAP_SAMPLES`,
+        :data:`~hm_utils.config.BASELINE_RANKER`), then every override that is not None (a notebook
+        parameter left at None means "the profile's"). ``profile``: name or
+        :class:`~hm_utils.config.Profile`. TypeError names an unknown key."""
+        prof = get_profile(profile) if isinstance(profile, str) else profile
+        values = {"profile": prof.name, "holdout_days": prof.holdout_days, "n_candidates": prof.n_candidates,
+                  "eval_weeks": EVAL_WEEKS.get(prof.name, 4), "bootstrap_samples": BOOTSTRAP_SAMPLES,
+                  "baseline": BASELINE_RANKER}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
+            if key in values:
+                values[key] = int(values[key])
+        return cls(**values)
 
 
 # --------------------------------------------------------------- slices ---
@@ -280,7 +194,7 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
     For each week (oldest first; see :func:`week_windows`) every ranker is
     fitted on the transactions before the week and predicts 12 articles for
     each customer who bought in it; AP@12 per customer and MAP@12 per week are
-    kept. A ranker with ``weights`` (a tuned :class:`hm_utils.ranking.ImprovedRanker`)
+    kept. A ranker with ``weights`` (a tuned :class:`hm_utils.rankers.ImprovedRanker`)
     has the weights it used recorded per week. With ``slices``, recall@``recall_k``
     and the slices of :func:`slice_masks` are measured too (a second, longer
     list per ranker: see :func:`long_lists`).
@@ -357,11 +271,6 @@ def write_rolling(res: RollingResult, work_dir) -> dict[str, Path]:
             "slices": write_parquet(res.slices, w / SLICES_BY_WEEK)}
 
 
-def week_predictions_path(work_dir, week_start, name: str) -> Path:
-    """``WORK_DIR/predictions/weeks/<YYYY-MM-DD>/<name>.parquet`` (written by :func:`evaluate_rolling`)."""
-    return Path(work_dir) / PREDICTIONS_DIR / WEEKS_SUBDIR / str(pd.Timestamp(week_start).date()) / f"{name}.parquet"
-
-
 def weekly_table(by_week: pd.DataFrame) -> pd.DataFrame:
     """MAP@12 as a ranker x week table (columns: week start dates), for display."""
     t = by_week.pivot_table(index="ranker", columns="week_start", values="map12", sort=False)
@@ -369,25 +278,7 @@ def weekly_table(by_week: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def choose_by_interval(summary: pd.DataFrame, allowed: list[str] | None = None,
-                       baseline: str = BASELINE_RANKER) -> str:
-    """The ranker to submit: among ``allowed`` (None: all in ``summary``), the one with the
-    highest mean MAP@12 over the rolling weeks *whose interval beats the baseline*; when
-    none does, the baseline itself (a difference the weeks cannot confirm is not worth
-    trading a simple ranker for). ``summary``: from :func:`summarize`."""
-    s = summary if allowed is None else summary[summary["ranker"].isin(allowed)]
-    better = s[s["verdict"] == "better"].sort_values("map12", ascending=False, kind="stable")
-    if len(better):
-        return str(better["ranker"].iloc[0])
-    if baseline in set(s["ranker"]):
-        return baseline
-    return str(s.sort_values("map12", ascending=False, kind="stable")["ranker"].iloc[0])
-
-
 # ------------------------------------------------------------- ablations ---
-RANDOM_SUFFIX, NONE_SUFFIX = "_random", "_none"
-
-
 def random_embeddings_like(emb: ArticleEmbeddings, seed: int = 0) -> ArticleEmbeddings:
     """Random vectors in place of ``emb``: the same article ids, the same dimension and the
     same articles without an embedding; each present row a standard normal draw
@@ -441,35 +332,118 @@ def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.Data
     return out
 
 
-def is_ablation(name: str) -> bool:
-    """True for the ablation variants (``*_random``, ``*_none``)."""
-    return name.endswith(RANDOM_SUFFIX) or name.endswith(NONE_SUFFIX)
+# ---------------------------------------------------- one held-out week ---
+@dataclass
+class RankerResult:
+    """One ranker scored on the held-out week."""
+    name: str
+    map12: float
+    coverage: float
+    seconds: float
+    customer_keys: np.ndarray = field(repr=False)
+    predictions: np.ndarray = field(repr=False)
 
 
-def ablation_comparisons(ap: pd.DataFrame, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> pd.DataFrame:
-    """Paired comparisons of each embedding ranker with its ablations, from the AP table:
-    ``X`` against ``X_random`` (do the real vectors see anything random ones do not?),
-    ``X`` against the family's ``_none`` variant and ``X_random`` against it (does having
-    any vectors help, i.e. boosting by the customer's own articles?). One row per pair:
-    ranker, baseline, diff, lo, hi, customer_weeks, verdict."""
-    names = list(dict.fromkeys(ap["ranker"]))
-    rows = []
-    for name in names:
-        if is_ablation(name):
+def evaluate_ranker(ranker: Ranker, train: pd.DataFrame, holdout: pd.DataFrame, k: int = SUBMISSION_K
+                    ) -> RankerResult:
+    """Fit ``ranker`` on ``train``, predict for every customer who bought in ``holdout``
+    and score MAP@k. Seconds = fit + predict wall time."""
+    keys = np.unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+    t0 = time.perf_counter()
+    ranker.fit(train)
+    mat = ranker.predict(keys)
+    secs = time.perf_counter() - t0
+    score = map_at_k(mat, holdout, k, customer_keys=keys)
+    cov = float(np.mean(ranker.personal_)) if len(keys) else float("nan")
+    return RankerResult(ranker.name, score, cov, secs, keys, mat)
+
+
+def evaluate_rankers(rankers: list[Ranker], train: pd.DataFrame, holdout: pd.DataFrame,
+                     work_dir=None) -> tuple[pd.DataFrame, dict[str, RankerResult]]:
+    """Score every ranker on the held-out week (see :func:`evaluate_ranker`); when
+    ``work_dir`` is given, write each one's predictions to ``predictions/holdout/<name>.parquet``.
+    Returns a table (ranker, map12, coverage, seconds; best first) and the results by name."""
+    names = [r.name for r in rankers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ranker names must be distinct; got {names}")
+    results = {}
+    for r in tqdm(rankers, desc="rankers", unit="ranker"):
+        res = evaluate_ranker(r, train, holdout)
+        results[r.name] = res
+        if work_dir is not None:
+            write_predictions(work_dir, r.name, res.customer_keys, res.predictions, HOLDOUT_SUBDIR)
+    table = pd.DataFrame([{"ranker": r.name, "map12": r.map12, "coverage": r.coverage, "seconds": r.seconds}
+                          for r in results.values()])
+    table = table.sort_values("map12", ascending=False, kind="stable").reset_index(drop=True)
+    return table, results
+
+
+def predict_all(rankers: list[Ranker], transactions: pd.DataFrame, customer_keys, work_dir=None
+                ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Fit every ranker on ``transactions`` (all of them: the submission setting) and predict
+    for ``customer_keys`` (every customer). With ``work_dir``, each ranker's lists are written
+    to ``predictions/full/<name>.parquet``. Returns ``({name: int32 [n, 12]}, table of
+    ranker, coverage, seconds)``."""
+    keys = np.asarray(customer_keys, np.int64)
+    out, rows = {}, []
+    for r in tqdm(rankers, desc="fit on all transactions", unit="ranker"):
+        t0 = time.perf_counter()
+        mat = r.fit(transactions).predict(keys)
+        rows.append({"ranker": r.name, "coverage": float(np.mean(r.personal_)) if len(keys) else float("nan"),
+                     "seconds": time.perf_counter() - t0})
+        out[r.name] = mat
+        if work_dir is not None:
+            write_predictions(work_dir, r.name, keys, mat, FULL_SUBDIR)
+    return out, pd.DataFrame(rows)
+
+
+def choose_ranker(table: pd.DataFrame, name: str | None = None) -> str:
+    """``name`` when given (ValueError listing the choices if unknown), else the ranker with
+    the best MAP@12 in ``table`` (from :func:`evaluate_rankers`)."""
+    names = table["ranker"].tolist()
+    if name is None:
+        return str(table.sort_values("map12", ascending=False, kind="stable")["ranker"].iloc[0])
+    if name not in names:
+        raise ValueError(f"unknown ranker {name!r}; choose one of {names}")
+    return name
+
+
+def ranking_verdict(table: pd.DataFrame, tunings: dict[str, pd.DataFrame] | None = None) -> str:
+    """A plain-language comparison of the embedding rankers (``original_*``, ``improved_*``)
+    with the simple ones (popularity, repurchase), written from the numbers.
+
+    ``table``: from :func:`evaluate_rankers`. ``tunings``: optional
+    ``{ranker name: ImprovedRanker.tuning_}``; for each, the sentence also says
+    what the similarity term adds on the pooled tuning weeks (best grid cell with
+    similarity weight > 0 against the best with weight 0, i.e. popularity +
+    repurchase alone).
+    """
+    score = dict(zip(table["ranker"], table["map12"]))
+    simple = {k: v for k, v in score.items() if k in ("popularity", "repurchase")}
+    if not simple:
+        return "No simple baseline was scored."
+    best_simple = max(simple, key=simple.get)
+    top = simple[best_simple]
+    lines = []
+    for name, val in score.items():
+        if name in simple:
             continue
-        family = name.split("_")[0]
-        rnd = f"{name}{RANDOM_SUFFIX}"
-        none = f"{family}{NONE_SUFFIX}"
-        if rnd in names:
-            rows.append(compare(ap, name, rnd, n_boot, seed))
-        if none in names and none != name:
-            rows.append(compare(ap, name, none, n_boot, seed))
-            if rnd in names:
-                rows.append(compare(ap, rnd, none, n_boot, seed))
-    return pd.DataFrame(rows, columns=["ranker", "baseline", "diff", "lo", "hi", "customer_weeks", "verdict"])
-
-
-__all__ = ["week_windows", "split_week", "paired_bootstrap", "paired_differences", "compare", "interval_word",
-           "summarize", "interval_verdict", "slice_masks", "slice_rows", "pool_slices", "long_lists",
-           "RollingResult", "evaluate_rolling", "write_rolling", "week_predictions_path", "weekly_table",
-           "random_embeddings_like", "ablation_rankers", "is_ablation", "ablation_comparisons", "choose_by_interval"]
+        beaten = [s for s, v in simple.items() if v > val + 1e-12]
+        if beaten:
+            line = (f"{name} (MAP@12 {val:.4f}) LOSES to {' and '.join(beaten)} "
+                    f"({', '.join(f'{simple[b]:.4f}' for b in beaten)}).")
+        elif abs(val - top) <= 1e-12:
+            line = f"{name} (MAP@12 {val:.4f}) only TIES with {best_simple}: the embeddings change nothing here."
+        else:
+            gain = f"{(val / top - 1) * 100:+.1f}%" if top > 0 else "from zero"
+            line = f"{name} (MAP@12 {val:.4f}) beats every simple ranker (best: {best_simple}, {top:.4f}; {gain})."
+        tuning = (tunings or {}).get(name)
+        if tuning is not None and len(tuning):
+            with_sim = tuning.loc[tuning["sim"] > 0, "map12"].max()
+            without = tuning.loc[tuning["sim"] == 0, "map12"].max()
+            if pd.notna(with_sim) and pd.notna(without):
+                verb = "adds" if with_sim > without else "adds nothing:"
+                line += (f" On its tuning weeks the similarity term {verb} {with_sim - without:+.4f} MAP@12 "
+                         f"({with_sim:.4f} against {without:.4f} for popularity + repurchase alone).")
+        lines.append(line)
+    return "\n".join(lines) if lines else "No embedding ranker was scored (no embedding files)."

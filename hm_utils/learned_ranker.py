@@ -38,12 +38,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .candidates import CandidateGenerator, Candidates, CandidateSettings, candidate_recall, encode_pairs
+from .candidates import CandidateGenerator, CandidateSettings, Candidates, candidate_recall, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K
-from .metrics import PAD
+from .embedding_index import ArticleEmbeddings
+from .history import customer_history, split_week, week_windows
+from .lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_score
 from .ranker_features import FeatureBuilder
-from .ranking import (ArticleEmbeddings, Ranker, customer_history, dense_lists, fill_with_popular, iter_blocks,
-                      top_by_score)
+from .rankers import Ranker
 
 
 def lightgbm_available() -> bool:
@@ -117,7 +118,6 @@ class LearnedRanker(Ranker):
         features from the days before it, label 1 when the customer bought the candidate in
         the label week. Only customers with at least one positive candidate are kept
         (a group without one teaches a ranking objective nothing)."""
-        from .evaluation import split_week, week_windows
 
         xs, ys, gs, rows = [], [], [], []
         rng = np.random.default_rng(self.seed)

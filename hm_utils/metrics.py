@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .config import ARTICLE_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
+from .lists import PAD, first_in_row
 
-PAD = -1  # padding value in prediction matrices
 
 # article ids are < 2**31, so (customer << 31) | article fits an int64 for
 # customer keys < 2**32.
@@ -61,7 +61,7 @@ def as_prediction_matrix(predictions, customer_keys=None, k: int = SUBMISSION_K
       space-separated string of ids, as in a submission);
     * a DataFrame with a ``customer_key`` column and either a ``prediction``
       column (sequences or strings) or integer columns ``p1..pK`` (the
-      predictions files notebook 06 writes, see :func:`hm_utils.ranking.predictions_frame`).
+      predictions files notebook 06 writes, see :func:`hm_utils.lists.predictions_frame`).
 
     Columns past ``k`` are dropped; short rows are padded with ``-1``.
     """
@@ -133,15 +133,6 @@ def _encode(cust: np.ndarray, art: np.ndarray) -> np.ndarray:
     return (cust.astype(np.int64) << _ARTICLE_BITS) | art.astype(np.int64)
 
 
-def first_occurrence_mask(matrix: np.ndarray) -> np.ndarray:
-    """bool [n, k]: True where a row's entry is not ``-1`` and not a repeat of an earlier column."""
-    matrix = np.asarray(matrix)
-    keep = matrix != PAD
-    for j in range(1, matrix.shape[1]):
-        keep[:, j] &= ~(matrix[:, :j] == matrix[:, j:j + 1]).any(axis=1)
-    return keep
-
-
 # ---------------------------------------------------------------- metrics ---
 def average_precision_at_k(predictions, actual, k: int = SUBMISSION_K, customer_keys=None) -> pd.Series:
     """AP@k of every scored customer (those with at least one actual purchase).
@@ -161,7 +152,7 @@ def average_precision_at_k(predictions, actual, k: int = SUBMISSION_K, customer_
     # only rows of scored customers matter
     rows = np.isin(keys, scored)
     keys, mat = keys[rows], mat[rows]
-    valid = first_occurrence_mask(mat)
+    valid = first_in_row(mat)
     codes = np.sort(_encode(a_cust, a_art))
     query = _encode(np.repeat(keys, k), np.where(valid, mat, 0).ravel()).reshape(mat.shape)
     pos = np.searchsorted(codes, query)
@@ -207,25 +198,10 @@ def hits_at_k(predictions, actual, k: int = 100, customer_keys=None) -> tuple[in
         return 0, 0
     rows = np.isin(keys, np.unique(a_cust))
     keys, mat = keys[rows], mat[rows]
-    valid = first_occurrence_mask(mat) if mat.shape[1] <= 16 else first_in_rows(mat)
+    valid = first_in_row(mat)
     pred_codes = _encode(np.repeat(keys, mat.shape[1])[valid.ravel()], mat.ravel()[valid.ravel()])
     hits = int(np.isin(_encode(a_cust, a_art), pred_codes).sum())
     return hits, int(a_cust.size)
-
-
-def first_in_rows(mat: np.ndarray) -> np.ndarray:
-    """bool [n, m]: True at the first occurrence of each value in its row (PAD never True), like
-    :func:`first_occurrence_mask` but by one stable sort per row, O(n m log m): for wide rows."""
-    mat = np.asarray(mat)
-    if mat.shape[1] == 0:
-        return np.zeros(mat.shape, bool)
-    order = np.argsort(mat, axis=1, kind="stable")
-    srt = np.take_along_axis(mat, order, axis=1)
-    first = np.ones(mat.shape, bool)
-    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    out = np.empty(mat.shape, bool)
-    np.put_along_axis(out, order, first, axis=1)
-    return out & (mat != PAD)
 
 
 def recall_at_k(predictions, actual, k: int = 100, customer_keys=None) -> float:

@@ -46,9 +46,9 @@ import pandas as pd
 
 from .candidates import Candidates, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, PRICE, PRODUCT_CODE, T_DAT
-from .metrics import PAD
-from .ranking import (ArticleEmbeddings, CustomerProfiles, as_transactions, customer_history, dense_lists,
-                      leave_one_out_cosine)
+from .embedding_index import ArticleEmbeddings
+from .history import CustomerProfiles, as_transactions, customer_history, leave_one_out_cosine
+from .lists import PAD, dense_lists
 
 ATTRIBUTES = ["product_type_no", "graphical_appearance_no", "colour_group_code", "perceived_colour_value_id",
               "perceived_colour_master_id", "department_no", "index_group_no", "section_no", "garment_group_no"]

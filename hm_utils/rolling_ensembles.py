@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from .config import BOOTSTRAP_SAMPLES, CUSTOMER_KEY, SUBMISSION_K, WEEKS_SUBDIR
+from .embedding_index import ArticleEmbeddings
 from .ensembling import customer_queries, evaluate_ensembles, read_prediction_lists, subset_list
-from .evaluation import compare, split_week, summarize
+from .history import popular_articles, split_week
+from .intervals import compare, summarize
 from .metrics import average_precision_at_k
-from .ranking import ArticleEmbeddings, popular_articles
 
 
 @dataclass

@@ -6,25 +6,15 @@ import pandas as pd
 import pytest
 
 from hm_utils.config import AP_BY_CUSTOMER_WEEK, RANKERS_BY_WEEK, WEIGHTS_BY_WEEK
-from hm_utils.evaluation import (
-    ablation_comparisons,
-    ablation_rankers,
-    compare,
-    evaluate_rolling,
-    interval_verdict,
-    interval_word,
-    paired_bootstrap,
-    pool_slices,
-    random_embeddings_like,
-    slice_masks,
-    split_week,
-    summarize,
-    week_predictions_path,
-    week_windows,
-)
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
+                                 random_embeddings_like, slice_masks)
+from hm_utils.history import split_holdout, split_week, week_windows
+from hm_utils.intervals import (ablation_comparisons, compare, interval_verdict, interval_word,
+                                paired_bootstrap, summarize)
 from hm_utils.metrics import hits_at_k, map_at_k, recall_at_k
-from hm_utils.ranking import (ArticleEmbeddings, ImprovedRanker, PopularityRanker, RepurchaseRanker, evaluate_rankers,
-                              read_predictions, split_holdout)
+from hm_utils.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
+from hm_utils.workdir import read_predictions, week_predictions_path
 
 DAY0 = pd.Timestamp("2020-09-01")
 
@@ -217,7 +207,7 @@ def test_interval_importance_and_recall_plots():
 
 
 def test_choose_by_interval_prefers_a_confirmed_gain_else_the_baseline():
-    from hm_utils.evaluation import choose_by_interval
+    from hm_utils.intervals import choose_by_interval
 
     s = pd.DataFrame({"ranker": ["x", "y", "repurchase", "z"], "map12": [0.30, 0.25, 0.20, 0.10],
                       "verdict": ["cannot tell", "better", "baseline", "worse"]})

@@ -7,10 +7,11 @@ import pytest
 
 from hm_utils.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
                                  top_per_group)
-from hm_utils.evaluation import evaluate_rolling, split_week, week_windows
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.evaluation import evaluate_rolling
+from hm_utils.history import split_week, week_windows
 from hm_utils.learned_ranker import LearnedRanker, customer_groups, lightgbm_available
 from hm_utils.ranker_features import FeatureBuilder
-from hm_utils.ranking import ArticleEmbeddings
 
 DAY0 = pd.Timestamp("2020-08-01")
 A1, A2, A3, B1, C1, C2, D1 = 1001001, 1001002, 1001003, 1002001, 1003001, 1003002, 1004001

@@ -7,13 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.metrics import (
-    as_prediction_matrix,
-    average_precision_at_k,
-    first_occurrence_mask,
-    map_at_k,
-    triplet_accuracy,
-)
+from hm_utils.lists import first_in_row
+from hm_utils.metrics import as_prediction_matrix, average_precision_at_k, map_at_k, triplet_accuracy
 
 
 def actual_frame(pairs):
@@ -96,7 +91,7 @@ def test_duplicate_customer_in_predictions_is_an_error():
 def test_matrix_helpers():
     keys, mat = as_prediction_matrix(np.array([[5, 6]]), k=4)
     assert mat.tolist() == [[5, 6, -1, -1]] and keys.tolist() == [0]
-    mask = first_occurrence_mask(np.array([[3, 3, -1, 4, 3]]))
+    mask = first_in_row(np.array([[3, 3, -1, 4, 3]]))
     assert mask.tolist() == [[True, False, False, True, False]]
 
 

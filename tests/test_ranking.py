@@ -5,30 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hm_utils.embedding_index import ArticleEmbeddings, load_embedding_files
+from hm_utils.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
+from hm_utils.history import CustomerProfiles, customer_history, popular_articles, split_holdout
+from hm_utils.lists import fill_with_popular, first_in_row, top_by_score
 from hm_utils.metrics import map_at_k
-from hm_utils.ranking import (
-    ArticleEmbeddings,
-    BlendWeights,
-    CustomerProfiles,
-    ImprovedRanker,
-    OriginalRanker,
-    PopularityRanker,
-    RepurchaseRanker,
-    choose_ranker,
-    customer_history,
-    default_rankers,
-    evaluate_rankers,
-    fill_with_popular,
-    first_in_row,
-    load_embedding_files,
-    popular_articles,
-    predict_all,
-    ranking_verdict,
-    read_predictions,
-    split_holdout,
-    top_by_score,
-    write_predictions,
-)
+from hm_utils.rankers import (BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker,
+                              RepurchaseRanker, default_rankers)
+from hm_utils.workdir import read_predictions, write_predictions
 
 DAY0 = pd.Timestamp("2020-09-01")
 
@@ -356,6 +340,6 @@ def test_improved_tuning_pools_several_weeks_before_the_fit_end():
     imp = ImprovedRanker(rand_embeddings(np.arange(100, 140)), n_candidates=30, tune=True, tune_weeks=3).fit(t)
     assert (imp.tuning_["weeks"] == 3).all()
     # every grid cell is scored on the same customer-weeks: the buyers of the three weeks before the end
-    from hm_utils.evaluation import split_week, week_windows
+    from hm_utils.history import split_week, week_windows
     n = sum(split_week(t, s)[1]["customer_key"].nunique() for s in week_windows(t, 3))
     assert (imp.tuning_["customer_weeks"] == n).all()
