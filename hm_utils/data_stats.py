@@ -310,7 +310,9 @@ def _calendar_stats(x: dict, out: dict) -> None:
 
 
 def _baselines(transactions: pd.DataFrame, out: dict) -> None:
-    from .ranking import PopularityRanker, RepurchaseRanker, evaluate_ranker, split_holdout
+    from .evaluation import evaluate_ranker
+    from .history import split_holdout
+    from .rankers import PopularityRanker, RepurchaseRanker
 
     if C.CUSTOMER_KEY not in transactions.columns:
         return
@@ -429,13 +431,13 @@ def folder_statistics(path: str | Path, baselines: bool = True, progress: bool =
     from notebook 01) or the competition layout (``articles.csv``, ``customers.csv``,
     ``transactions_train.csv``, e.g. a generated synthetic set). FileNotFoundError
     names the folder when it is neither."""
-    from . import loading
+    from . import loading, workdir
 
     path = Path(path)
     if (path / C.TRANSACTIONS_PARQUET).is_file() and (path / C.CUSTOMERS_PARQUET).is_file():
-        tx = loading.load_transactions(path)
-        customers = loading.load_customers(path, columns=[C.CUSTOMER_KEY, "age"])
-        articles = loading.load_articles(path, columns=[C.ARTICLE_ID, C.PRODUCT_CODE])
+        tx = workdir.load_transactions(path)
+        customers = workdir.load_customers(path, columns=[C.CUSTOMER_KEY, "age"])
+        articles = workdir.load_articles(path, columns=[C.ARTICLE_ID, C.PRODUCT_CODE])
     elif C.has_competition_files(path):
         customers = loading.read_customers_csv(path)
         articles = loading.read_articles_csv(path)

@@ -112,7 +112,7 @@ def _image_paths(articles: pd.DataFrame, images: pd.DataFrame, data_dir) -> tupl
     elif IMAGE_PATH in images.columns:
         if data_dir is None:
             raise ValueError("images frame has relative 'path' but no 'abs_path'; pass data_dir "
-                             "(or use hm_utils.loading.load_images, which adds abs_path)")
+                             "(or use hm_utils.workdir.load_images, which adds abs_path)")
         paths = images[IMAGE_PATH].astype(str).map(lambda p: str(Path(data_dir) / p))
     else:
         raise ValueError(f"images frame needs an 'abs_path' or {IMAGE_PATH!r} column; got {list(images.columns)}")
@@ -499,7 +499,7 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
       ``articles``: DataFrame with ``article_id`` (int) and, for
         ``include_article_columns``, the articles.csv columns; output row order.
       ``images``: DataFrame ``article_id``, ``has_image`` bool and ``abs_path``
-        (as ``hm_utils.loading.load_images`` returns) or ``path`` + ``data_dir``.
+        (as ``hm_utils.workdir.load_images`` returns) or ``path`` + ``data_dir``.
       ``out_path``: the parquet file to write.
       ``image_size``: (height, width) in pixels the model expects.
       ``batch_size``: images per model call; ``shard_size``: articles per shard

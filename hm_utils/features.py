@@ -226,7 +226,7 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
     [B, H, W, 3] raw 0..255 RGB (all the same H, W) and returning float32 [B, F];
     ``articles`` (``article_id``; defines the row order); ``images``
     (``article_id``, ``has_image``, ``abs_path``, as
-    :func:`hm_utils.loading.load_images` returns); ``batch_size`` images per
+    :func:`hm_utils.workdir.load_images` returns); ``batch_size`` images per
     backbone call; ``reduced_scale`` and ``fit`` (None: the default of
     :mod:`hm_utils.images`) go to :func:`hm_utils.images.image_dataset`; ``architectures`` / ``weights_files``
     ``{name: ...}`` are recorded in the manifest (default: the nested network's

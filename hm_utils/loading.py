@@ -15,6 +15,8 @@ Outputs, written by :func:`prepare_data` into the work directory:
 ``data_source.json``   where the data came from
 =====================  =====================================================
 
+They are read back by the readers in :mod:`hm_utils.workdir` (``load_articles`` ...).
+
 The CSV files are read by :func:`hm_utils.csv_inputs.read_csv` (polars' streaming
 reader), which also copes with the ways people save these files (byte-order
 marks, UTF-16 and Windows-1252, CRLF, quoting, extra or reordered columns,
@@ -50,15 +52,13 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import config as C
 from .csv_inputs import HEX64, Column, DataWarning, read_csv, require_header
-from .storage import read_json, require_file, write_json, write_parquet
+from .storage import write_json, write_parquet
 
-__all__ = ["DataWarning", "CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
-           "find_images", "resolve_data_source", "prepare_data", "load_articles", "load_customers",
-           "load_transactions", "load_data_source", "load_images"]
+__all__ = ["CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
+           "find_images", "resolve_data_source", "prepare_data"]
 
 # ------------------------------------------------------------------ schemas --
 ARTICLE_STRING_COLUMNS = [c for c in C.ARTICLE_COLUMNS if c not in C.ARTICLE_INT_COLUMNS + [C.ARTICLE_ID]]
@@ -200,11 +200,6 @@ class CustomerLookup:
         self.frame = pl.DataFrame({C.CUSTOMER_ID: ids, C.CUSTOMER_KEY: customers[C.CUSTOMER_KEY].to_numpy(np.int32)})
         self.competition_ids = len(ids) > 0 and bool(ids.str.contains(HEX64).all())
 
-    @property
-    def _fast(self) -> bool:
-        """Former name of :attr:`competition_ids` (these ids once had a faster hand-made index)."""
-        return self.competition_ids
-
     def join(self, lf: pl.LazyFrame, column: str = C.CUSTOMER_ID) -> pl.LazyFrame:
         """``lf`` with its string column ``column`` replaced by ``customer_key`` (Int32, null when unknown),
         rows in their order."""
@@ -338,35 +333,3 @@ def prepare_data(data_dir: str | Path, work_dir: str | Path, source: str = "give
     }
     write_json(summary, work_dir / C.DATA_SOURCE_JSON)
     return summary
-
-
-# ------------------------------------------------------- work-dir readers --
-def load_articles(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """``articles.parquet`` from notebook 01 as a DataFrame."""
-    return pd.read_parquet(require_file(Path(work_dir) / C.ARTICLES_PARQUET, "01_data_preparation"), columns=columns)
-
-
-def load_customers(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """``customers.parquet`` from notebook 01 (``customer_key`` int32 + the 7 columns)."""
-    return pd.read_parquet(require_file(Path(work_dir) / C.CUSTOMERS_PARQUET, "01_data_preparation"), columns=columns)
-
-
-def load_transactions(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """``transactions.parquet`` from notebook 01: ``t_dat`` datetime64, ``customer_key`` int32,
-    ``article_id`` int32, ``price`` float32, ``sales_channel_id`` Int8 (nullable)."""
-    path = require_file(Path(work_dir) / C.TRANSACTIONS_PARQUET, "01_data_preparation")
-    table = pq.read_table(path, columns=columns)
-    return table.to_pandas(date_as_object=False, types_mapper={pa.int8(): pd.Int8Dtype()}.get)
-
-
-def load_data_source(work_dir: str | Path) -> dict:
-    """``data_source.json`` written by notebook 01 (data_dir, source, counts)."""
-    return read_json(require_file(Path(work_dir) / C.DATA_SOURCE_JSON, "01_data_preparation"))
-
-
-def load_images(work_dir: str | Path) -> pd.DataFrame:
-    """``images.parquet`` from notebook 01 plus ``config.IMAGE_ABS_PATH`` (``abs_path``, str): the image file's absolute path."""
-    images = pd.read_parquet(require_file(Path(work_dir) / C.IMAGES_PARQUET, "01_data_preparation"))
-    root = Path(load_data_source(work_dir)["data_dir"])
-    images[C.IMAGE_ABS_PATH] = [str(root / p) for p in images[C.IMAGE_PATH]]
-    return images

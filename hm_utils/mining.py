@@ -737,7 +737,7 @@ def filter_with_images(triplets: pd.DataFrame, images: pd.DataFrame) -> tuple[pd
     """Keep the triplets whose anchor, positive and negative all have an image.
 
     ``images``: DataFrame with ``article_id`` and ``has_image`` (bool), as
-    ``hm_utils.loading.load_images`` returns; an article missing from it counts
+    ``hm_utils.workdir.load_images`` returns; an article missing from it counts
     as having no image. Returns (kept triplets, same columns and order,
     index reset; number of triplets dropped).
     """

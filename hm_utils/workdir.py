@@ -9,7 +9,53 @@ with a manifest (reused while the weights and photos are unchanged), not a decis
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import config as C
+from .storage import read_json, require_file
+
 # ---------------------------------------------------------------- tables (01) ---
+# Written by notebook 01 (:func:`hm_utils.loading.prepare_data`).
+_TABLES_BY = "01_data_preparation"
+
+
+def load_articles(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``articles.parquet`` from notebook 01 as a DataFrame (the 25 article columns, ids and codes int32;
+    only ``columns`` when given)."""
+    return pd.read_parquet(require_file(Path(work_dir) / C.ARTICLES_PARQUET, _TABLES_BY), columns=columns)
+
+
+def load_customers(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``customers.parquet`` from notebook 01 (``customer_key`` int32 + the 7 columns)."""
+    return pd.read_parquet(require_file(Path(work_dir) / C.CUSTOMERS_PARQUET, _TABLES_BY), columns=columns)
+
+
+def load_transactions(work_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``transactions.parquet`` from notebook 01: ``t_dat`` datetime64, ``customer_key`` int32,
+    ``article_id`` int32, ``price`` float32, ``sales_channel_id`` Int8 (nullable)."""
+    path = require_file(Path(work_dir) / C.TRANSACTIONS_PARQUET, _TABLES_BY)
+    table = pq.read_table(path, columns=columns)
+    return table.to_pandas(date_as_object=False, types_mapper={pa.int8(): pd.Int8Dtype()}.get)
+
+
+def load_data_source(work_dir: str | Path) -> dict:
+    """``data_source.json`` written by notebook 01 (data_dir, source, counts)."""
+    return read_json(require_file(Path(work_dir) / C.DATA_SOURCE_JSON, _TABLES_BY))
+
+
+def load_images(work_dir: str | Path) -> pd.DataFrame:
+    """``images.parquet`` from notebook 01 (``article_id`` int32, ``path`` relative to the data folder,
+    ``has_image`` bool) plus ``config.IMAGE_ABS_PATH`` (``abs_path``, str): the image file's absolute path."""
+    images = pd.read_parquet(require_file(Path(work_dir) / C.IMAGES_PARQUET, _TABLES_BY))
+    root = Path(load_data_source(work_dir)["data_dir"])
+    images[C.IMAGE_ABS_PATH] = [str(root / p) for p in images[C.IMAGE_PATH]]
+    return images
+
+
 
 # ------------------------------------------------------------- triplets (02, 03) ---
 

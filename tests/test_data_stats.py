@@ -201,7 +201,8 @@ def test_every_band_holds_its_real_value():
 
 # ------------------------------------------------------------------ folders --
 def test_folder_statistics_reads_both_layouts(tmp_path):
-    from hm_utils.loading import load_articles, load_customers, load_transactions, prepare_data
+    from hm_utils.loading import prepare_data
+    from hm_utils.workdir import load_articles, load_customers, load_transactions
     from hm_utils.synthetic import generate_synthetic
 
     data = generate_synthetic(tmp_path / "syn", 60, 50, 900, seed=3, images=False, progress=False)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.loading import (
-    DataWarning, find_images, load_articles, load_customers, load_images, load_transactions, prepare_data,
-    read_articles_csv, read_customers_csv, read_transactions_csv,
-)
+from hm_utils.csv_inputs import DataWarning
+from hm_utils.loading import (find_images, prepare_data, read_articles_csv, read_customers_csv,
+                              read_transactions_csv)
+from hm_utils.workdir import load_articles, load_customers, load_images, load_transactions
 
 HEX = "0123456789abcdef"
 
@@ -188,7 +188,7 @@ def test_customer_lookup_fast_path_matches_hash_lookup():
     ids = ["".join(rng.choice(list(HEX), 64)) for _ in range(500)]
     customers = pd.DataFrame({C.CUSTOMER_KEY: np.arange(500, dtype=np.int32), C.CUSTOMER_ID: ids})
     lookup = CustomerLookup(customers)
-    assert lookup._fast
+    assert lookup.competition_ids
     twin = ids[7][:16] + ("0" if ids[7][16] != "0" else "1") + ids[7][17:]  # same 64-bit prefix, other id
     query = [ids[3], ids[499], twin, "f" * 64, ids[0]]
     got = lookup(pa.array(query)).to_pylist()
@@ -196,7 +196,7 @@ def test_customer_lookup_fast_path_matches_hash_lookup():
     # a non-hex id format falls back to the hash lookup with the same answers
     odd = pd.DataFrame({C.CUSTOMER_KEY: np.arange(3, dtype=np.int32), C.CUSTOMER_ID: ["a", "bb", "c-c"]})
     slow = CustomerLookup(odd)
-    assert not slow._fast
+    assert not slow.competition_ids
     assert slow(pa.array(["c-c", "zz", "a"])).to_pylist() == [2, None, 0]
 
 

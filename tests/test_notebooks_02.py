@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.loading import load_articles, load_images, load_transactions
+from hm_utils.workdir import load_articles, load_images, load_transactions
 from hm_utils.mining import STRATEGIES, TRIPLET_COLUMNS, load_triplets
 from hm_utils.reporting import load_metrics
 

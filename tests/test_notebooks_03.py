@@ -56,7 +56,7 @@ def test_03_both_models_trained_and_reported(tiny_series):
 
 def test_03_models_reload_with_identical_embeddings(tiny_series):
     from hm_utils.images import load_image
-    from hm_utils.loading import load_articles, load_images
+    from hm_utils.workdir import load_articles, load_images
     from hm_utils.model import load_embedding_model, tabular_features
 
     m = load_metrics(tiny_series, "03_model_training")
@@ -77,7 +77,7 @@ def test_03_feature_store_holds_every_article_once(tiny_series):
     from hm_utils.export import model_digest
     from hm_utils.features import load_features, read_manifest
     from hm_utils.images import load_image
-    from hm_utils.loading import load_images
+    from hm_utils.workdir import load_images
     from hm_utils.model import get_backbone, load_embedding_model
 
     m = load_metrics(tiny_series, "03_model_training")

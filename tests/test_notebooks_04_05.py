@@ -67,7 +67,7 @@ def _assert_close_for_precision(max_abs_diff, max_rel_diff, min_cosine, precisio
     ("image_only", IMAGE_ONLY_MODEL, ARTICLE_EMBEDDINGS), ("combined", COMBINED_MODEL, COMBINED_EMBEDDINGS)])
 def test_04_reloaded_model_gives_the_file_embeddings(tiny_series, name, model_file, emb_file):
     from hm_utils.export import model_image_size, verify_export
-    from hm_utils.loading import load_articles, load_images
+    from hm_utils.workdir import load_articles, load_images
     from hm_utils.model import load_embedding_model
 
     work = tiny_series
@@ -132,7 +132,7 @@ def test_05_recomputed_share_matches_metrics(tiny_series):
     """The recorded share of AP > AN is reproduced from the files and the held-out split."""
     from hm_utils.embedding_plots import held_out_triplets
     from hm_utils.export import align_embeddings, load_embeddings
-    from hm_utils.loading import load_articles, load_images
+    from hm_utils.workdir import load_articles, load_images
     from hm_utils.mining import filter_with_images, load_triplets
     from hm_utils.similarity import triplet_cosines
     from hm_utils.training import training_settings

@@ -12,7 +12,7 @@ import pytest
 from hm_utils.config import (AP_BY_CUSTOMER_WEEK, CUSTOMER_KEY, FIGURES_DIR, RANKERS_BY_WEEK, SUBMISSION_CSV,
                              SUBMISSION_ENSEMBLE_CSV, WEIGHTS_BY_WEEK)
 from hm_utils.evaluation import split_week, week_predictions_path, week_windows
-from hm_utils.loading import load_articles, load_customers, load_transactions
+from hm_utils.workdir import load_articles, load_customers, load_transactions
 from hm_utils.metrics import map_at_k
 from hm_utils.ranking import predictions_path, read_predictions, split_holdout
 from hm_utils.reporting import load_metrics

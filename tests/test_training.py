@@ -150,7 +150,8 @@ def test_history_and_plot():
 
 def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
     """The real-data excerpt gives very few triplets: training must run and report the count."""
-    from hm_utils.loading import load_articles, load_images, load_transactions, prepare_data
+    from hm_utils.loading import prepare_data
+    from hm_utils.workdir import load_articles, load_images, load_transactions
     from hm_utils.mining import filter_with_images, mine_triplets
 
     prepare_data(hm_sample, tmp_path, progress=False)
