@@ -3,8 +3,10 @@
 One concern per module (docs/DESIGN.md has the full module map and the data flow between notebooks):
 
 - ``config``: column names, file names, paths, profiles, data-source order
-- ``storage``: atomic writes; ``reporting``: figures (PNG) and key figures (JSON)
-- ``csv_inputs``: the competition CSVs as people save them; ``loading``: compact parquet (polars)
+- ``storage``: atomic writes; ``checks``: the one missing-column check; ``reporting``: figures (PNG) and
+  key figures (JSON)
+- ``csv_files`` + ``csv_inputs``: the competition CSVs as people save them; ``loading``: compact parquet (polars),
+  read back by ``workdir`` (the hand-off files between notebooks)
 - ``synthetic`` (+ ``synthetic_catalogue``, ``synthetic_transactions``, ``synthetic_images``): a learnable
   synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
 - ``plots``: data-overview plots; ``mining``: triplet mining; ``panels``: image panels
@@ -20,8 +22,8 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation`` and
   ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission``, ``ensembling``,
   ``ranking_plots``
-- ``pipeline`` (the papermill runner), ``report`` (the HTML report), ``kaggle`` (the upload folder),
-  ``notebook_tools`` (strip and check notebooks)
+- ``pipeline`` (the papermill runner; ``kernel_console``: what it shows of a kernel), ``report`` (the HTML
+  report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 
 Submodules are imported on demand so that ``import hm_utils`` stays light (TensorFlow is loaded only
 by ``images``, ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``training``, ``inference``,
