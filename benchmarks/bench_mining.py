@@ -33,7 +33,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from hm_utils.mining import STRATEGIES, mine_triplets
+from hm_utils.mining import MiningSettings, mine_triplets
+from hm_utils.negatives import STRATEGIES
 
 FULL_CUSTOMERS, FULL_ROWS, FULL_ARTICLES = 1_371_980, 31_788_324, 105_542
 N_GROUPS, N_DAYS = 20, 734
@@ -217,7 +218,7 @@ def side_by_side_with_polars(tx: pd.DataFrame, articles: pd.DataFrame, repeats: 
     t_ours, t_pl, c_ours, c_pl = [], [], [], []
     for _ in range(max(repeats, 1)):
         t, c = time.perf_counter(), time.process_time()
-        res = mine_triplets(tx, articles, strategy="original", seed=42)
+        res = mine_triplets(tx, articles, strategy="original", settings=MiningSettings(seed=42))
         t_ours.append(time.perf_counter() - t)
         c_ours.append(time.process_time() - c)
         t, c = time.perf_counter(), time.process_time()
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     t0 = time.perf_counter()
-    res = mine_triplets(tx, articles, strategy="original", seed=42)
+    res = mine_triplets(tx, articles, strategy="original", settings=MiningSettings(seed=42))
     ours = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"ours (vectorized): {ours:.2f} s for {n_c:,} customers -> {res.n_triplets:,} triplets; "
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
     per_c = base / len(subset)
     base_all = per_c * n_c
     t0 = time.perf_counter()
-    mine_triplets(sub, articles, strategy="original", seed=42)
+    mine_triplets(sub, articles, strategy="original", settings=MiningSettings(seed=42))
     ours_sub = time.perf_counter() - t0
     print(f"baseline (groupby().apply, value_counts): {base:.2f} s for {len(subset):,} customers "
           f"({len(base_out):,} rows out) = {per_c * 1e3:.2f} ms/customer -> {base_all:,.0f} s extrapolated to {n_c:,}")
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
             if name == "original":
                 continue
             t0 = time.perf_counter()
-            r = mine_triplets(tx, articles, strategy=name, seed=42)
+            r = mine_triplets(tx, articles, strategy=name, settings=MiningSettings(seed=42))
             print(f"strategy {name}: {time.perf_counter() - t0:.2f} s -> {r.n_triplets:,} triplets; skipped {r.skipped}")
         print(f"peak RSS after all strategies: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}, "

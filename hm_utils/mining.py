@@ -5,26 +5,28 @@ negative far from it"; the embedding model is trained on them under the
 FaceNet triplet loss (Schroff, Kalenichenko, Philbin 2015, "FaceNet: A Unified
 Embedding for Face Recognition and Clustering").
 
-Everything here is vectorized over all customers at once (numpy sorts, segment
-reductions and random keys): there is no per-customer Python loop and no
-``groupby().apply``. At competition size (1.37 M customers, 31.8 M
-transactions) the original rule takes well under two minutes on two cores;
-``benchmarks/bench_mining.py`` measures it against the plain per-customer
-pandas way.
+Everything is vectorized over all customers at once (numpy sorts, segment
+reductions and random keys; the shared arrays are in :mod:`hm_utils.purchases`):
+there is no per-customer Python loop and no ``groupby().apply``. At competition
+size (1.37 M customers, 31.8 M transactions) the original rule takes well under
+two minutes on two cores; ``benchmarks/bench_mining.py`` measures it against
+the plain per-customer pandas way.
 
 Public API
 ----------
-- :data:`STRATEGIES`: the named strategies and what each one changes.
+- :class:`MiningSettings`: notebook 02's settings (profile + parameters), one frozen record.
 - :func:`mine_triplets`: one strategy -> :class:`MiningResult` (triplets + skip counts).
-- :func:`mine_strategies`: several strategies -> ``{name: MiningResult}``.
-- :func:`combine_triplets`, :func:`skip_table`: results as one frame / one table.
+  The strategies and their negative samplers are in :mod:`hm_utils.negatives`.
+- :func:`mine_strategies`: the settings' strategies -> ``{name: MiningResult}``.
+- :func:`combine_triplets`, :func:`empty_triplets`, :func:`skip_table`: results as one frame / one table.
 - :func:`compare_strategies`, :func:`group_mix`, :func:`negative_group_shares`: side-by-side statistics.
 - :func:`filter_with_images`, :func:`image_filter_summary`: keep triplets whose
   three articles all have an image.
-- :func:`select_strategies`, :func:`mining_settings`: notebook parameters -> arguments.
-- :func:`write_triplets`, :func:`load_triplets`: ``WORK_DIR/triplets.parquet``
-  (notebook 03 reads its training strategy with ``load_triplets(work_dir, strategy)``).
+- :func:`select_strategies`: notebook parameters -> the strategies a run mines.
 - :func:`mining_summary`: notebook 02's key figures for ``record_metrics``.
+
+``triplets.parquet`` is written and read by :func:`hm_utils.workdir.write_triplets`
+and :func:`hm_utils.workdir.load_triplets`.
 """
 from __future__ import annotations
 
@@ -37,34 +39,99 @@ import pandas as pd
 
 from . import config
 from .config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, NEGATIVE, POSITIVE, STRATEGY, T_DAT
+from .negatives import (CATCHALL_GROUPS, STRATEGIES, NegativeDraw, balance_index_groups,
+                        check_strategy_names)
+from .purchases import BoughtSet, Catalogue, Purchases, as_day, sorted_unique, to_days
 
 TRIPLET_COLUMNS = [CUSTOMER_KEY, ANCHOR, POSITIVE, NEGATIVE, STRATEGY]
 
-STRATEGIES: dict[str, str] = {
-    "original": "the original rule (see mine_triplets)",
-    "balanced": "the original rule, customers subsampled so that every anchor index_group_name "
-                "contributes the same number of triplets",
-    "no_catchall": "negatives only from sizeable, non-catch-all groups and from the anchor's "
-                   "index_group_name (no baby-wear negatives for a menswear anchor)",
-    "hard": "negative = same product type as the anchor, other colour or graphical appearance, never bought",
-    "popularity": "negative = never-bought article whose popularity rank is within "
-                  "popularity_window of the positive's",
-    "multi_positive": "up to n_positives distinct positives per customer, one triplet each",
-    "recent": "the original rule on the last recent_days days of transactions only",
-}
-
-# Product / garment groups that hold odds and ends rather than one kind of
-# garment. The least-bought rule picks them for almost everybody (few customers
-# ever buy a "Fun" or "Special Offers" article), so "no_catchall" never draws
-# negatives from them.
-CATCHALL_GROUPS = frozenset({
-    "Unknown", "Items", "Fun", "Stationery", "Furniture", "Garment and Shoe care",
-    "Interior textile", "Cosmetic", "Underwear/nightwear", "Bags",
-    "Special Offers", "Woven/Jersey/Knitted mix Baby", "Dresses/Skirts girls", "Dressed",
-})
-
 _NEEDED_TRANSACTION_COLUMNS = [T_DAT, CUSTOMER_KEY, ARTICLE_ID]
-_MISSING_GROUP = "<missing>"
+
+
+def _check_columns(df: pd.DataFrame, columns, what: str) -> None:
+    # KeyError kept (tests assert it) until the lead decides on hm_utils.checks.require_columns (refactor.md)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise KeyError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, df.columns))}")
+
+
+# --------------------------------------------------------------- settings ---
+def select_strategies(strategies=None, train_strategy: str = "original") -> list[str]:
+    """The strategies a run mines: ``strategies`` (a list, a comma-separated
+    string, or None for all of :data:`hm_utils.negatives.STRATEGIES`), always
+    with "original" first (the reference the others are compared to) and
+    ``train_strategy`` included. ValueError names unknown ones."""
+    if strategies is None:
+        names = list(STRATEGIES)
+    elif isinstance(strategies, str):
+        names = [s.strip() for s in strategies.split(",") if s.strip()]
+    else:
+        names = list(strategies)
+    names = check_strategy_names(["original", *names, *check_strategy_names([train_strategy])])
+    return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """Notebook 02's settings, passed whole to :func:`mine_triplets` /
+    :func:`mine_strategies` and recorded whole (``dataclasses.asdict``) in
+    ``metrics/02_triplet_mining.json``. Build it with :meth:`from_profile`.
+
+    strategies: names mined by :func:`mine_strategies`, in order (default all);
+        train_strategy: the triplets notebook 03 trains on; require_images: keep
+        only triplets whose three articles have an image.
+    group_col: article column of the "least-bought group" (negatives).
+    seed: random seed (the same inputs and seed give the same triplets).
+    last_n: positives come from the customer's last ``last_n`` transaction rows.
+    start_date, end_date: inclusive date window ("YYYY-MM-DD" or None) for
+        anchors, positives, group counts and popularity, every strategy.
+    n_positives ("multi_positive"), popularity_window ("popularity"),
+    min_group_share and catchall_groups ("no_catchall"), recent_days
+    ("recent"), per_group ("balanced", None: the smallest index group's count):
+    see the strategies in :mod:`hm_utils.negatives` and :func:`mine_triplets`.
+    """
+    strategies: tuple[str, ...] = tuple(STRATEGIES)
+    train_strategy: str = "original"
+    require_images: bool = True
+    group_col: str = config.PRODUCT_GROUP
+    seed: int = 42
+    last_n: int = 12
+    start_date: str | None = None
+    end_date: str | None = None
+    n_positives: int = 3
+    popularity_window: int = 50
+    min_group_share: float = 0.01
+    recent_days: int = 90
+    per_group: int | None = None
+    catchall_groups: tuple[str, ...] = tuple(sorted(CATCHALL_GROUPS))
+
+    def __post_init__(self):
+        names = [s.strip() for s in self.strategies.split(",") if s.strip()] \
+            if isinstance(self.strategies, str) else self.strategies
+        object.__setattr__(self, "strategies", tuple(check_strategy_names(names)))
+        check_strategy_names([self.train_strategy])
+        object.__setattr__(self, "catchall_groups", tuple(sorted(set(self.catchall_groups))))
+        for name in ("start_date", "end_date"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, str(pd.Timestamp(value).date()))
+        if self.last_n < 1 or self.n_positives < 1 or self.popularity_window < 1:
+            raise ValueError("last_n, n_positives and popularity_window must be at least 1")
+
+    @classmethod
+    def from_profile(cls, profile=None, **overrides) -> "MiningSettings":
+        """The profile's ``extra["mining"]`` entries (profile name, Profile or
+        None), then every override that is not None (notebook parameters left at
+        None mean "default"). ``strategies`` goes through :func:`select_strategies`
+        ("original" first, ``train_strategy`` included). TypeError names an unknown key."""
+        values = {}
+        if profile is not None:
+            prof = config.get_profile(profile) if isinstance(profile, str) else profile
+            values.update(prof.extra.get("mining", {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["strategies"] = tuple(select_strategies(values.get("strategies"),
+                                                       values.get("train_strategy", "original")))
+        return cls(**values)
 
 
 @dataclass
@@ -97,274 +164,58 @@ class MiningResult:
         return int(len(self.triplets))
 
 
-# --------------------------------------------------------------- helpers ---
-def _check_columns(df: pd.DataFrame, columns, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KeyError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, df.columns))}")
-
-
-def _to_days(values, what: str) -> np.ndarray:
-    """Dates -> int32 days since 1970-01-01."""
-    s = values if isinstance(values, pd.Series) else pd.Series(values)
-    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
-        try:
-            s = pd.to_datetime(s)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{what}: column {T_DAT!r} cannot be read as dates ({exc})") from None
-    if s.isna().any():
-        raise ValueError(f"{what}: column {T_DAT!r} has {int(s.isna().sum())} missing dates")
-    return s.to_numpy().astype("datetime64[D]").view(np.int64).astype(np.int32)
-
-
-def _as_day(value) -> int | None:
-    if value is None:
-        return None
-    return int(np.datetime64(pd.Timestamp(value).date(), "D").astype(np.int64))
-
-
-def _segment_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start index of every run of equal values in a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    flag = np.empty(len(sorted_keys), dtype=bool)
-    flag[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=flag[1:])
-    return np.flatnonzero(flag)
-
-
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (numpy's hash-based ``np.unique`` is many times
-    slower on tens of millions of int64 keys)."""
-    s = np.sort(x)
-    if len(s) == 0:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
-
-
-def _first_per_segment(seg: np.ndarray, rand: np.ndarray, k: int = 1) -> np.ndarray:
-    """Indices of the ``k`` elements with the smallest random key within each
-    segment id (``seg`` int array, any order). Returns indices into seg."""
-    order = np.lexsort((rand, seg))
-    s = seg[order]
-    starts = _segment_starts(s)
-    run_id = np.cumsum(np.r_[0, np.diff(s) != 0]) if len(s) else np.zeros(0, dtype=np.int64)
-    rank = np.arange(len(s)) - starts[run_id]
-    return order[rank < k]
-
-
+# ----------------------------------------------------------------- mining ---
 def _strategy_rng(seed: int, strategy: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(strategy.encode())])
 
 
-class _Catalogue:
-    """Articles as dense indices 0..n-1 (sorted by article_id) with coded columns."""
-
-    def __init__(self, articles: pd.DataFrame, group_col: str):
-        _check_columns(articles, [ARTICLE_ID, group_col], "articles")
-        ids = articles[ARTICLE_ID].to_numpy()
-        if pd.isna(ids).any():
-            raise ValueError("articles: column article_id has missing values")
-        ids = ids.astype(np.int64)
-        dup = pd.Series(ids).duplicated()
-        if dup.any():
-            bad = ", ".join(config.format_article_id(i) for i in ids[dup.to_numpy()][:5])
-            raise ValueError(f"articles: article_id is not unique (e.g. {bad})")
-        order = np.argsort(ids, kind="stable")
-        self.frame = articles.iloc[order].reset_index(drop=True)
-        self.ids = ids[order].astype(np.int32)
-        self.n = len(self.ids)
-        self.group_col = group_col
-        groups = self.frame[group_col]
-        if groups.isna().any():
-            warnings.warn(f"articles: {int(groups.isna().sum())} article(s) have no {group_col}; "
-                          f"they form the group {_MISSING_GROUP!r}", stacklevel=3)
-            groups = groups.astype(object).where(groups.notna(), _MISSING_GROUP)
-        names = groups.astype(str).to_numpy()
-        uniq, inv, sizes = np.unique(names, return_inverse=True, return_counts=True)
-        # group codes ordered by catalogue size (smallest first), then by name
-        tie_order = np.lexsort((uniq, sizes))
-        rank_of = np.empty(len(uniq), dtype=np.int32)
-        rank_of[tie_order] = np.arange(len(uniq), dtype=np.int32)
-        self.group_names = uniq[tie_order]
-        self.group_sizes = sizes[tie_order]
-        self.group = rank_of[inv].astype(np.int32)
-        self.n_groups = len(uniq)
-
-    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        """(int32 code per article, names) of any article column."""
-        _check_columns(self.frame, [column], "articles")
-        codes, names = pd.factorize(self.frame[column], sort=True, use_na_sentinel=False)
-        return codes.astype(np.int32), np.asarray(names)
-
-    def index_of(self, article_ids: np.ndarray) -> np.ndarray:
-        """Dense index of each id, -1 where the id is not in the catalogue."""
-        article_ids = np.asarray(article_ids)
-        pos = np.searchsorted(self.ids, article_ids)
-        pos_c = np.minimum(pos, max(self.n - 1, 0))
-        ok = (pos < self.n) & (self.ids[pos_c] == article_ids) if self.n else np.zeros(len(article_ids), bool)
-        return np.where(ok, pos_c, -1).astype(np.int32)
+def _window_purchases(transactions: pd.DataFrame, cat: Catalogue, settings: MiningSettings,
+                      recent_window: bool):
+    """The shared state of every strategy: transaction rows with known articles,
+    restricted to the date window, as :class:`Purchases`, and the bought set over
+    every row. Returns (purchases or None when no row is left, bought set,
+    first day, last day (days or None), rows with an unknown article)."""
+    ck = transactions[CUSTOMER_KEY].to_numpy()
+    aid = transactions[ARTICLE_ID].to_numpy()
+    for name, arr in ((CUSTOMER_KEY, ck), (ARTICLE_ID, aid)):
+        if pd.isna(arr).any():
+            raise ValueError(f"transactions: column {name!r} has {int(pd.isna(arr).sum())} missing values")
+    ck = ck.astype(np.int32, copy=False)
+    art = cat.index_of(aid)
+    unknown = art < 0
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        ex = ", ".join(config.format_article_id(i) for i in pd.unique(aid[unknown])[:5])
+        warnings.warn(f"transactions: {n_unknown} row(s) have an article_id not in articles "
+                      f"(e.g. {ex}); they are ignored", stacklevel=3)
+        ck, art, aid = ck[~unknown], art[~unknown], None
+        day = to_days(transactions[T_DAT], "transactions")[~unknown]
+    else:
+        day = to_days(transactions[T_DAT], "transactions")
+    lo_day, hi_day = as_day(settings.start_date), as_day(settings.end_date)
+    if recent_window and lo_day is None and len(day):
+        hi = hi_day if hi_day is not None else int(day.max())
+        lo_day = hi - int(settings.recent_days) + 1
+    window = np.ones(len(day), dtype=bool)
+    if lo_day is not None:
+        window &= day >= lo_day
+    if hi_day is not None:
+        window &= day <= hi_day
+    bought = None
+    if not window.all():
+        bought = BoughtSet(ck, art, cat.n)     # "never bought" looks at every row
+        ck, art, day = ck[window], art[window], day[window]
+    del window
+    if len(ck) == 0:
+        return None, bought, lo_day, hi_day, n_unknown
+    pur = Purchases(cat, ck, art, day)
+    if bought is None:
+        bought = BoughtSet.from_keys(pur.pair_keys, cat.n)
+    return pur, bought, lo_day, hi_day, n_unknown
 
 
-class _Purchases:
-    """Transactions of a date window, sorted by customer, date, original row.
-
-    Attributes (n rows, m customers, p distinct (customer, article) pairs):
-    customer_keys [m] int32; row_cust [n] customer index; row_art [n] article index;
-    cust_start/cust_end [m]; pair_cust/pair_art/pair_count/pair_last [p];
-    n_distinct [m]; anchor [m] article index.
-    """
-
-    def __init__(self, cat: _Catalogue, cust: np.ndarray, art: np.ndarray, day: np.ndarray):
-        n_art = max(cat.n, 1)
-        order = np.lexsort((day, cust))       # stable: equal dates keep file order
-        cust_s, art_s = cust[order], art[order]
-        del order
-        starts = _segment_starts(cust_s)
-        self.customer_keys = cust_s[starts].astype(np.int32)
-        m = len(starts)
-        self.m = m
-        lengths = np.diff(np.r_[starts, len(cust_s)])
-        row_cust = np.repeat(np.arange(m, dtype=np.int32), lengths)
-        self.row_cust, self.row_art = row_cust, art_s
-        self.cust_start = starts
-        self.cust_end = starts + lengths
-        # distinct (customer, article) pairs: count and position of the latest row.
-        # Keyed by the raw customer_key, so the sorted distinct keys double as
-        # the "bought" set when no date window is applied.
-        key = cust_s.astype(np.int64) * n_art + art_s
-        del cust_s
-        o2 = np.argsort(key, kind="stable")   # positions ascend within a pair
-        ks = key[o2]
-        del key
-        pstart = _segment_starts(ks)
-        pend = np.r_[pstart[1:], len(ks)]
-        self.pair_keys = ks[pstart]
-        del ks
-        self.pair_cust = row_cust[o2[pstart]]
-        self.pair_art = (self.pair_keys % n_art).astype(np.int32)
-        self.pair_count = (pend - pstart).astype(np.int32)
-        self.pair_last = o2[pend - 1]
-        del o2
-        cstart = _segment_starts(self.pair_cust)
-        self.n_distinct = np.diff(np.r_[cstart, len(self.pair_cust)]).astype(np.int32)
-        # anchor: most purchases, ties -> the most recent purchase (largest row position)
-        score = self.pair_count.astype(np.int64) * (len(art_s) + 1) + self.pair_last
-        best = np.maximum.reduceat(score, cstart) if len(cstart) else score[:0]
-        is_anchor = score == best[self.pair_cust]
-        self.anchor = np.full(m, -1, dtype=np.int32)
-        self.anchor[self.pair_cust[is_anchor]] = self.pair_art[is_anchor]
-        self.popularity = np.bincount(art_s, minlength=cat.n).astype(np.int64)
-
-    def group_counts(self, cat: _Catalogue) -> np.ndarray:
-        """[m, n_groups] int32 purchases (rows) per customer and article group."""
-        key = self.row_cust.astype(np.int64) * cat.n_groups + cat.group[self.row_art]
-        return np.bincount(key, minlength=self.m * cat.n_groups).astype(np.int32).reshape(self.m, cat.n_groups)
-
-    def positives(self, rng, last_n: int, k: int, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``k`` distinct articles per customer from the last ``last_n`` rows,
-        never the anchor, drawn uniformly at random. Returns (customer index, article index)."""
-        pos = np.arange(len(self.row_cust), dtype=np.int64)
-        in_last = pos >= self.cust_end[self.row_cust] - last_n
-        del pos
-        eligible = np.zeros(self.m, dtype=bool)
-        eligible[customers] = True
-        sel = in_last & eligible[self.row_cust] & (self.row_art != self.anchor[self.row_cust])
-        n_art = int(self.row_art.max()) + 1 if len(self.row_art) else 1
-        key = _sorted_unique(self.row_cust[sel].astype(np.int64) * n_art + self.row_art[sel])
-        c = (key // n_art).astype(np.int32)
-        a = (key % n_art).astype(np.int32)
-        pick = _first_per_segment(c, rng.random(len(c)), k)
-        pick.sort()
-        return c[pick], a[pick]
-
-
-class _BoughtSet:
-    """Membership test for (customer_key, article index) pairs bought at any date."""
-
-    def __init__(self, cust: np.ndarray, art: np.ndarray, n_art: int):
-        self.n_art = max(n_art, 1)
-        self.keys = None if cust is None else _sorted_unique(cust.astype(np.int64) * self.n_art + art)
-
-    @classmethod
-    def from_keys(cls, keys: np.ndarray, n_art: int) -> "_BoughtSet":
-        """From already sorted distinct keys ``customer_key * n_art + article index``."""
-        out = cls(None, None, n_art)
-        out.keys = keys
-        return out
-
-    def contains(self, cust_keys: np.ndarray, art: np.ndarray) -> np.ndarray:
-        q = cust_keys.astype(np.int64) * self.n_art + art
-        idx = np.searchsorted(self.keys, q)
-        idx_c = np.minimum(idx, len(self.keys) - 1)
-        return (idx < len(self.keys)) & (self.keys[idx_c] == q)
-
-
-def _draw(rng, items: np.ndarray, lo: np.ndarray, hi: np.ndarray, reject, rounds: int = 6,
-          chunk: int = 4_000_000) -> np.ndarray:
-    """For each row i draw one of ``items[lo[i]:hi[i]]`` uniformly among those
-    ``reject`` does not refuse; -1 where none is acceptable.
-
-    ``reject(rows, candidates) -> bool`` is vectorized. A few rounds of random
-    draws settle almost every row; the rest are settled exactly by enumerating
-    their (then usually small) ranges.
-    """
-    n = len(lo)
-    out = np.full(n, -1, dtype=np.int32)
-    size = (hi - lo).astype(np.int64)
-    todo = np.flatnonzero(size > 0)
-    for _ in range(rounds):
-        if len(todo) == 0:
-            break
-        cand = items[lo[todo] + (rng.random(len(todo)) * size[todo]).astype(np.int64)]
-        bad = reject(todo, cand)
-        out[todo[~bad]] = cand[~bad]
-        todo = todo[bad]
-    # exact pass over the remaining rows, in chunks of at most `chunk` candidates
-    start = 0
-    while start < len(todo):
-        csum = np.cumsum(size[todo[start:]])
-        stop = start + max(1, int(np.searchsorted(csum, chunk, side="right")))
-        rows = todo[start:stop]
-        rep = np.repeat(np.arange(len(rows)), size[rows])
-        offs = np.arange(len(rep)) - np.repeat(np.cumsum(size[rows]) - size[rows], size[rows])
-        cand = items[lo[rows][rep] + offs]
-        ok = ~reject(rows[rep], cand)
-        if ok.any():
-            pick = _first_per_segment(rep[ok], rng.random(int(ok.sum())), 1)
-            out[rows[rep[ok][pick]]] = cand[ok][pick]
-        start = stop
-    return out
-
-
-def _least_bought(rng, counts: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Per row of ``counts`` [n, groups] (purchases per group), the column with
-    the fewest purchases among ``allowed`` ones; ties broken uniformly at random
-    (a uniform [0, 1) key added to the integer counts). Returns int64 [n]."""
-    score = counts.astype(np.float32)
-    score += rng.random(counts.shape, dtype=np.float32)
-    if allowed is not None:
-        score[~allowed] = np.inf
-    return np.argmin(score, axis=1).astype(np.int64)
-
-
-def _pools(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """Articles grouped by an int key: (items sorted by key, ptr [n_keys+1])."""
-    items = np.argsort(keys, kind="stable").astype(np.int32)
-    ptr = np.r_[0, np.cumsum(np.bincount(keys, minlength=n_keys))].astype(np.int64)
-    return items, ptr
-
-
-# ----------------------------------------------------------------- mining ---
 def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: str = "original",
-                  group_col: str = config.PRODUCT_GROUP, seed: int = 42, last_n: int = 12,
-                  start_date=None, end_date=None, n_positives: int = 3,
-                  popularity_window: int = 50, min_group_share: float = 0.01,
-                  recent_days: int = 90, per_group: int | None = None,
-                  catchall_groups=CATCHALL_GROUPS) -> MiningResult:
+                  settings: MiningSettings | None = None) -> MiningResult:
     """Mine (anchor, positive, negative) article triplets for every customer at
     once (vectorized), the training input of the FaceNet triplet loss
     (Schroff, Kalenichenko, Philbin 2015).
@@ -382,46 +233,24 @@ def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: 
       (``no_positive_in_last_n``).
     - *negative*: an article the customer never bought (in any transaction
       given, window or not), drawn uniformly at random from the article group
-      (``group_col``, default ``product_group_name``) the customer buys from
-      least. "Least" is taken over **all groups in the catalogue**, counting
-      the customer's transaction rows per group (a group never bought counts
-      0); ties (with real data nearly every customer has several groups at 0)
-      are broken uniformly at random with ``seed``. Every tied group is thus
-      equally likely whatever its size, which is why the tiny catch-all groups
-      supply far more negatives than their share of the catalogue, the problem
-      "no_catchall" addresses. A customer for whom the chosen group holds no
-      never-bought article is skipped (``no_negative_candidate``).
+      (``group_col``) the customer buys from least, ties at random
+      (:func:`hm_utils.negatives.least_bought_group`). A customer for whom the
+      chosen group holds no never-bought article is skipped (``no_negative_candidate``).
 
     Customers with one distinct article are skipped (``one_distinct_article``).
 
-    **The other strategies** (:data:`STRATEGIES`) change one part:
+    **The other strategies** (:data:`hm_utils.negatives.STRATEGIES`) change one
+    part: the negative sampler ("no_catchall", "hard", "popularity"; see each
+    sampler's docstring), the number of positives ("multi_positive": up to
+    ``n_positives`` distinct positives per customer, same pool, without
+    replacement, one triplet each), the window ("recent": the last
+    ``recent_days`` days ending at ``end_date`` or the last date, unless
+    ``start_date`` is given) or a subsample afterwards ("balanced": at most
+    ``per_group`` triplets per anchor ``index_group_name``).
 
-    - ``balanced``: the original triplets, then customers subsampled at random
-      so that every ``index_group_name`` of the anchor contributes the same
-      number of triplets: ``per_group`` each, default the smallest group's
-      count (groups smaller than that keep all theirs).
-    - ``no_catchall``: the negative group is the least-bought one (ties at
-      random, as above) among the *eligible* groups only: groups holding at
-      least ``min_group_share`` of the catalogue's articles, not named in
-      ``catchall_groups`` (default :data:`CATCHALL_GROUPS`), and having
-      articles in the anchor's ``index_group_name``; the negative is drawn
-      from that group's articles *in the anchor's index group* (so a menswear
-      anchor never gets a baby-wear negative).
-    - ``hard``: the negative has the anchor's ``product_type_no`` and differs
-      from it in ``colour_group_code`` or ``graphical_appearance_no`` (or both);
-      never bought.
-    - ``popularity``: articles are ranked by purchases in the window (ties by
-      article id); the negative is a never-bought article whose rank is at most
-      ``popularity_window`` ranks from the positive's.
-    - ``multi_positive``: up to ``n_positives`` distinct positives per customer
-      (same pool as the original's positive, without replacement), one triplet
-      per positive, each with its own negative drawn by the original rule.
-    - ``recent``: the original rule on the last ``recent_days`` days (ending at
-      ``end_date`` or the last date) unless ``start_date`` is given.
-
-    ``start_date`` / ``end_date`` (inclusive, anything ``pd.Timestamp`` reads)
-    restrict the purchases used for anchors, positives, group counts and
-    popularity for any strategy; "never bought" always looks at all rows.
+    ``settings.start_date`` / ``end_date`` restrict the purchases used for
+    anchors, positives, group counts and popularity for any strategy; "never
+    bought" always looks at all rows.
 
     Parameters
     ----------
@@ -432,7 +261,8 @@ def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: 
     articles: DataFrame with ``article_id`` (unique ints), ``group_col`` and,
         for the strategies using them, ``index_group_name``,
         ``product_type_no``, ``colour_group_code``, ``graphical_appearance_no``.
-    seed: random seed; the same inputs and seed give the same triplets.
+    strategy: a name of :data:`hm_utils.negatives.STRATEGIES`.
+    settings: :class:`MiningSettings` (None: the defaults).
 
     Returns
     -------
@@ -440,136 +270,42 @@ def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: 
     ``anchor``/``positive``/``negative`` int32 article ids, ``strategy`` str),
     sorted by customer_key, and ``skipped`` {reason: number of customers}.
     """
+    s = settings if settings is not None else MiningSettings()
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    rule = STRATEGIES[strategy]
     _check_columns(transactions, _NEEDED_TRANSACTION_COLUMNS, "transactions")
-    if last_n < 1 or n_positives < 1 or popularity_window < 1:
-        raise ValueError("last_n, n_positives and popularity_window must be at least 1")
-    cat = _Catalogue(articles, group_col)
-    rng = _strategy_rng(seed, strategy)
-
-    ck = transactions[CUSTOMER_KEY].to_numpy()
-    aid = transactions[ARTICLE_ID].to_numpy()
-    for name, arr in ((CUSTOMER_KEY, ck), (ARTICLE_ID, aid)):
-        if pd.isna(arr).any():
-            raise ValueError(f"transactions: column {name!r} has {int(pd.isna(arr).sum())} missing values")
-    ck = ck.astype(np.int32, copy=False)
-    art = cat.index_of(aid)
-    unknown = art < 0
-    n_unknown = int(unknown.sum())
-    if n_unknown:
-        ex = ", ".join(config.format_article_id(i) for i in pd.unique(aid[unknown])[:5])
-        warnings.warn(f"transactions: {n_unknown} row(s) have an article_id not in articles "
-                      f"(e.g. {ex}); they are ignored", stacklevel=2)
-        ck, art, aid = ck[~unknown], art[~unknown], None
-        day = _to_days(transactions[T_DAT], "transactions")[~unknown]
-    else:
-        day = _to_days(transactions[T_DAT], "transactions")
-    lo_day, hi_day = _as_day(start_date), _as_day(end_date)
-    if strategy == "recent" and lo_day is None and len(day):
-        hi = hi_day if hi_day is not None else int(day.max())
-        lo_day = hi - int(recent_days) + 1
-    window = np.ones(len(day), dtype=bool)
-    if lo_day is not None:
-        window &= day >= lo_day
-    if hi_day is not None:
-        window &= day <= hi_day
-    windowed = not window.all()
-    bought = None
-    if windowed:
-        bought = _BoughtSet(ck, art, cat.n)     # "never bought" looks at every row
-        ck, art, day = ck[window], art[window], day[window]
-    del window
-    if len(ck) == 0:
+    _check_columns(articles, [ARTICLE_ID, s.group_col], "articles")
+    cat = Catalogue(articles, s.group_col)
+    rng = _strategy_rng(s.seed, strategy)
+    pur, bought, lo_day, hi_day, n_unknown = _window_purchases(transactions, cat, s, rule.recent_window)
+    if pur is None:
         warnings.warn(f"transactions: no purchases to mine for strategy {strategy!r} "
                       f"(empty table or date window)", stacklevel=2)
         skipped = {"one_distinct_article": 0, "no_positive_in_last_n": 0, "no_negative_candidate": 0}
         return MiningResult(strategy, empty_triplets(), skipped, 0, n_unknown, {"strategy": strategy})
-    pur = _Purchases(cat, ck, art, day)
-    del ck, art, day
-    if bought is None:
-        bought = _BoughtSet.from_keys(pur.pair_keys, cat.n)
 
-    params = dict(strategy=strategy, group_col=group_col, seed=int(seed), last_n=int(last_n),
+    params = dict(strategy=strategy, group_col=s.group_col, seed=int(s.seed), last_n=int(s.last_n),
                   start_date=None if lo_day is None else str(np.datetime64(lo_day, "D")),
                   end_date=None if hi_day is None else str(np.datetime64(hi_day, "D")))
     skipped = {"one_distinct_article": int((pur.n_distinct == 1).sum())}
-    multi = n_positives if strategy == "multi_positive" else 1
-    if strategy == "multi_positive":
-        params["n_positives"] = int(n_positives)
+    if rule.many_positives:
+        params["n_positives"] = int(s.n_positives)
     cust_ok = np.flatnonzero(pur.n_distinct >= 2)
-    c_idx, pos = pur.positives(rng, last_n, multi, cust_ok)
-    skipped["no_positive_in_last_n"] = int(len(cust_ok) - len(_sorted_unique(c_idx)))
+    c_idx, pos = pur.positives(rng, s.last_n, s.n_positives if rule.many_positives else 1, cust_ok)
+    skipped["no_positive_in_last_n"] = int(len(cust_ok) - len(sorted_unique(c_idx)))
     anchor = pur.anchor[c_idx]
-    keys = pur.customer_keys[c_idx]
 
-    def not_new(rows, cand):
-        return bought.contains(keys[rows], cand)
-
-    if strategy in ("original", "balanced", "multi_positive", "recent", "no_catchall"):
-        counts = pur.group_counts(cat)[c_idx]
-        if strategy == "no_catchall":
-            ig, ig_names = cat.codes(config.INDEX_GROUP)
-            n_ig = len(ig_names)
-            big = cat.group_sizes >= min_group_share * cat.n
-            named = ~np.isin(cat.group_names, list(catchall_groups))
-            present = np.zeros((n_ig, cat.n_groups), dtype=bool)
-            present[ig, cat.group] = True
-            anchor_ig = ig[anchor]
-            allowed = (big & named)[None, :] & present[anchor_ig]
-            least = _least_bought(rng, counts, allowed).astype(np.int64)
-            no_group = ~allowed[np.arange(len(least)), least]
-            pool_key = least * n_ig + anchor_ig
-            items, ptr = _pools(cat.group.astype(np.int64) * n_ig + ig, cat.n_groups * n_ig)
-            lo, hi = ptr[pool_key], ptr[pool_key + 1]
-            hi = np.where(no_group, lo, hi)
-            params.update(min_group_share=float(min_group_share),
-                          excluded_groups=sorted(str(g) for g in cat.group_names[~(big & named)]))
-        else:
-            least = _least_bought(rng, counts)
-            items, ptr = _pools(cat.group, cat.n_groups)
-            lo, hi = ptr[least], ptr[least + 1]
-        del counts
-        neg = _draw(rng, items, lo, hi, not_new)
-    elif strategy == "hard":
-        ptype, _ = cat.codes("product_type_no")
-        colour, _ = cat.codes("colour_group_code")
-        look, _ = cat.codes("graphical_appearance_no")
-        items, ptr = _pools(ptype, int(ptype.max()) + 1 if len(ptype) else 1)
-        pt = ptype[anchor]
-        a_col, a_look = colour[anchor], look[anchor]
-
-        def reject_hard(rows, cand):
-            same_look = (colour[cand] == a_col[rows]) & (look[cand] == a_look[rows])
-            return same_look | bought.contains(keys[rows], cand)
-
-        neg = _draw(rng, items, ptr[pt], ptr[pt + 1], reject_hard)
-    elif strategy == "popularity":
-        by_pop = np.lexsort((cat.ids, pur.popularity)).astype(np.int32)   # least popular first
-        rank = np.empty(cat.n, dtype=np.int64)
-        rank[by_pop] = np.arange(cat.n)
-        r = rank[pos]
-        lo = np.maximum(r - popularity_window, 0)
-        hi = np.minimum(r + popularity_window + 1, cat.n)
-        neg = _draw(rng, by_pop, lo, hi, not_new)
-        params["popularity_window"] = int(popularity_window)
-    else:  # pragma: no cover - guarded above
-        raise AssertionError(strategy)
-
+    neg, used = rule.negatives(NegativeDraw(rng, cat, pur, bought, c_idx, anchor, pos, s))
+    params.update(used)
     has_neg = neg >= 0
-    n_cust_with = len(_sorted_unique(c_idx[has_neg]))
-    skipped["no_negative_candidate"] = int(len(_sorted_unique(c_idx)) - n_cust_with)
+    n_cust_with = len(sorted_unique(c_idx[has_neg]))
+    skipped["no_negative_candidate"] = int(len(sorted_unique(c_idx)) - n_cust_with)
     c_idx, anchor, pos, neg = c_idx[has_neg], anchor[has_neg], pos[has_neg], neg[has_neg]
-
-    if strategy == "balanced":
-        ig, ig_names = cat.codes(config.INDEX_GROUP)
-        g = ig[anchor]
-        sizes = np.bincount(g, minlength=len(ig_names))
-        cap = int(per_group) if per_group is not None else (int(sizes[sizes > 0].min()) if len(g) else 0)
-        keep = np.sort(_first_per_segment(g, rng.random(len(g)), cap))
-        skipped["balanced_subsample"] = int(len(g) - len(keep))
+    if rule.balanced:
+        keep, params["per_group"] = balance_index_groups(rng, cat, anchor, s.per_group)
+        skipped["balanced_subsample"] = int(len(anchor) - len(keep))
         c_idx, anchor, pos, neg = c_idx[keep], anchor[keep], pos[keep], neg[keep]
-        params["per_group"] = cap
 
     triplets = pd.DataFrame({
         CUSTOMER_KEY: pur.customer_keys[c_idx].astype(np.int32),
@@ -580,63 +316,31 @@ def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: 
     return MiningResult(strategy, triplets, skipped, int(pur.m), n_unknown, params)
 
 
-def _check_strategy_names(names) -> list[str]:
-    names = list(names)
-    unknown = [s for s in names if s not in STRATEGIES]
-    if unknown:
-        raise ValueError(f"unknown strateg{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(STRATEGIES)}")
-    return names
-
-
-def select_strategies(strategies=None, train_strategy: str = "original") -> list[str]:
-    """The strategies a run mines: ``strategies`` (a list, a comma-separated
-    string, or None for all of :data:`STRATEGIES`), always with "original"
-    first (the reference the others are compared to) and ``train_strategy``
-    included. ValueError names unknown ones."""
-    if strategies is None:
-        names = list(STRATEGIES)
-    elif isinstance(strategies, str):
-        names = [s.strip() for s in strategies.split(",") if s.strip()]
-    else:
-        names = list(strategies)
-    names = _check_strategy_names(["original", *names, *_check_strategy_names([train_strategy])])
-    return list(dict.fromkeys(names))
-
-
-def mining_settings(profile: str | None = None, **overrides) -> dict:
-    """Keyword arguments for :func:`mine_triplets`: the profile's
-    ``extra["mining"]`` entries (when a profile has them), then every override
-    that is not None (notebook parameters left at None mean "default")."""
-    settings = {}
-    if profile is not None:
-        settings.update(config.get_profile(profile).extra.get("mining", {}))
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return settings
-
-
-def mine_strategies(transactions: pd.DataFrame, articles: pd.DataFrame, strategies=None,
-                    progress: bool = True, reuse: dict | None = None, **kwargs) -> dict[str, MiningResult]:
-    """Run :func:`mine_triplets` for each named strategy (default: all of
-    :data:`STRATEGIES`, in that order) with the same keyword arguments.
+def mine_strategies(transactions: pd.DataFrame, articles: pd.DataFrame, settings: MiningSettings | None = None,
+                    progress: bool = True, reuse: dict | None = None) -> dict[str, MiningResult]:
+    """Run :func:`mine_triplets` for each of ``settings.strategies`` (default:
+    all of :data:`hm_utils.negatives.STRATEGIES`, in that order) with the same settings.
     ``reuse``: results already mined (``{name: MiningResult}``), taken as they are.
-    Returns ``{strategy: MiningResult}`` in the order asked; ValueError names unknown strategies."""
+    Returns ``{strategy: MiningResult}`` in the order of ``settings.strategies``."""
     from tqdm.auto import tqdm
 
-    names = _check_strategy_names(list(STRATEGIES) if strategies is None else strategies)
+    s = settings if settings is not None else MiningSettings()
     reuse = reuse or {}
     out = {}
-    for name in tqdm(names, desc="mining", disable=not progress):
-        out[name] = reuse[name] if name in reuse else mine_triplets(transactions, articles, strategy=name, **kwargs)
+    for name in tqdm(s.strategies, desc="mining", disable=not progress):
+        out[name] = reuse[name] if name in reuse else mine_triplets(transactions, articles, name, s)
     return out
 
 
 def combine_triplets(results) -> pd.DataFrame:
     """All strategies' triplets in one frame (the ``triplets.parquet`` schema:
     customer_key int32, anchor/positive/negative int32, strategy str).
-    ``results``: ``{name: MiningResult}``, a list of them, or of DataFrames."""
+    ``results``: ``{name: MiningResult}``, a list of them, or of DataFrames
+    (extra columns are dropped; KeyError names a missing one)."""
     items = results.values() if isinstance(results, dict) else results
     frames = [r.triplets if isinstance(r, MiningResult) else r for r in items]
+    for f in frames:
+        _check_columns(f, TRIPLET_COLUMNS, "triplets")
     if not frames:
         return empty_triplets()
     df = pd.concat(frames, ignore_index=True)
@@ -733,6 +437,7 @@ def compare_strategies(triplets_by_strategy, articles: pd.DataFrame,
 
 
 # ---------------------------------------------------------------- images ---
+# ---------------------------------------------------------------- images ---
 def filter_with_images(triplets: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Keep the triplets whose anchor, positive and negative all have an image.
 
@@ -758,46 +463,6 @@ def image_filter_summary(triplets: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
     out = pd.DataFrame({"triplets": before, "kept": after, "dropped": before - after})
     out["share_kept"] = (out["kept"] / out["triplets"].where(out["triplets"] > 0)).fillna(0.0)
     return out.rename_axis(STRATEGY)
-
-
-# ------------------------------------------------------------ work dir ---
-def write_triplets(triplets: pd.DataFrame, work_dir) -> "Path":
-    """Write ``WORK_DIR/triplets.parquet`` atomically after checking the schema
-    (customer_key int32, anchor/positive/negative int32, strategy str). Returns the path."""
-    from pathlib import Path
-
-    from .storage import write_parquet
-
-    _check_columns(triplets, TRIPLET_COLUMNS, "triplets")
-    df = combine_triplets([triplets[TRIPLET_COLUMNS]])
-    return write_parquet(df, Path(work_dir) / config.TRIPLETS_PARQUET)
-
-
-def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
-    """``triplets.parquet`` from notebook 02, all strategies or only ``strategy``.
-
-    An unknown strategy name is a ValueError naming the strategies there are. A
-    known strategy with no rows in the file (none mined, or none left after the
-    image filter, as on a small excerpt) gives an empty frame and a warning
-    naming the strategies present, so that the next notebook can say so.
-    """
-    import warnings
-    from pathlib import Path
-
-    from .storage import require_file
-
-    path = require_file(Path(work_dir) / config.TRIPLETS_PARQUET, "02_triplet_mining")
-    df = pd.read_parquet(path)
-    if strategy is not None:
-        present = list(dict.fromkeys(df[STRATEGY]))
-        if strategy not in present:
-            if strategy not in STRATEGIES:
-                raise ValueError(f"unknown triplet strategy {strategy!r}; known: {', '.join(STRATEGIES)} "
-                                 f"({path} has {', '.join(present) or 'none'})")
-            warnings.warn(f"{path} has no triplets of strategy {strategy!r} (it has {', '.join(present) or 'none'}); "
-                          f"see 02's skip and image-filter counts", UserWarning, stacklevel=2)
-        df = df[df[STRATEGY] == strategy].reset_index(drop=True)
-    return df
 
 
 def mining_summary(results: dict[str, MiningResult], kept: pd.DataFrame, comparison: pd.DataFrame,

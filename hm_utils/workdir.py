@@ -58,6 +58,45 @@ def load_images(work_dir: str | Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------- triplets (02, 03) ---
+# Notebook 02 writes every strategy's triplets in one file; 03 and 05 read their training strategy.
+_TRIPLETS_BY = "02_triplet_mining"
+
+
+def write_triplets(triplets: pd.DataFrame, work_dir) -> Path:
+    """Write ``WORK_DIR/triplets.parquet`` atomically after checking the schema
+    (customer_key int32, anchor/positive/negative int32, strategy str;
+    :func:`hm_utils.mining.combine_triplets`, KeyError naming a missing column). Returns the path."""
+    from .mining import combine_triplets
+    from .storage import write_parquet
+
+    return write_parquet(combine_triplets([triplets]), Path(work_dir) / C.TRIPLETS_PARQUET)
+
+
+def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
+    """``triplets.parquet`` from notebook 02, all strategies or only ``strategy``.
+
+    An unknown strategy name is a ValueError naming the strategies there are. A
+    known strategy with no rows in the file (none mined, or none left after the
+    image filter, as on a small excerpt) gives an empty frame and a warning
+    naming the strategies present, so that the next notebook can say so.
+    """
+    import warnings
+
+    from .negatives import STRATEGIES
+
+    path = require_file(Path(work_dir) / C.TRIPLETS_PARQUET, _TRIPLETS_BY)
+    df = pd.read_parquet(path)
+    if strategy is not None:
+        present = list(dict.fromkeys(df[C.STRATEGY]))
+        if strategy not in present:
+            if strategy not in STRATEGIES:
+                raise ValueError(f"unknown triplet strategy {strategy!r}; known: {', '.join(STRATEGIES)} "
+                                 f"({path} has {', '.join(present) or 'none'})")
+            warnings.warn(f"{path} has no triplets of strategy {strategy!r} (it has {', '.join(present) or 'none'}); "
+                          f"see 02's skip and image-filter counts", UserWarning, stacklevel=2)
+        df = df[df[C.STRATEGY] == strategy].reset_index(drop=True)
+    return df
+
 
 # --------------------------------------------------------- models and training (03) ---
 

@@ -2,6 +2,8 @@
 plus the invariants of every strategy checked against a plain-Python reference."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 from collections import Counter
 
@@ -9,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.mining import (CATCHALL_GROUPS, STRATEGIES, TRIPLET_COLUMNS, MiningResult, combine_triplets,
-                             compare_strategies, filter_with_images, group_mix, image_filter_summary,
-                             load_triplets, mine_strategies, mine_triplets, mining_settings, mining_summary,
-                             select_strategies, skip_table, write_triplets)
+from hm_utils.mining import (TRIPLET_COLUMNS, MiningResult, MiningSettings, combine_triplets, compare_strategies,
+                             filter_with_images, group_mix, image_filter_summary, mine_strategies, mine_triplets,
+                             mining_summary, select_strategies, skip_table)
+from hm_utils.negatives import CATCHALL_GROUPS, STRATEGIES, strategy_table
+from hm_utils.workdir import load_triplets, write_triplets
 
 DAY0 = pd.Timestamp("2020-01-01")
 
@@ -67,7 +70,7 @@ def hand_transactions() -> pd.DataFrame:
 
 # ------------------------------------------------------------ the rule ---
 def test_original_rule_by_hand():
-    res = mine_triplets(hand_transactions(), hand_articles(), "original", seed=0)
+    res = mine_triplets(hand_transactions(), hand_articles(), "original", settings=MiningSettings(seed=0))
     assert isinstance(res, MiningResult)
     t = res.triplets.set_index("customer_key")
     assert sorted(t.index) == [0, 1, 2]
@@ -87,7 +90,7 @@ def test_tied_least_groups_are_drawn_at_random():
     arts = hand_articles()
     group = arts.set_index("article_id")["product_group_name"]
     t = tx_frame([(c, a, d) for c in range(300) for a, d in ((201, 1), (202, 2))])
-    neg = mine_triplets(t, arts, seed=0).triplets["negative"].map(group).value_counts()
+    neg = mine_triplets(t, arts, settings=MiningSettings(seed=0)).triplets["negative"].map(group).value_counts()
     assert set(neg.index) == {"Fun", "Shoes", "Upper"}
     assert 70 <= neg["Fun"] <= 130 and 70 <= neg["Shoes"] <= 130 and 70 <= neg["Upper"] <= 130
 
@@ -95,23 +98,23 @@ def test_tied_least_groups_are_drawn_at_random():
 def test_same_day_tie_goes_to_the_later_row():
     # same day, 301 after 101 this time -> anchor 301
     t = tx_frame([(2, 401, 1), (2, 101, 5), (2, 301, 5)])
-    res = mine_triplets(t, hand_articles(), seed=0)
+    res = mine_triplets(t, hand_articles(), settings=MiningSettings(seed=0))
     assert res.triplets["anchor"].tolist() == [301]
     # a later date beats row order
     t = tx_frame([(2, 101, 6), (2, 301, 5)])
-    assert mine_triplets(t, hand_articles(), seed=0).triplets["anchor"].tolist() == [101]
+    assert mine_triplets(t, hand_articles(), settings=MiningSettings(seed=0)).triplets["anchor"].tolist() == [101]
 
 
 def test_most_bought_beats_recency():
     t = tx_frame([(7, 201, 1), (7, 201, 2), (7, 202, 9)])
-    res = mine_triplets(t, hand_articles(), seed=0)
+    res = mine_triplets(t, hand_articles(), settings=MiningSettings(seed=0))
     assert res.triplets[["anchor", "positive"]].values.tolist() == [[201, 202]]
 
 
 def test_positive_only_from_the_last_n_rows():
     rows = [(4, 104, 1)] + [(4, 102, d) for d in range(2, 15)]
-    assert len(mine_triplets(tx_frame(rows), hand_articles(), last_n=12).triplets) == 0
-    res = mine_triplets(tx_frame(rows), hand_articles(), last_n=14)
+    assert len(mine_triplets(tx_frame(rows), hand_articles(), settings=MiningSettings(last_n=12)).triplets) == 0
+    res = mine_triplets(tx_frame(rows), hand_articles(), settings=MiningSettings(last_n=14))
     assert res.triplets[["anchor", "positive"]].values.tolist() == [[102, 104]]
 
 
@@ -128,8 +131,8 @@ def test_string_dates_and_int64_ids_are_accepted():
     t = hand_transactions()
     t["t_dat"] = t["t_dat"].dt.strftime("%Y-%m-%d")
     t["article_id"] = t["article_id"].astype(np.int64)
-    a = mine_triplets(t, hand_articles(), seed=3).triplets
-    b = mine_triplets(hand_transactions(), hand_articles(), seed=3).triplets
+    a = mine_triplets(t, hand_articles(), settings=MiningSettings(seed=3)).triplets
+    b = mine_triplets(hand_transactions(), hand_articles(), settings=MiningSettings(seed=3)).triplets
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -138,20 +141,20 @@ def test_missing_column_is_named():
     with pytest.raises(KeyError, match="t_dat"):
         mine_triplets(hand_transactions().drop(columns="t_dat"), hand_articles())
     with pytest.raises(KeyError, match="colour_group_name"):
-        mine_triplets(hand_transactions(), hand_articles(), group_col="colour_group_name")
+        mine_triplets(hand_transactions(), hand_articles(), settings=MiningSettings(group_col="colour_group_name"))
 
 
 def test_unknown_strategy_lists_the_choices():
     with pytest.raises(ValueError, match="original"):
         mine_triplets(hand_transactions(), hand_articles(), strategy="nope")
     with pytest.raises(ValueError, match="nope"):
-        mine_strategies(hand_transactions(), hand_articles(), strategies=["original", "nope"])
+        mine_strategies(hand_transactions(), hand_articles(), MiningSettings(strategies=("original", "nope")))
 
 
 def test_unknown_article_is_warned_about_and_ignored():
     t = pd.concat([hand_transactions(), tx_frame([(0, 999, 4), (0, 999, 5)])], ignore_index=True)
     with pytest.warns(UserWarning, match="0000000999"):
-        res = mine_triplets(t, hand_articles(), seed=0)
+        res = mine_triplets(t, hand_articles(), settings=MiningSettings(seed=0))
     assert res.n_rows_unknown_article == 2
     assert res.triplets.set_index("customer_key").loc[0, "anchor"] == 101   # 999 bought twice, ignored
 
@@ -220,7 +223,7 @@ def rdata():
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_gives_valid_triplets(rdata, strategy):
     t, arts, ref = rdata
-    res = mine_triplets(t, arts, strategy, seed=1)
+    res = mine_triplets(t, arts, strategy, settings=MiningSettings(seed=1))
     df = res.triplets
     assert len(df) > 0
     recent_ref = reference(t[t["t_dat"] >= t["t_dat"].max() - pd.Timedelta(days=89)]) if strategy == "recent" else ref
@@ -240,7 +243,7 @@ def test_every_strategy_gives_valid_triplets(rdata, strategy):
 def test_original_negative_comes_from_the_least_bought_group(rdata):
     t, arts, ref = rdata
     group = arts.set_index("article_id")["product_group_name"]
-    df = mine_triplets(t, arts, "original", seed=5).triplets
+    df = mine_triplets(t, arts, "original", settings=MiningSettings(seed=5)).triplets
     for r in df.itertuples():
         assert group[r.negative] in least_groups(arts, ref[r.customer_key]["group_counts"])
 
@@ -248,7 +251,7 @@ def test_original_negative_comes_from_the_least_bought_group(rdata):
 def test_hard_negative_same_type_other_colour_or_look(rdata):
     t, arts, _ = rdata
     a = arts.set_index("article_id")
-    df = mine_triplets(t, arts, "hard", seed=2).triplets
+    df = mine_triplets(t, arts, "hard", settings=MiningSettings(seed=2)).triplets
     assert len(df) > 20
     an, ng = a.loc[df["anchor"]].reset_index(drop=True), a.loc[df["negative"]].reset_index(drop=True)
     assert (an["product_type_no"] == ng["product_type_no"]).all()
@@ -260,7 +263,7 @@ def test_hard_negative_same_type_other_colour_or_look(rdata):
 def test_popularity_negative_is_rank_matched(rdata):
     t, arts, _ = rdata
     w = 5
-    df = mine_triplets(t, arts, "popularity", seed=2, popularity_window=w).triplets
+    df = mine_triplets(t, arts, "popularity", settings=MiningSettings(seed=2, popularity_window=w)).triplets
     pop = t["article_id"].value_counts().reindex(arts["article_id"], fill_value=0)
     ranked = pd.DataFrame({"article_id": pop.index, "n": pop.to_numpy()}).sort_values(["n", "article_id"])
     rank = pd.Series(np.arange(len(ranked)), index=ranked["article_id"].to_numpy())
@@ -271,7 +274,7 @@ def test_popularity_negative_is_rank_matched(rdata):
 def test_multi_positive_counts(rdata):
     t, arts, ref = rdata
     k = 3
-    df = mine_triplets(t, arts, "multi_positive", seed=2, n_positives=k).triplets
+    df = mine_triplets(t, arts, "multi_positive", settings=MiningSettings(seed=2, n_positives=k)).triplets
     for c, g in df.groupby("customer_key"):
         assert g["positive"].is_unique
         assert len(g) == min(k, len(ref[c]["positives"]))   # no customer lost a negative here
@@ -280,9 +283,9 @@ def test_multi_positive_counts(rdata):
 
 def test_balanced_equalises_anchor_index_groups(rdata):
     t, arts, _ = rdata
-    res = mine_triplets(t, arts, "balanced", seed=2)
+    res = mine_triplets(t, arts, "balanced", settings=MiningSettings(seed=2))
     ig_of = arts.set_index("article_id")["index_group_name"]
-    orig = mine_triplets(t, arts, "original", seed=2)
+    orig = mine_triplets(t, arts, "original", settings=MiningSettings(seed=2))
     orig_sizes = orig.triplets["anchor"].map(ig_of).value_counts()
     sizes = res.triplets["anchor"].map(ig_of).value_counts()
     assert orig_sizes.nunique() > 1                      # unbalanced before
@@ -292,20 +295,21 @@ def test_balanced_equalises_anchor_index_groups(rdata):
     # triplets are the original ones, subsampled
     merged = res.triplets.merge(orig.triplets, on=["customer_key", "anchor"])
     assert len(merged) == len(res.triplets)
-    capped = mine_triplets(t, arts, "balanced", seed=2, per_group=4).triplets["anchor"].map(ig_of).value_counts()
+    capped = mine_triplets(t, arts, "balanced", settings=MiningSettings(seed=2, per_group=4)).triplets
+    capped = capped["anchor"].map(ig_of).value_counts()
     assert (capped == np.minimum(orig_sizes, 4).reindex(capped.index)).all()
 
 
 def test_no_catchall_avoids_catchall_groups_and_keeps_the_index_group(rdata):
     t, arts, _ = rdata
     a = arts.set_index("article_id")
-    res = mine_triplets(t, arts, "no_catchall", seed=2)
+    res = mine_triplets(t, arts, "no_catchall", settings=MiningSettings(seed=2))
     df = res.triplets
     assert set(a.loc[df["negative"], "product_group_name"]).isdisjoint({"Fun", "Unknown"})
     assert (a.loc[df["negative"], "index_group_name"].to_numpy() == a.loc[df["anchor"], "index_group_name"].to_numpy()).all()
     assert {"Fun", "Unknown"} <= set(res.params["excluded_groups"]) and "Fun" in CATCHALL_GROUPS
     # the original draws far more negatives from the tiny groups than their catalogue share
-    orig = mine_triplets(t, arts, "original", seed=2).triplets
+    orig = mine_triplets(t, arts, "original", settings=MiningSettings(seed=2)).triplets
     small_share = arts["product_group_name"].isin(["Fun", "Unknown"]).mean()
     assert a.loc[orig["negative"], "product_group_name"].isin(["Fun", "Unknown"]).mean() > 3 * small_share
 
@@ -313,7 +317,7 @@ def test_no_catchall_avoids_catchall_groups_and_keeps_the_index_group(rdata):
 def test_date_window_restricts_purchases(rdata):
     t, arts, _ = rdata
     start, end = DAY0 + pd.Timedelta(days=50), DAY0 + pd.Timedelta(days=120)
-    res = mine_triplets(t, arts, "original", start_date=start, end_date=end, seed=3)
+    res = mine_triplets(t, arts, "original", settings=MiningSettings(start_date=start, end_date=end, seed=3))
     inside = t[(t["t_dat"] >= start) & (t["t_dat"] <= end)]
     ref_in = reference(inside)
     ref_all = reference(t)
@@ -328,11 +332,11 @@ def test_date_window_restricts_purchases(rdata):
 def test_same_seed_same_triplets_other_seed_differs(rdata):
     t, arts, _ = rdata
     for s in STRATEGIES:
-        a = mine_triplets(t, arts, s, seed=11).triplets
-        b = mine_triplets(t, arts, s, seed=11).triplets
+        a = mine_triplets(t, arts, s, settings=MiningSettings(seed=11)).triplets
+        b = mine_triplets(t, arts, s, settings=MiningSettings(seed=11)).triplets
         pd.testing.assert_frame_equal(a, b)
-    a = mine_triplets(t, arts, "original", seed=11).triplets
-    c = mine_triplets(t, arts, "original", seed=12).triplets
+    a = mine_triplets(t, arts, "original", settings=MiningSettings(seed=11)).triplets
+    c = mine_triplets(t, arts, "original", settings=MiningSettings(seed=12)).triplets
     assert not a[["positive", "negative"]].equals(c[["positive", "negative"]])
 
 
@@ -344,13 +348,14 @@ def test_negative_pool_exhausted_by_random_draws_is_settled_exactly():
     rows = [(0, 101, 1), (0, 102, 2), (0, 103, 3)] + [(0, a, 4 + i) for i, a in
                                                       enumerate([201, 202, 203, 301, 302, 401] * 2)]
     for seed in range(5):
-        res = mine_triplets(tx_frame(rows), arts, seed=seed)
+        res = mine_triplets(tx_frame(rows), arts, settings=MiningSettings(seed=seed))
         assert res.triplets["negative"].tolist() == [104]
 
 
 # ------------------------------------------------------------ helpers ---
 def test_mine_strategies_combine_and_skip_table():
-    res = mine_strategies(hand_transactions(), hand_articles(), strategies=["original", "hard"], progress=False)
+    res = mine_strategies(hand_transactions(), hand_articles(), MiningSettings(strategies=("original", "hard")),
+                          progress=False)
     assert list(res) == ["original", "hard"]
     df = combine_triplets(res)
     assert list(df.columns) == TRIPLET_COLUMNS and len(df) == 6
@@ -412,12 +417,13 @@ def test_select_strategies_and_settings():
         select_strategies("harder")
     with pytest.raises(ValueError, match="'nope'"):
         select_strategies(None, train_strategy="nope")
-    assert mining_settings("tiny", last_n=None, seed=3, group_col="index_group_name") == \
-        {"seed": 3, "group_col": "index_group_name"}
+    assert MiningSettings.from_profile("tiny", last_n=None, seed=3, group_col="index_group_name") == \
+        MiningSettings(seed=3, group_col="index_group_name")
 
 
 def test_write_load_triplets_and_summary(tmp_path):
-    res = mine_strategies(hand_transactions(), hand_articles(), strategies=["original", "hard"], progress=False)
+    res = mine_strategies(hand_transactions(), hand_articles(), MiningSettings(strategies=("original", "hard")),
+                          progress=False)
     df = combine_triplets(res)
     images = pd.DataFrame({"article_id": hand_articles()["article_id"],
                            "has_image": [a != 103 for a in hand_articles()["article_id"]]})
@@ -457,7 +463,7 @@ def test_real_excerpt_gives_valid_triplets(hm_sample):
                       parse_dates=["t_dat"])
     tx = raw.assign(customer_key=pd.factorize(raw["customer_id"])[0].astype(np.int32))
     ref = reference(tx)
-    res = mine_strategies(tx, arts, progress=False, seed=0)
+    res = mine_strategies(tx, arts, progress=False, settings=MiningSettings(seed=0))
     orig = res["original"]
     assert orig.skipped["one_distinct_article"] == sum(1 for c in ref.values() if c["n_distinct"] == 1) > 4000
     assert orig.n_triplets == sum(1 for c in ref.values() if c["n_distinct"] >= 2 and c["positives"]) > 0
@@ -467,3 +473,33 @@ def test_real_excerpt_gives_valid_triplets(hm_sample):
         assert r.anchor == ref[r.customer_key]["anchor"]
         assert r.positive in ref[r.customer_key]["positives"]
         assert r.negative not in ref[r.customer_key]["bought"]
+
+
+def test_settings_are_one_frozen_record_written_whole():
+    s = MiningSettings.from_profile("tiny", strategies="hard", train_strategy="popularity", seed=None,
+                                    start_date=pd.Timestamp("2020-02-20 13:00"))
+    assert s.strategies == ("original", "hard", "popularity") and s.seed == 42
+    assert s.start_date == "2020-02-20" and s.end_date is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 1
+    back = json.loads(json.dumps(dataclasses.asdict(s)))   # what notebook 02 records
+    assert back["strategies"] == ["original", "hard", "popularity"] and back["catchall_groups"][0] == "Bags"
+    assert MiningSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in back.items()}) == s
+    with pytest.raises(TypeError, match="nonsense"):
+        MiningSettings.from_profile(None, nonsense=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        MiningSettings(last_n=0)
+    with pytest.raises(ValueError, match="'nope'"):
+        MiningSettings(train_strategy="nope")
+
+
+def test_strategy_registry_and_table():
+    assert list(STRATEGIES)[0] == "original"
+    assert all(callable(rule.negatives) and rule.about for rule in STRATEGIES.values())
+    # the strategies that keep the original's negative differ from it in exactly one other part
+    same_negative = [n for n, r in STRATEGIES.items() if r.negatives is STRATEGIES["original"].negatives]
+    assert sorted(same_negative) == ["balanced", "multi_positive", "original", "recent"]
+    table = strategy_table(["hard", "original"])
+    assert list(table.index) == ["hard", "original"] and table.columns.tolist() == ["what it changes"]
+    with pytest.raises(ValueError, match="'harder'"):
+        strategy_table(["harder"])

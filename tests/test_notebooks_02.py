@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.workdir import load_articles, load_images, load_transactions
-from hm_utils.mining import STRATEGIES, TRIPLET_COLUMNS, load_triplets
+from hm_utils.workdir import load_articles, load_images, load_transactions, load_triplets
+from hm_utils.mining import TRIPLET_COLUMNS
+from hm_utils.negatives import STRATEGIES
 from hm_utils.reporting import load_metrics
 
 pytestmark = pytest.mark.notebooks
