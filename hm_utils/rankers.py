@@ -131,8 +131,9 @@ class OriginalRanker(Ranker):
     Candidates: the ``n_candidates`` most bought articles of the last week of
     the training data. Anchor: the article the customer bought most often since
     ``start_date`` (None: all training data; ties: the most recent, then the
-    lower id; :func:`hm_utils.history.anchor_mask` with ``same_day="lower_id"``). Each customer's list is the ``k`` candidates most cosine-similar
-    to the anchor's embedding; customers without an anchor or whose anchor has
+    lower id; :func:`hm_utils.history.anchor_mask` with ``same_day="lower_id"``).
+    Each customer's list is the ``k`` candidates most cosine-similar to the
+    anchor's embedding; customers without an anchor or whose anchor has
     no embedding get the popular list (``personal_`` False).
 
     Work: anchors -> embedding rows -> one [block, d] x [d, n_candidates]

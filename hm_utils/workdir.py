@@ -9,14 +9,18 @@ with a manifest (reused while the weights and photos are unchanged), not a decis
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import config as C
-from .storage import read_json, require_file
+from .config import CUSTOMER_KEY, HOLDOUT_CUSTOMERS, HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR
+from .lists import predictions_frame
+from .storage import read_json, require_file, write_json, write_parquet
 
 # ---------------------------------------------------------------- tables (01) ---
 # Written by notebook 01 (:func:`hm_utils.loading.prepare_data`).
@@ -103,3 +107,80 @@ def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
 # ------------------------------------------------------------ embeddings (04) ---
 
 # ------------------------------------------------- splits and predictions (06, 07) ---
+# Notebook 06 writes the held-out split it decided (HoldoutSplit) and every ranker's prediction lists;
+# notebook 07 reads both and never recomputes the split.
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """The held-out split notebook 06 scored its rankers on.
+
+    ``days``: length of each scored week in days; ``week_starts``: first day
+    (``YYYY-MM-DD``) of every rolling week scored, oldest first -- the last one
+    starts the held-out week (:func:`hm_utils.history.week_windows`); ``customers``:
+    int64 [n] sorted keys of the customers who bought in the held-out week (the
+    customers scored). The training rows of the held-out week are every transaction
+    before ``holdout_start``; its rows, those from ``holdout_start`` for ``days`` days
+    (:func:`hm_utils.history.split_week`).
+    """
+    days: int
+    week_starts: tuple[str, ...]
+    customers: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def holdout_start(self) -> pd.Timestamp:
+        """First day of the held-out week (the last rolling week)."""
+        return pd.Timestamp(self.week_starts[-1])
+
+
+def write_holdout_split(work_dir, split: HoldoutSplit) -> Path:
+    """Write ``split`` atomically: :data:`~hm_utils.config.HOLDOUT_SPLIT` (JSON: days,
+    week_starts, holdout_start, customers = their number) and the customer keys in
+    :data:`~hm_utils.config.HOLDOUT_CUSTOMERS` (one int64 column ``customer_key``).
+    Returns the JSON path."""
+    if not split.week_starts:
+        raise ValueError("a held-out split needs at least one week start")
+    keys = np.asarray(split.customers, np.int64)
+    work_dir = Path(work_dir)
+    write_parquet(pd.DataFrame({CUSTOMER_KEY: keys}), work_dir / HOLDOUT_CUSTOMERS)
+    return write_json({"days": int(split.days), "week_starts": [str(w) for w in split.week_starts],
+                       "holdout_start": str(split.week_starts[-1]), "customers": int(len(keys))},
+                      work_dir / HOLDOUT_SPLIT)
+
+
+def read_holdout_split(work_dir) -> HoldoutSplit:
+    """The split :func:`write_holdout_split` wrote (FileNotFoundError naming notebook 06 when
+    missing; ValueError when the customer file does not hold the number the JSON records)."""
+    work_dir = Path(work_dir)
+    meta = read_json(require_file(work_dir / HOLDOUT_SPLIT, "06_candidate_ranking"))
+    path = require_file(work_dir / HOLDOUT_CUSTOMERS, "06_candidate_ranking")
+    keys = pd.read_parquet(path, columns=[CUSTOMER_KEY])[CUSTOMER_KEY].to_numpy(np.int64)
+    if len(keys) != meta["customers"]:
+        raise ValueError(f"{path}: {len(keys)} customers, but {work_dir / HOLDOUT_SPLIT} records "
+                         f"{meta['customers']}; rerun 06_candidate_ranking")
+    return HoldoutSplit(int(meta["days"]), tuple(meta["week_starts"]), keys)
+
+
+def predictions_path(work_dir, name: str, subdir: str = HOLDOUT_SUBDIR) -> Path:
+    """``WORK_DIR/predictions/<subdir>/<name>.parquet`` (subdir ``holdout``, ``full``, ``ensemble``
+    or ``weeks/<YYYY-MM-DD>``)."""
+    return Path(work_dir) / PREDICTIONS_DIR / subdir / f"{name}.parquet"
+
+
+def week_predictions_path(work_dir, week_start, name: str) -> Path:
+    """``WORK_DIR/predictions/weeks/<YYYY-MM-DD>/<name>.parquet`` (written by
+    :func:`hm_utils.evaluation.evaluate_rolling`)."""
+    return predictions_path(work_dir, name, f"{WEEKS_SUBDIR}/{pd.Timestamp(week_start).date()}")
+
+
+def write_predictions(work_dir, name: str, customer_keys, matrix, subdir: str = HOLDOUT_SUBDIR) -> Path:
+    """Write :func:`predictions_path` atomically: ``customer_key`` int32 + ``p1..p12`` int32
+    (:func:`hm_utils.lists.predictions_frame`)."""
+    return write_parquet(predictions_frame(customer_keys, matrix), predictions_path(work_dir, name, subdir))
+
+
+def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a predictions parquet: ``(customer_keys int64 [n], matrix int32 [n, 12])``."""
+    df = pd.read_parquet(path)
+    if CUSTOMER_KEY not in df.columns:
+        raise ValueError(f"{path}: predictions file needs a {CUSTOMER_KEY!r} column; has {list(df.columns)}")
+    cols = [c for c in df.columns if c != CUSTOMER_KEY]
+    return df[CUSTOMER_KEY].to_numpy(np.int64), df[cols].to_numpy(np.int32)

@@ -11,12 +11,13 @@ import pytest
 
 from hm_utils.config import (AP_BY_CUSTOMER_WEEK, CUSTOMER_KEY, FIGURES_DIR, RANKERS_BY_WEEK, SUBMISSION_CSV,
                              SUBMISSION_ENSEMBLE_CSV, WEIGHTS_BY_WEEK)
-from hm_utils.evaluation import split_week, week_predictions_path, week_windows
-from hm_utils.workdir import load_articles, load_customers, load_transactions
+from hm_utils.embedding_index import variant_label
+from hm_utils.history import split_holdout, split_week, week_windows
 from hm_utils.metrics import map_at_k
-from hm_utils.ranking import predictions_path, read_predictions, split_holdout
 from hm_utils.reporting import load_metrics
 from hm_utils.submission import parse_predictions, validate_submission
+from hm_utils.workdir import (load_articles, load_customers, load_transactions, predictions_path,
+                              read_holdout_split, read_predictions, week_predictions_path)
 
 pytestmark = pytest.mark.notebooks
 
@@ -54,6 +55,17 @@ def test_06_held_out_week_is_after_training(ranking, holdout):
     train, hold = holdout
     assert train["t_dat"].max() < hold["t_dat"].min()
     assert str(hold["t_dat"].min().date()) == ranking["holdout_first_date"][:10]
+
+
+def test_06_writes_the_split_07_reads(tiny_series, ranking, holdout):
+    train, hold = holdout
+    split = read_holdout_split(tiny_series)
+    assert split.days == ranking["holdout_days"] == ranking["settings"]["holdout_days"]
+    assert list(split.week_starts) == ranking["week_starts"]
+    assert np.array_equal(split.customers, np.unique(hold[CUSTOMER_KEY].to_numpy()))
+    week_train, week_rows = split_week(load_transactions(tiny_series), split.holdout_start, split.days)
+    pd.testing.assert_frame_equal(week_train, train)
+    pd.testing.assert_frame_equal(week_rows, hold)
 
 
 def test_06_submission_has_every_customer_and_validates(tiny_series, ranking):
@@ -116,7 +128,7 @@ def test_06_intervals_agree_with_the_saved_scores_and_the_verdicts(tiny_series, 
 
 def test_06_ablations_random_vectors_and_none(ranking):
     names = set(ranking["rankers"])
-    for f in ranking["embedding_files"]:
+    for f in map(variant_label, ranking["embedding_files"]):
         assert {f"original_{f}_random", f"improved_{f}", f"improved_{f}_random"} <= names, f
     assert {"improved_none", "learned", "learned_random", "learned_none"} <= names
     pairs = {(c["ranker"], c["baseline"]) for c in ranking["ablation"]}
@@ -140,7 +152,7 @@ def test_06_learned_ranker_recall_slices_and_importance(tiny_series, ranking):
     rec = ranking["candidate_recall"]
     assert 0 < rec["all"] <= 1 and all(v <= rec["all"] + 1e-12 for v in rec.values())
     assert {"own", "same_product", "popular", "trending", "bought_together"} <= set(rec)
-    assert {f"neighbours_{f}" for f in ranking["embedding_files"]} <= set(rec)
+    assert {f"neighbours_{variant_label(f)}" for f in ranking["embedding_files"]} <= set(rec)
     for key, s in ranking["slices"].items():
         name, sl = key.split("/")
         assert sl in ("all", "inactive_4w", "cold_articles") and name in ranking["rankers"]

@@ -1,0 +1,102 @@
+"""The one anchor rule (history.anchor_mask), the held-out split file (workdir) and notebook 06's settings."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hm_utils.embedding_index import ArticleEmbeddings
+from hm_utils.evaluation import RankingSettings
+from hm_utils.history import anchor_mask, customer_history, split_holdout, split_week, week_windows
+from hm_utils.rankers import OriginalRanker
+from hm_utils.workdir import HoldoutSplit, read_holdout_split, write_holdout_split
+
+
+def test_anchor_most_bought_then_latest_then_the_named_same_day_tie():
+    # customer 0: article 7 bought twice, 5 and 9 once -> 7 (most bought, whatever the dates)
+    # customer 1: 4 and 2 bought once each; 4 last on day 3, 2 on day 5 -> 2 (most recent)
+    # customer 2: 8 and 3 bought twice each, both last on day 6 -> same-day tie
+    cust = np.array([0, 0, 0, 1, 1, 2, 2])
+    art = np.array([5, 7, 9, 4, 2, 8, 3])
+    count = np.array([1, 2, 1, 1, 1, 2, 2])
+    day = pd.to_datetime(["2020-01-09", "2020-01-01", "2020-01-02", "2020-01-03", "2020-01-05",
+                          "2020-01-06", "2020-01-06"]).to_numpy()
+    low = anchor_mask(cust, art, count, day, same_day="lower_id")
+    assert art[low].tolist() == [7, 2, 3]                     # the tie goes to the lower id, 3
+    # the same pairs with the position of each pair's latest row (date, then file order):
+    # customer 2's article 8 was the later row of day 6
+    row = np.array([4, 1, 2, 5, 6, 12, 11])
+    later = anchor_mask(cust, art, count, row, same_day="later_row")
+    assert art[later].tolist() == [7, 2, 8]
+
+
+def test_anchor_mask_rejects_what_it_cannot_decide():
+    with pytest.raises(ValueError, match="same_day"):
+        anchor_mask([0], [1], [1], [0], same_day="random")
+    with pytest.raises(ValueError, match="grouped by customer"):
+        anchor_mask([1, 0], [1, 2], [1, 1], [0, 1], same_day="lower_id")
+    with pytest.raises(ValueError, match="row position"):
+        anchor_mask([0, 0], [1, 2], [1, 1], [5, 5], same_day="later_row")
+    assert anchor_mask([], [], [], [], same_day="lower_id").shape == (0,)
+
+
+def test_original_ranker_anchor_is_the_rule_with_the_lower_id_tie():
+    tx = pd.DataFrame({"t_dat": pd.to_datetime(["2020-01-01", "2020-01-06", "2020-01-06", "2020-01-06",
+                                                 "2020-01-02", "2020-01-02"]),
+                       "customer_key": [0, 0, 0, 0, 1, 1], "article_id": [30, 30, 20, 10, 40, 40]})
+    emb = ArticleEmbeddings(np.array([10, 20, 30, 40]), np.eye(4, dtype=np.float32))
+    r = OriginalRanker(emb, n_candidates=4).fit(tx)
+    assert r.anchors([0, 1, 5]).tolist() == [30, 40, -1]     # 30 bought twice; unknown customer: none
+    tx2 = tx[tx["article_id"] != 30]                           # 20 and 10 tie on count and day -> 10
+    assert OriginalRanker(emb, n_candidates=4).fit(tx2).anchors([0]).tolist() == [10]
+    h = customer_history(tx2)
+    m = anchor_mask(h["customer_key"], h["article_id"], h["n"], h["last"], same_day="lower_id")
+    assert h.loc[m, "article_id"].tolist() == [10, 40]
+
+
+def _transactions() -> pd.DataFrame:
+    days = pd.date_range("2020-01-01", "2020-01-28")
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"t_dat": np.repeat(days, 3), "customer_key": rng.integers(0, 9, 3 * len(days)),
+                         "article_id": rng.integers(100, 120, 3 * len(days))})
+
+
+def test_holdout_split_round_trip_and_it_reproduces_split_holdout(tmp_path):
+    tx = _transactions()
+    train, hold = split_holdout(tx, days=7)
+    weeks = week_windows(tx, 3, 7)
+    assert [str(w.date()) for w in weeks] == ["2020-01-08", "2020-01-15", "2020-01-22"]
+    split = HoldoutSplit(7, tuple(str(w.date()) for w in weeks), np.unique(hold["customer_key"]))
+    write_holdout_split(tmp_path, split)
+    back = read_holdout_split(tmp_path)
+    assert back == split and back.holdout_start == pd.Timestamp("2020-01-22")
+    assert np.array_equal(back.customers, split.customers) and back.customers.dtype == np.int64
+    week_train, week_rows = split_week(tx, back.holdout_start, back.days)
+    pd.testing.assert_frame_equal(week_train, train)
+    pd.testing.assert_frame_equal(week_rows, hold)
+
+
+def test_holdout_split_missing_or_inconsistent(tmp_path):
+    with pytest.raises(FileNotFoundError, match="06_candidate_ranking"):
+        read_holdout_split(tmp_path)
+    write_holdout_split(tmp_path, HoldoutSplit(7, ("2020-01-22",), np.array([1, 2, 3])))
+    (tmp_path / "evaluation" / "holdout_split.json").write_text(
+        '{"days": 7, "week_starts": ["2020-01-22"], "holdout_start": "2020-01-22", "customers": 2}')
+    with pytest.raises(ValueError, match="3 customers, but"):
+        read_holdout_split(tmp_path)
+    with pytest.raises(ValueError, match="at least one week"):
+        write_holdout_split(tmp_path, HoldoutSplit(7, (), np.array([1])))
+
+
+def test_ranking_settings_from_profile_and_overrides():
+    s = RankingSettings.from_profile("tiny")
+    assert (s.profile, s.holdout_days, s.n_candidates, s.eval_weeks, s.bootstrap_samples, s.baseline) == \
+        ("tiny", 7, 50, 2, 1000, "repurchase")
+    o = RankingSettings.from_profile("demo", holdout_days=None, n_candidates="30", start_date="2020-03-01 00:00",
+                                     ablations=False, seed=3)
+    assert (o.holdout_days, o.n_candidates, o.eval_weeks, o.start_date, o.ablations, o.seed) == \
+        (7, 30, 4, "2020-03-01", False, 3)
+    with pytest.raises(TypeError):
+        RankingSettings.from_profile("tiny", eval_week=3)
+    with pytest.raises(ValueError, match="at least 1"):
+        RankingSettings.from_profile("tiny", eval_weeks=0)
