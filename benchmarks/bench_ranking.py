@@ -1,4 +1,4 @@
-"""Benchmark: the original ranker's ranking step (hm_utils.ranking.rank_by_anchor)
+"""Benchmark: the original ranker's ranking step (hm_utils.rankers.rank_by_anchor)
 against the original notebook's per-customer loop.
 
 Random data shaped like the competition's, built here: ``1,371,980 * scale``
@@ -9,8 +9,8 @@ none and get the popular list).
 
 * ours: anchors -> embedding rows -> one [block, 550] x [550, 100] matrix
   product per block of customers -> ``argpartition`` -> 12 per row, then the
-  popular fill (:func:`hm_utils.ranking.rank_by_anchor` +
-  :func:`hm_utils.ranking.fill_with_popular`), over *all* customers;
+  popular fill (:func:`hm_utils.rankers.rank_by_anchor` +
+  :func:`hm_utils.lists.fill_with_popular`), over *all* customers;
 * baseline: the original loop, per customer: boolean-mask lookup of the
   anchor's row in the embeddings DataFrame, cosine similarity of that one
   vector with the candidate matrix, ``argsort``, 12 best. Timed on

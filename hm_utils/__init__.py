@@ -19,10 +19,12 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
 - ``inference`` (a backbone compiled for inference), ``export`` (streamed, resumable export; loading
   embedding files), ``feature_export`` (export from stored features)
 - ``similarity`` (cosine, top-k), ``embedding_quality`` (what embeddings see), ``embedding_plots``
-- ``metrics`` (MAP@12, recall, triplet accuracy), ``ranking`` (rankers, held-out split),
-  ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation`` and
-  ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission``, ``ensembling``,
-  ``ranking_plots``
+- ``metrics`` (MAP@12, recall, triplet accuracy), ``lists`` (prediction-list helpers), ``history``
+  (held-out split, popularity, customer history, the anchor rule, profiles), ``embedding_index``
+  (``ArticleEmbeddings``, the one in-memory shape of embeddings), ``rankers`` (the rankers),
+  ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation``,
+  ``intervals`` and ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission``,
+  ``ensembling``, ``ranking_plots``
 - ``pipeline`` (the papermill runner; ``kernel_console``: what it shows of a kernel), ``report`` (the HTML
   report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 

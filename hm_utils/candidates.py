@@ -145,7 +145,7 @@ class CandidateGenerator:
     # -- fitting ------------------------------------------------------------
     def fit(self, transactions: pd.DataFrame, history: pd.DataFrame | None = None) -> "CandidateGenerator":
         """``transactions``: everything before the scored week. ``history``: its
-        :func:`hm_utils.ranking.customer_history` when already computed."""
+        :func:`hm_utils.history.customer_history` when already computed."""
         s = self.settings
         t = as_transactions(transactions)
         if t.empty:

@@ -32,7 +32,7 @@ article attributes        product_type_no, graphical_appearance_no,
 ``src_<source>``          1 when candidate source ``<source>`` proposed it
 ``cos_profile_<f>``       cosine to the customer's recency-weighted profile in
                           embedding file ``f``, *leaving the candidate's own
-                          contribution out* (:func:`hm_utils.ranking.leave_one_out_cosine`)
+                          contribution out* (:func:`hm_utils.history.leave_one_out_cosine`)
 ``cos_last_<f>``          cosine to the customer's last purchase (NaN when it
                           is the candidate itself)
 ``cos_max_<f>``           max cosine over the ``recent_items`` most recent
@@ -107,7 +107,7 @@ class FeatureBuilder:
     # -- fitting ------------------------------------------------------------
     def fit(self, transactions: pd.DataFrame, history: pd.DataFrame | None = None) -> "FeatureBuilder":
         """``transactions``: all before the scored week (``t_dat``, ``customer_key``,
-        ``article_id``, ``price``); ``history``: their :func:`hm_utils.ranking.customer_history`."""
+        ``article_id``, ``price``); ``history``: their :func:`hm_utils.history.customer_history`."""
         t = as_transactions(transactions)
         if t.empty:
             raise ValueError("feature builder: cannot fit on empty transactions")

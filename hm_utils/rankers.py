@@ -296,7 +296,7 @@ class ImprovedRanker(Ranker):
             if len(keys) > per_week:
                 keys = np.sort(np.random.default_rng(self.seed).choice(keys, per_week, replace=False))
             Ranker.fit(self, inner_train)
-            comp = self._components(keys)
+            comp = self.components(keys)
             for g, w in enumerate(self.weight_grid):
                 mat = fill_with_popular(self._combine(comp, w, self.k), self.popular_, self.k)
                 aps[g].append(average_precision_at_k(mat, inner_val, self.k, customer_keys=keys).to_numpy())
@@ -357,7 +357,7 @@ class ImprovedRanker(Ranker):
             self.nb_table_[queries] = np.where(idx >= 0, emb.article_ids[pool_rows[np.maximum(idx, 0)]], PAD)
 
     # -- prediction ---------------------------------------------------------
-    def _components(self, keys: np.ndarray) -> dict:
+    def components(self, keys: np.ndarray) -> dict:
         """Candidates and their three signals for customers ``keys``:
         ``cand`` int64 [n, m], ``sim``/``pop``/``rep`` float32 [n, m], ``personal`` bool [n]."""
         n = len(keys)
@@ -419,7 +419,7 @@ class ImprovedRanker(Ranker):
         out = np.full((len(keys), self.k), PAD, np.int32)
         personal = np.zeros(len(keys), bool)
         for s, e in iter_blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
-            comp = self._components(keys[s:e])
+            comp = self.components(keys[s:e])
             out[s:e] = self._combine(comp, self.weights, self.k)
             personal[s:e] = comp["personal"]
         return out, personal

@@ -329,7 +329,7 @@ def test_improved_ranker_similarity_leaves_the_candidate_out():
     emb = ArticleEmbeddings(np.array([1, 2, 3]), np.array([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]], np.float32))
     t = pd.concat([tx([(14, 0, 1), (0, 0, 2)]), tx([(14, 5, 3), (13, 6, 3), (12, 6, 1)])], ignore_index=True)
     imp = ImprovedRanker(emb, n_candidates=3, tune=False, n_neighbors=0).fit(t)
-    comp = imp._components(np.array([0]))
+    comp = imp.components(np.array([0]))
     sim = {int(c): float(s) for c, s in zip(comp["cand"][0], comp["sim"][0]) if c >= 0}
     # customer 0's own articles 1 and 2 (personal and in the popular pool) score 0, article 3 1.5 / sqrt 2.5
     assert sim == pytest.approx({1: 0.0, 2: 0.0, 3: 1.5 / np.sqrt(2.5)}, abs=1e-6)
