@@ -35,6 +35,7 @@ from pathlib import Path
 from .config import (DEFAULT_PROFILE, EXECUTED_DIR, KERNEL_LOG_SUFFIX, METRICS_DIR, NOTEBOOKS_DIR, PROFILES,
                      REPORT_DIR, RUN_RECORD)
 from .kernel_console import CellProgress, KernelWatch, kernel_manager_class
+from .notebook_tools import REQUIRED_PARAMETERS
 from .storage import write_json
 
 KERNEL_NAME = "hm-embeddings"
@@ -187,23 +188,21 @@ def summarize_outputs(paths: list[str], max_items: int = 8) -> str:
 
 
 # ---------------------------------------------------------- parameters ---
-RUNNER_PARAMETERS = ("DATA_DIR", "WORK_DIR", "PROFILE", "SEED")  # set by their own options, not by --param
-
-
 def parse_param(text: str) -> tuple[str, object]:
     """``"KEY=VALUE"`` -> (KEY, value) for ``--param``.
 
     VALUE is read as a Python literal (``3``, ``0.5``, ``None``, ``True``, ``'x'``,
     ``[1, 2]``, ``(96, 64)``, ``{'a': 1}``), else as JSON (``true``, ``false``,
     ``null``, ``{"a": 1}``), else kept as the plain string (``resnet50``); an empty
-    VALUE is the empty string. KEY must be a Python identifier and not one of
-    :data:`RUNNER_PARAMETERS`. ValueError names the bad entry.
+    VALUE is the empty string. KEY must be a Python identifier and not one of the runner's
+    own (:data:`hm_utils.notebook_tools.REQUIRED_PARAMETERS`, set by their options).
+    ValueError names the bad entry.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise ValueError(f"--param {text!r}: expected KEY=VALUE with KEY a Python name, e.g. EPOCHS=1")
-    if key in RUNNER_PARAMETERS:
+    if key in REQUIRED_PARAMETERS:
         raise ValueError(f"--param {key}: set {key} with its own option "
                          f"(--{key.lower().replace('_', '-')}), not with --param")
     try:
