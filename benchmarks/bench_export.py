@@ -108,7 +108,8 @@ def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool =
              info: dict | None = None):
     """(seconds, embeddings float32 [n, d]) of a full export, file written and read back.
     ``info``, when given, receives the precision the export used."""
-    from hm_utils.export import export_embeddings, load_embeddings
+    from hm_utils.export import export_embeddings
+    from hm_utils.workdir import load_embeddings
 
     articles, images = _frames(paths)
     out = out_dir / f"bench_{reduced_scale}.parquet"
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
 
     if args.batch_size < 1 or args.repeats < 1:
         ap.error("--batch-size and --repeats must be >= 1")
-    from hm_utils.inference import resolve_precision
+    from hm_utils.precision import resolve_precision
 
     precision = resolve_precision(args.precision)
     n = max(8, min(args.max_images, int(round(args.scale * N_COMPETITION_ARTICLES))))

@@ -166,7 +166,7 @@ def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd
     1970), ``customer_key``. Transactions naming an article missing from the
     table are ignored with a warning.
     """
-    from .ranking import as_transactions
+    from .history import as_transactions
 
     tx = as_transactions(transactions)
     ok = np.asarray(ok, bool)
@@ -333,9 +333,9 @@ def _fit_image(img, size: tuple[int, int], fit: str):
     "pad" keeps the aspect ratio and pads with white, "stretch" resizes regardless of shape."""
     import tensorflow as tf
 
-    from .images import _resize_and_pad
+    from .images import resize_and_pad
 
-    out = _resize_and_pad(img, size) if fit == "pad" else tf.image.resize(img, size, antialias=True)
+    out = resize_and_pad(img, size) if fit == "pad" else tf.image.resize(img, size, antialias=True)
     return tf.ensure_shape(tf.clip_by_value(out, 0.0, 255.0), [size[0], size[1], 3])
 
 
@@ -364,8 +364,8 @@ def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from .export import is_combined_model
     from .images import DEFAULT_FIT, FITS, report_unreadable
+    from .model import model_variant
 
     paths, fits = [str(p) for p in paths], fits or {}
     keys = {}
@@ -374,7 +374,7 @@ def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits:
         keys[name] = (int(shape[1]), int(shape[2]), fits.get(name, DEFAULT_FIT))
         if keys[name][2] not in FITS:
             raise ValueError(f"unknown fit {keys[name][2]!r} for {name}; choose one of {FITS}")
-        if is_combined_model(m) and tabular is None:
+        if model_variant(m) == "combined" and tabular is None:
             raise ValueError(f"combined model {name} needs the tabular rows")
 
     def load(i, p):
@@ -393,7 +393,7 @@ def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits:
         for name, m in models.items():
             x = images[keys[name]]
             if isinstance(m.input, dict):
-                x = {"image": x, **({"tabular": tf.constant(tabular[idx])} if is_combined_model(m) else {})}
+                x = {"image": x, **({"tabular": tf.constant(tabular[idx])} if model_variant(m) == "combined" else {})}
             y = calls[name](x).numpy()
             out.setdefault(name, np.zeros((len(paths), y.shape[1]), np.float32))[idx] = y
         ok[idx] = True

@@ -1,5 +1,6 @@
-"""Embedding export (every article through a trained embedding model, streamed
-and resumable) and embedding loading (our files and the original notebook's).
+"""Embedding export: every article through trained embedding models, written in
+shards so that an interrupted run resumes (the models themselves run in
+:mod:`hm_utils.inference`; the files are read back by :mod:`hm_utils.workdir`).
 
 Export
 ------
@@ -29,12 +30,9 @@ an image that cannot be decoded (truncated JPEG, not an image at all, missing
 file) gets a warning naming the article id and a null embedding, and the export
 goes on.
 
-Loading
--------
-:func:`load_embeddings` reads our files and the original notebook's published
-ones (column spelled ``embeding``, missing embeddings stored as ``[nan]``,
-``article_id`` as int or zero-padded string) into
-``(article_ids int32 [n], matrix float32 [n, d], has_embedding bool [n])``.
+Notebook 04's settings are one :class:`ExportSettings` (from the profile and the
+notebook's parameters), passed whole to
+:func:`hm_utils.feature_export.export_embeddings_auto` and recorded whole.
 """
 from __future__ import annotations
 
@@ -43,7 +41,6 @@ import json
 import shutil
 import time
 import warnings
-import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,14 +48,64 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .config import ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL, HAS_IMAGE, IMAGE_PATH
+from .config import ARTICLE_ID, EMBEDDING, HAS_IMAGE
+from .images import article_image_paths
+from .inference import make_embed_fn, model_digest
+from .precision import PRECISIONS, resolve_precision
 from .storage import read_json, write_json, write_parquet
 
 MANIFEST = "manifest.json"
 STATUS_OK, STATUS_NO_IMAGE, STATUS_UNREADABLE = 0, 1, 2
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SHARD_SIZE = 2048
+DEFAULT_VARIANCE_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Notebook 04's settings, resolved once.
+
+    ``batch_size`` images per model call (profile: its ``batch_size``); ``shard_size``
+    articles per shard, the unit an interrupted export resumes from (2048);
+    ``reduced_scale`` decode JPEGs at 1/2, 1/4, 1/8 scale where that still covers the
+    model's input (True); ``variance_share`` the share of variance for the "how many
+    dimensions" count (0.95); ``precision`` what the backbone computes in: "auto",
+    "float32" or "bfloat16" (:mod:`hm_utils.precision`; "auto"); ``use_features`` embed
+    from the backbone features notebook 03 stored when they fit the models (True).
+    """
+    batch_size: int = DEFAULT_BATCH_SIZE
+    shard_size: int = DEFAULT_SHARD_SIZE
+    reduced_scale: bool = True
+    variance_share: float = DEFAULT_VARIANCE_SHARE
+    precision: str = "auto"
+    use_features: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError(f"batch_size and shard_size must be >= 1, got {self.batch_size}, {self.shard_size}")
+        if not 0 < self.variance_share <= 1:
+            raise ValueError(f"variance_share must be in (0, 1], got {self.variance_share}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+
+    @classmethod
+    def from_profile(cls, profile, *, batch_size: int | None = None, shard_size: int | None = None,
+                     reduced_scale: bool | None = None, variance_share: float | None = None,
+                     precision: str | None = None, use_features: bool | None = None) -> "ExportSettings":
+        """The settings of ``profile`` (a :class:`hm_utils.config.Profile`) with the notebook's
+        parameters laid over them; None means the profile's value or the default above."""
+        default = cls()
+        return cls(batch_size=int(profile.batch_size if batch_size is None else batch_size),
+                   shard_size=int(default.shard_size if shard_size is None else shard_size),
+                   reduced_scale=default.reduced_scale if reduced_scale is None else bool(reduced_scale),
+                   variance_share=float(default.variance_share if variance_share is None else variance_share),
+                   precision=default.precision if precision is None else str(precision),
+                   use_features=default.use_features if use_features is None else bool(use_features))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class UnreadableImageWarning(UserWarning):
@@ -103,284 +150,14 @@ def shard_dir_for(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.name + ".shards")
 
 
-def _image_paths(articles: pd.DataFrame, images: pd.DataFrame, data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """(abs path str or '' [n], has_image bool [n]) aligned with ``articles`` rows."""
+def _paths_and_flags(images: pd.DataFrame, article_ids, data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(image path str, '' without an image, object [n]; has_image bool [n]) of ``article_ids``
+    (:func:`hm_utils.images.article_image_paths`)."""
     if ARTICLE_ID not in images.columns or HAS_IMAGE not in images.columns:
         raise ValueError(f"images frame needs columns {ARTICLE_ID!r} and {HAS_IMAGE!r}; got {list(images.columns)}")
-    if "abs_path" in images.columns:
-        paths = images["abs_path"].astype(str)
-    elif IMAGE_PATH in images.columns:
-        if data_dir is None:
-            raise ValueError("images frame has relative 'path' but no 'abs_path'; pass data_dir "
-                             "(or use hm_utils.workdir.load_images, which adds abs_path)")
-        paths = images[IMAGE_PATH].astype(str).map(lambda p: str(Path(data_dir) / p))
-    else:
-        raise ValueError(f"images frame needs an 'abs_path' or {IMAGE_PATH!r} column; got {list(images.columns)}")
-    if images[ARTICLE_ID].duplicated().any():
-        dup = images.loc[images[ARTICLE_ID].duplicated(), ARTICLE_ID].iloc[0]
-        raise ValueError(f"images frame lists article {dup} more than once")
-    lookup = pd.DataFrame({ARTICLE_ID: images[ARTICLE_ID].astype(np.int64).to_numpy(),
-                           "_path": paths.to_numpy(dtype=object),
-                           "_has": images[HAS_IMAGE].fillna(False).astype(bool).to_numpy()})
-    ids = pd.DataFrame({ARTICLE_ID: articles[ARTICLE_ID].astype(np.int64).to_numpy()})
-    merged = ids.merge(lookup, on=ARTICLE_ID, how="left", validate="one_to_one")
-    has = merged["_has"].fillna(False).astype(bool).to_numpy()
-    path = np.where(has, merged["_path"].fillna("").astype(str).to_numpy(dtype=object), "")
-    return path.astype(object), has
-
-
-def _is_keras_model(model) -> bool:
-    try:
-        import keras
-        return isinstance(model, keras.Model)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _input_names(model) -> list[str]:
-    """The names of a keras model's inputs (the keys when it takes a dict)."""
-    inp = getattr(model, "input", None)
-    if isinstance(inp, dict):
-        return list(inp)
-    return [str(getattr(t, "name", "")).split(":")[0] for t in getattr(model, "inputs", None) or []]
-
-
-def is_combined_model(model) -> bool:
-    """True when ``model`` takes a dict with a ``tabular`` input (the image+tabular model)."""
-    if not _is_keras_model(model):
-        return bool(getattr(model, "combined", False))
-    return "tabular" in _input_names(model) or len(getattr(model, "inputs", []) or []) > 1
-
-
-def model_digest(model) -> str:
-    """A short hash of a keras model's weights (any callable: its qualified name)."""
-    h = hashlib.sha1()
-    if _is_keras_model(model):
-        for w in model.weights:
-            arr = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-            h.update(str(arr.shape).encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
-    else:
-        h.update(getattr(model, "digest", type(model).__qualname__).encode())
-    return h.hexdigest()[:16]
-
-
-_model_digest = model_digest  # the old private name, kept for existing callers
-
-
-_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _cached_trace(owner, key, build):
-    """A traced function kept with ``owner`` (a keras model) so that later exports with
-    the same model and shapes reuse the graph instead of tracing again."""
-    try:
-        per_model = _TRACED.setdefault(owner, {})
-    except TypeError:  # not weak-referenceable: no caching
-        return build()
-    if key not in per_model:
-        per_model[key] = build()
-    return per_model[key]
-
-
-def _keras_call_fn(model, combined: bool, image_size, n_tabular):
-    """Traced call of one keras model: (images, tabular or None) -> tensor [B, d] (cached per model)."""
-    return _cached_trace(model, ("whole", combined, tuple(image_size), n_tabular),
-                         lambda: _build_keras_call(model, combined, image_size, n_tabular))
-
-
-def _build_keras_call(model, combined: bool, image_size, n_tabular):
-    import tensorflow as tf
-
-    img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
-    spec = {"image": img_spec, "tabular": tf.TensorSpec([None, n_tabular], tf.float32)} if combined else img_spec
-    dict_input = isinstance(getattr(model, "input", None), dict)
-    model_ref = weakref.ref(model)  # the cache is keyed weakly on the model: hold no strong reference to it
-
-    @tf.function(input_signature=[spec])
-    def _call(inputs):
-        if dict_input and not combined:
-            inputs = {"image": inputs}
-        return model_ref()(inputs, training=False)
-    return _call
-
-
-def tower_parts(models: dict) -> dict | None:
-    """``{name: (backbone, head)}`` when every model is an ``hm_utils.model`` tower
-    (a keras model with nested ``backbone`` and ``head`` models, the head taking a
-    dict with ``features``); else None."""
-    if not models or not all(_is_keras_model(m) for m in models.values()):
-        return None
-    try:
-        parts = {n: (m.get_layer("backbone"), m.get_layer("head")) for n, m in models.items()}
-    except (ValueError, AttributeError):
-        return None
-    if any(not isinstance(getattr(h, "input", None), dict) or "features" not in h.input for _, h in parts.values()):
-        return None
-    return parts
-
-
-def shared_backbone(models: dict) -> tuple | None:
-    """``(backbone, {name: head})`` when every model is an ``hm_utils.model`` tower
-    (:func:`tower_parts`) and all backbones hold identical weights (the frozen
-    ImageNet/untrained backbone notebook 03 shares between the two variants);
-    else None. Then the backbone runs once per batch for all models."""
-    parts = tower_parts(models) if len(models) >= 2 else None
-    if parts is None or len({_model_digest(b) for b, _ in parts.values()}) != 1:
-        return None
-    return next(iter(parts.values()))[0], {n: h for n, (_, h) in parts.items()}
-
-
-def _backbone_call(backbone, image_size, precision: str, digest: str):
-    """The backbone compiled for inference (:func:`hm_utils.inference.compile_for_inference`:
-    batch norms folded, weights frozen, bfloat16 where asked): images float32
-    [B,H,W,3] -> features float32 [B,F]. Cached with the backbone, keyed by its
-    weights' digest, so a retrained backbone is compiled again."""
-    import tensorflow as tf
-
-    from .inference import compile_for_inference
-
-    spec = [tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)]
-    key = ("compiled", tuple(image_size), precision, digest)
-    return _cached_trace(backbone, key, lambda: compile_for_inference(backbone, spec, precision))
-
-
-def _head_call(head, combined: bool, n_tabular):
-    """Traced call of a tower's head: (features [B,F], tabular [B,11] or None) -> [B,d] (cached with the head)."""
-    def build():
-        import tensorflow as tf
-
-        ref = weakref.ref(head)  # cached weakly on the head: hold no strong reference to it
-        feat_spec = tf.TensorSpec([None, int(head.input["features"].shape[-1])], tf.float32)
-        if combined:
-            @tf.function(input_signature=[feat_spec, tf.TensorSpec([None, n_tabular], tf.float32)])
-            def _call(features, tabular):
-                return ref()({"features": features, "tabular": tabular}, training=False)
-        else:
-            @tf.function(input_signature=[feat_spec])
-            def _call(features):
-                return ref()({"features": features}, training=False)
-        return _call
-    return _cached_trace(head, ("head", combined, n_tabular), build)
-
-
-# First-batch check of the compiled path against the plain float32 models, on up
-# to CHECK_IMAGES images. float32: largest |difference| / max(1, largest |plain
-# value|) must stay <= FLOAT32_TOLERANCE, else every model runs whole (traced,
-# float32). bfloat16: every embedding's cosine to the plain one must be >=
-# BFLOAT16_MIN_COSINE; with precision "auto" a lower one switches the backbones to
-# float32 (a model whose head amplifies small feature differences, such as the
-# demo's image-only model on its untrained backbone: cosine 0.92-1.0), with
-# "bfloat16" asked for explicitly it is only a warning.
-CHECK_IMAGES = 8
-FLOAT32_TOLERANCE = 1e-4
-BFLOAT16_MIN_COSINE = 0.995
-
-
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`hm_utils.similarity.pairwise_cosine` of two float [n, d] arrays, except
-    that two all-zero rows (a relu embedding that is zero either way) count as equal: 1."""
-    from .similarity import pairwise_cosine
-
-    both_zero = ~np.asarray(a).any(axis=1) & ~np.asarray(b).any(axis=1)
-    return np.where(both_zero, 1.0, pairwise_cosine(a, b))
-
-
-def _make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (None, None),
-                   n_tabular: int | None = None, precision: str = "float32", strict: bool = True) -> Callable:
-    """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) ->
-    ``{name: np.float32 [B, d]}`` for every model; its ``state["precision"]``
-    says what the backbones computed in, ``state["check_min_cosine"]`` the
-    first-batch agreement with the plain float32 models (bfloat16 only).
-
-    ``hm_utils.model`` towers (:func:`tower_parts`) run as a compiled backbone
-    (:func:`_backbone_call`; once per batch for all towers whose backbones hold
-    identical weights) and a traced head per model. The first batch is checked
-    against the plain float32 models (see :data:`BFLOAT16_MIN_COSINE`): a float32
-    mismatch falls back to running each model whole; a bfloat16 one, unless
-    ``strict`` (bfloat16 asked for by name), to float32 backbones; both with a
-    warning. Other keras models run whole as traced graphs (``tf.function``
-    with a batch-size-free input signature, so the last, smaller batch does not
-    retrace); other callables as they are."""
-    keras_models = {n: m for n, m in models.items() if _is_keras_model(m)}
-    calls = {n: _keras_call_fn(m, combined[n], image_size, n_tabular) for n, m in keras_models.items()}
-    parts = tower_parts(models)
-    state = {"fast": parts is not None, "checked": False, "precision": "float32", "check_min_cosine": None}
-    bb_calls: dict = {}
-    if parts is not None:
-        by_object = {id(bb): bb for bb, _ in parts.values()}  # a shared backbone is hashed once
-        digest_by_object = {i: _model_digest(bb) for i, bb in by_object.items()}
-        digest_of = {n: digest_by_object[id(bb)] for n, (bb, _) in parts.items()}
-        backbones = {}
-        for n, (bb, _) in parts.items():
-            backbones.setdefault(digest_of[n], bb)
-
-        def compile_backbones(prec):
-            bb_calls.clear()
-            bb_calls.update({d: _backbone_call(bb, image_size, prec, d) for d, bb in backbones.items()})
-            state["precision"] = next(iter(bb_calls.values())).precision
-        compile_backbones(precision)
-        head_calls = {n: _head_call(h, combined[n], n_tabular) for n, (_, h) in parts.items()}
-
-    def whole(images, tabular, eager: bool = False):
-        out = {}
-        for n, m in models.items():
-            if n in calls and not eager:
-                res = calls[n]({"image": images, "tabular": tabular} if combined[n] else images)
-            elif combined[n]:
-                res = m({"image": images, "tabular": tabular}, training=False) if n in keras_models \
-                    else m({"image": images, "tabular": tabular})
-            elif n in keras_models:
-                res = m({"image": images} if isinstance(m.input, dict) else images, training=False)
-            else:
-                res = m(images)
-            out[n] = np.asarray(res, dtype=np.float32)
-        return out
-
-    def fast(images, tabular):
-        feats = {d: f(images) for d, f in bb_calls.items()}
-        return {n: np.asarray(head_calls[n](feats[digest_of[n]], tabular) if combined[n]
-                              else head_calls[n](feats[digest_of[n]]), dtype=np.float32) for n in models}
-
-    def check(images, tabular, out):
-        k = min(CHECK_IMAGES, int(images.shape[0]))
-        # eager on numpy (Keras refuses mixed tensor/numpy dicts), so no extra tracing
-        ref = whole(np.asarray(images[:k]), None if tabular is None else np.asarray(tabular[:k]), eager=True)
-        if state["precision"] == "float32":
-            scale = max(float(np.abs(ref[n]).max()) for n in ref)
-            rel = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out) / max(1.0, scale)
-            if rel <= FLOAT32_TOLERANCE:
-                return out
-            warnings.warn(f"compiled float32 embeddings differ from the plain models by {rel:.2e} (relative); "
-                          "running each model whole instead", stacklevel=3)
-            state["fast"] = False
-            return whole(images, tabular)
-        worst = {n: float(_row_cosines(out[n][:k], ref[n]).min()) for n in out}
-        state["check_min_cosine"] = min(worst.values())
-        if state["check_min_cosine"] >= BFLOAT16_MIN_COSINE:
-            return out
-        shown = ", ".join(f"{n} {c:.4f}" for n, c in worst.items())
-        if strict:
-            warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: "
-                          f"{shown}; below {BFLOAT16_MIN_COSINE}); kept because precision='bfloat16' was asked for",
-                          stacklevel=3)
-            return out
-        warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: {shown}; "
-                      f"below {BFLOAT16_MIN_COSINE}): exporting in float32 instead. precision='bfloat16' keeps "
-                      "the faster bfloat16 anyway", stacklevel=3)
-        compile_backbones("float32")
-        return check(images, tabular, fast(images, tabular))
-
-    def fn(images, tabular):
-        if not state["fast"]:
-            return whole(images, tabular)
-        out = fast(images, tabular)
-        if not state["checked"]:
-            state["checked"] = True
-            return check(images, tabular, out)
-        return out
-    fn.state = state
-    return fn
+    found = article_image_paths(images, article_ids, data_dir)
+    has = np.array([p is not None for p in found], dtype=bool)
+    return np.array(["" if p is None else p for p in found], dtype=object), has
 
 
 def _fingerprint(article_ids: np.ndarray, has_image: np.ndarray, settings: dict) -> str:
@@ -484,7 +261,7 @@ def write_embedding_file(path, articles: pd.DataFrame, article_ids, column, incl
 
 
 def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_path: str | Path, *,
-                      image_size: tuple[int, int], batch_size: int = 64, shard_size: int = 2048,
+                      image_size: tuple[int, int], batch_size: int = DEFAULT_BATCH_SIZE, shard_size: int = DEFAULT_SHARD_SIZE,
                       include_article_columns: bool = False, tabular: np.ndarray | None = None,
                       shard_dir: str | Path | None = None, reduced_scale: bool = True,
                       data_dir: str | Path | None = None, dataset_fn: Callable | None = None,
@@ -535,7 +312,7 @@ def export_embeddings(model, articles: pd.DataFrame, images: pd.DataFrame, out_p
 
 
 def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.DataFrame, out_paths: dict, *,
-                           image_size: tuple[int, int], batch_size: int = 64, shard_size: int = 2048,
+                           image_size: tuple[int, int], batch_size: int = DEFAULT_BATCH_SIZE, shard_size: int = DEFAULT_SHARD_SIZE,
                            include_article_columns: dict | None = None, tabular: np.ndarray | None = None,
                            shard_dir: str | Path | None = None, reduced_scale: bool = True,
                            data_dir: str | Path | None = None, dataset_fn: Callable | None = None,
@@ -571,8 +348,9 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
         from .images import image_dataset as dataset_fn
     t0 = time.perf_counter()
     ids = articles[ARTICLE_ID].astype(np.int64).to_numpy()
-    paths, has = _image_paths(articles, images, data_dir)
-    combined = {n: is_combined_model(m) for n, m in models.items()}
+    paths, has = _paths_and_flags(images, ids, data_dir)
+    from .model import model_variant
+    combined = {n: model_variant(m) == "combined" for n, m in models.items()}
     tab = None
     if any(combined.values()):
         if tabular is None:
@@ -581,12 +359,11 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
         tab = np.asarray(tabular, dtype=np.float32)
         if tab.shape[0] != len(articles):
             raise ValueError(f"tabular has {tab.shape[0]} rows for {len(articles)} articles")
-    from .inference import resolve_precision
     requested, precision = precision, resolve_precision(precision)
 
     settings = {"image_size": list(image_size), "shard_size": int(shard_size), "reduced_scale": bool(reduced_scale),
                 "precision": precision,
-                "models": {n: [combined[n], _model_digest(models[n])] for n in names},
+                "models": {n: [combined[n], model_digest(models[n])] for n in names},
                 "tabular": hashlib.sha1(np.ascontiguousarray(tab).tobytes()).hexdigest() if tab is not None else None,
                 "paths": hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()}
     sdir = Path(shard_dir) if shard_dir is not None else shard_dir_for(out_paths[names[0]])
@@ -595,7 +372,7 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
     manifest["n_shards"] = n_shards
     # a resumed export keeps the precision its first shards were computed in
     used_before = manifest.get("precision_used")
-    embed_fn = _make_embed_fn(models, combined, tuple(image_size), None if tab is None else tab.shape[1],
+    embed_fn = make_embed_fn(models, combined, tuple(image_size), None if tab is None else tab.shape[1],
                               precision=used_before or precision, strict=requested != "auto" or bool(used_before))
 
     done = {int(k) for k in manifest["shards"] if _shard_file(sdir, int(k)).is_file()}
@@ -667,112 +444,7 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
     return reports
 
 
-# ------------------------------------------------------------------ loading ---
-def _parse_article_ids(col: pa.ChunkedArray, path) -> np.ndarray:
-    s = col.to_pandas()
-    if pd.api.types.is_integer_dtype(s.dtype) and not s.isna().any():
-        out = s.to_numpy(dtype=np.int64)
-    else:
-        num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
-        bad = num.isna()
-        if bad.any():
-            raise ValueError(f"{path}: column {ARTICLE_ID!r} has values that are not article ids, "
-                             f"e.g. {s[bad].iloc[0]!r} (row {int(np.argmax(bad.to_numpy()))})")
-        out = num.to_numpy(dtype=np.int64)
-    if out.size and (out.min() < 0 or out.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"{path}: column {ARTICLE_ID!r} has ids outside the int32 range")
-    return out.astype(np.int32)
-
-
-def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read an embeddings parquet file into arrays.
-
-    Accepts our files (``embedding`` list<float32>, null when missing) and the
-    original notebook's published ones (``embeding``, missing stored as
-    ``[nan]``; ``article_id`` int or zero-padded string; list<double> values).
-
-    Output: ``(article_ids int32 [n], matrix float32 [n, d], has_embedding bool
-    [n])`` in file order; rows without an embedding (null, empty, ``[nan]`` or
-    all-NaN) are zero rows with ``has_embedding`` False. A row whose length
-    differs from the others, or that is partly NaN, is a ValueError naming
-    the file and the article id. Duplicate article ids are a ValueError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (embeddings are written by notebook 04_embedding_export)")
-    names = pq.read_schema(path).names
-    emb_col = EMBEDDING if EMBEDDING in names else EMBEDDING_ORIGINAL if EMBEDDING_ORIGINAL in names else None
-    if emb_col is None or ARTICLE_ID not in names:
-        raise ValueError(f"{path}: expected columns {ARTICLE_ID!r} and {EMBEDDING!r} (or the original "
-                         f"{EMBEDDING_ORIGINAL!r}); found {names}")
-    table = pq.read_table(path, columns=[ARTICLE_ID, emb_col])
-    ids = _parse_article_ids(table[ARTICLE_ID], path)
-    if len(ids) != len(np.unique(ids)):
-        u, c = np.unique(ids, return_counts=True)
-        raise ValueError(f"{path}: article {int(u[c > 1][0])} appears more than once")
-    col = table[emb_col].combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
-    if pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
-        col = col.cast(pa.list_(col.type.value_type))
-    if not pa.types.is_list(col.type):
-        raise ValueError(f"{path}: column {emb_col!r} is {col.type}, expected a list of floats")
-    col = col.cast(pa.list_(pa.float32()))
-    n = len(ids)
-    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    ends = np.cumsum(lengths)
-    # NaN entries per row from a running count; an all-NaN row (incl. the original's [nan]) is missing
-    nan_running = np.concatenate([[0], np.cumsum(np.isnan(values))])
-    nan_count = nan_running[ends] - nan_running[ends - lengths]
-    present = (lengths > 0) & (nan_count < lengths)
-    d = int(np.bincount(lengths[present]).argmax()) if present.any() else 0
-    wrong = present & (lengths != d)
-    if wrong.any():
-        r = int(np.argmax(wrong))
-        raise ValueError(f"{path}: article {int(ids[r])} has an embedding of length {int(lengths[r])}, "
-                         f"the others have {d}")
-    partial = present & (nan_count > 0)
-    if partial.any():
-        r = int(np.argmax(partial))
-        raise ValueError(f"{path}: article {int(ids[r])} has an embedding with NaN entries")
-    matrix = np.zeros((n, d), dtype=np.float32)
-    if d and present.any():
-        take = np.repeat(present, lengths)
-        matrix[present] = values[take].reshape(-1, d)
-    return ids, matrix, present
-
-
-def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder loaded embeddings to the article order ``to_ids``.
-
-    Inputs: the three arrays of :func:`load_embeddings` and ``to_ids`` int [m].
-    Output: ``(matrix float32 [m, d], has_embedding bool [m])``; ids absent from
-    the file get a zero row and False.
-    """
-    article_ids = np.asarray(article_ids, dtype=np.int64)
-    to_ids = np.asarray(to_ids, dtype=np.int64)
-    order = np.argsort(article_ids, kind="stable")
-    sorted_ids = article_ids[order]
-    pos = np.searchsorted(sorted_ids, to_ids)
-    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-    found = (len(sorted_ids) > 0) & (sorted_ids[pos_c] == to_ids) if len(sorted_ids) else np.zeros(len(to_ids), bool)
-    rows = order[pos_c]
-    out = np.zeros((len(to_ids), matrix.shape[1]), dtype=np.float32)
-    out[found] = matrix[rows[found]]
-    has = np.zeros(len(to_ids), dtype=bool)
-    has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
-    return out, has
-
-
 # ---------------------------------------------------------------- summaries ---
-def model_image_size(model) -> tuple[int, int]:
-    """(height, width) in pixels of a keras embedding model's ``image`` input."""
-    inp = getattr(model, "input", None)
-    t = inp["image"] if isinstance(inp, dict) and "image" in inp else (model.inputs[0] if model.inputs else None)
-    shape = tuple(getattr(t, "shape", ()) or ())
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise ValueError(f"cannot read the image size from the model's image input (shape {shape}); pass it")
-    return int(shape[1]), int(shape[2])
-
 
 def export_summary(reports: dict[str, ExportReport]) -> pd.DataFrame:
     """One row per exported file: file name, rows, embedded, missing (no image),
@@ -802,15 +474,16 @@ def verify_export(model, path: str | Path, images: pd.DataFrame, *, image_size: 
     """
     from .images import load_image
     from .similarity import pairwise_cosine
+    from .workdir import load_embeddings
 
     ids, mat, has = load_embeddings(path)
     if not has.any():
         return {"checked": 0, "max_abs_diff": float("nan"), "max_rel_diff": float("nan"), "min_cosine": float("nan")}
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(np.flatnonzero(has), size=min(n, int(has.sum())), replace=False))
-    frame = pd.DataFrame({ARTICLE_ID: ids})
-    paths, _ = _image_paths(frame, images, data_dir)
-    combined = is_combined_model(model)
+    paths, _ = _paths_and_flags(images, ids, data_dir)
+    from .model import model_variant
+    combined = model_variant(model) == "combined"
     if combined and tabular is None:
         if articles is None:
             raise ValueError("verify_export needs articles (or tabular) for the combined model")

@@ -27,10 +27,10 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from .config import (ARTICLE_ID, BACKBONE_FEATURES, EXPORT_FROM_FEATURES, FEATURES_INDEX,  # noqa: E402
                      EXPORT_FROM_IMAGES, HAS_IMAGE)
-from .export import (ExportReport, export_embeddings_many, is_combined_model, model_digest,  # noqa: E402
-                     write_embedding_file)
+from .export import ExportReport, ExportSettings, export_embeddings_many, write_embedding_file  # noqa: E402
 from .features import article_fingerprint, decode_options, features_dir, load_features, read_manifest  # noqa: E402
-from .model import get_backbone, get_head, tabular_features  # noqa: E402
+from .inference import model_digest  # noqa: E402
+from .model import get_backbone, get_head, model_variant, tabular_features  # noqa: E402
 
 
 class FeatureMismatchError(ValueError):
@@ -142,7 +142,7 @@ def export_from_features(models: dict, articles: pd.DataFrame, images: pd.DataFr
     has = pd.read_parquet(features_dir(work_dir) / FEATURES_INDEX, columns=[HAS_IMAGE])[HAS_IMAGE].to_numpy(bool)
     ok = store.ok
     include = {n: bool((include_article_columns or {}).get(n, False)) for n in names}
-    combined = {n: is_combined_model(m) for n, m in models.items()}
+    combined = {n: model_variant(m) == "combined" for n, m in models.items()}
     tab = None
     if any(combined.values()):
         tab = np.asarray(tabular_features(articles) if tabular is None else tabular, np.float32)
@@ -179,20 +179,23 @@ def export_from_features(models: dict, articles: pd.DataFrame, images: pd.DataFr
 
 
 def export_embeddings_auto(models: dict, articles: pd.DataFrame, images: pd.DataFrame, work_dir, out_paths: dict,
-                           *, image_size: tuple[int, int], name: str = BACKBONE_FEATURES,
-                           include_article_columns: dict | None = None, tabular: np.ndarray | None = None,
-                           reduced_scale: bool = True, fit: str | None = None, use_features: bool = True,
-                           progress: bool = True,
+                           *, image_size: tuple[int, int], settings: ExportSettings | None = None,
+                           name: str = BACKBONE_FEATURES, include_article_columns: dict | None = None,
+                           tabular: np.ndarray | None = None, fit: str | None = None, progress: bool = True,
                            **image_export_options) -> tuple[dict[str, ExportReport], str, str | None]:
     """The export from the stored features when they fit every model
     (:func:`features_usable`), else :func:`hm_utils.export.export_embeddings_many`
-    from the images (``image_size``, ``reduced_scale``, ``fit`` when given, and
-    ``image_export_options`` such as ``batch_size``, ``shard_size``, ``precision`` go to it);
-    ``use_features`` False always takes the images.
+    from the images (``image_size``, ``fit`` when given, ``image_export_options`` such
+    as ``shard_dir`` or ``dataset_fn``, and the settings' ``batch_size``, ``shard_size``,
+    ``reduced_scale`` and ``precision`` go to it). ``settings``: an
+    :class:`hm_utils.export.ExportSettings` (None: its defaults); ``use_features`` False
+    always takes the images.
     Output: ``(reports, path, reason)``: path ``config.EXPORT_FROM_FEATURES`` or
     ``config.EXPORT_FROM_IMAGES``; reason None, or why the features did not fit."""
+    settings = ExportSettings() if settings is None else settings
+    reduced_scale = settings.reduced_scale
     reason = (features_usable(models, articles, images, work_dir, name=name, reduced_scale=reduced_scale, fit=fit)
-              if use_features else "use_features is False")
+              if settings.use_features else "use_features is False")
     common = dict(include_article_columns=include_article_columns, tabular=tabular, progress=progress)
     if reason is None:
         return (export_from_features(models, articles, images, work_dir, out_paths, name=name,
@@ -200,6 +203,7 @@ def export_embeddings_auto(models: dict, articles: pd.DataFrame, images: pd.Data
     if fit is not None:
         image_export_options["fit"] = fit
     reports = export_embeddings_many(models, articles, images, {n: Path(p) for n, p in out_paths.items()},
-                                     image_size=image_size, reduced_scale=reduced_scale, **common,
-                                     **image_export_options)
+                                     image_size=image_size, reduced_scale=reduced_scale,
+                                     batch_size=settings.batch_size, shard_size=settings.shard_size,
+                                     precision=settings.precision, **common, **image_export_options)
     return reports, EXPORT_FROM_IMAGES, reason

@@ -18,7 +18,7 @@ Files under ``WORK_DIR/features/`` (``config.FEATURES_DIR``):
 * ``manifest.json``: the article fingerprint and settings (image size, reduced
   scale), the unreadable article ids and, per name: backbone architecture,
   weights file and its sha256 (None for random weights), a digest of the
-  backbone's weights (:func:`hm_utils.export.model_digest`), image_size,
+  backbone's weights (:func:`hm_utils.inference.model_digest`), image_size,
   pooling, feature_dim, seconds, images_per_second.
 
 Writing is atomic: each ``.npy`` is filled under a temporary name and renamed
@@ -50,10 +50,12 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from .config import (ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST,  # noqa: E402
                      HAS_IMAGE)
-from .export import FLOAT32_TOLERANCE, UnreadableImageWarning, model_digest  # noqa: E402
-from .images import image_dataset  # noqa: E402
+from .export import UnreadableImageWarning  # noqa: E402
+from .images import article_image_paths, image_dataset  # noqa: E402
+from .inference import model_digest  # noqa: E402
+from .precision import FLOAT32_TOLERANCE  # noqa: E402
 from .storage import read_json, write_json, write_parquet  # noqa: E402
-from .training import FeatureCache, article_image_paths  # noqa: E402
+from .feature_cache import FeatureCache  # noqa: E402
 
 MANIFEST_VERSION = 1
 # what must agree between a stored feature set and a backbone for the features to be reused

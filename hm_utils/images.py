@@ -27,18 +27,29 @@ Unreadable files (missing, truncated, not an image) never crash the stream:
 they are dropped, and because every element carries its index in ``paths`` the
 consumer knows which ones are missing (:func:`report_unreadable` warns naming
 the files; :func:`find_unreadable` checks a list of paths up front).
+
+:func:`article_image_paths` is the one lookup article id -> image file (the
+image table of notebook 01); training, the export and the image panels use it.
+TensorFlow is imported only by the functions that decode.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
+from .config import ARTICLE_ID, HAS_IMAGE, IMAGE_ABS_PATH, IMAGE_PATH
+
+if TYPE_CHECKING:  # annotations only
+    import tensorflow as tf
+
+# TensorFlow is imported inside the functions that decode, so that looking up an
+# article's image path (panels, plots) does not load it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
 
 JPEG_RATIOS = (1, 2, 4, 8)  # the downscale factors libjpeg supports
 FITS = ("pad", "stretch")   # keep the aspect ratio and pad / resize to (H, W) regardless
@@ -62,6 +73,8 @@ def choose_jpeg_ratio(height: int, width: int, image_size: tuple[int, int]) -> i
 
 def _decode_jpeg_reduced(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Decode JPEG bytes at the largest libjpeg ratio covering ``image_size``; uint8 [h, w, 3]."""
+    import tensorflow as tf
+
     shape = tf.image.extract_jpeg_shape(contents)  # [height, width, channels], int32
     th, tw = int(image_size[0]), int(image_size[1])
     # number of ratios (beyond 1) that still cover the target: 0 -> r=1, 1 -> r=2, ...
@@ -91,8 +104,10 @@ def fitted_size(height: int, width: int, image_size: tuple[int, int]) -> tuple[i
     return (min(th, max(1, int(round(height * scale)))), min(tw, max(1, int(round(width * scale)))))
 
 
-def _resize_and_pad(img: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+def resize_and_pad(img: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """float32 [h, w, 3] -> [H, W, 3]: fit inside (H, W) keeping the aspect ratio, centre, pad with PAD_VALUE."""
+    import tensorflow as tf
+
     th, tw = int(image_size[0]), int(image_size[1])
     shape = tf.cast(tf.shape(img)[:2], tf.float64)
     scale = tf.minimum(th / shape[0], tw / shape[1])
@@ -117,6 +132,8 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], reduced_scale
     interpolation and antialiasing; ``fit`` "pad" keeps the aspect ratio and pads
     with :data:`PAD_VALUE` (white), "stretch" does not keep it (module docstring).
     """
+    import tensorflow as tf
+
     _check_fit(fit)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), _JPEG_MAGIC)
 
@@ -132,7 +149,7 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], reduced_scale
     img = tf.cond(is_jpeg, jpeg, other)
     img.set_shape([None, None, 3])
     if fit == "pad":
-        img = _resize_and_pad(tf.cast(img, tf.float32), image_size)
+        img = resize_and_pad(tf.cast(img, tf.float32), image_size)
     else:
         img = tf.image.resize(tf.cast(img, tf.float32), image_size, method="bilinear", antialias=True)
     return tf.clip_by_value(img, 0.0, 255.0)
@@ -142,12 +159,14 @@ def read_and_decode(path: tf.Tensor, image_size: tuple[int, int], reduced_scale:
                     fit: str = DEFAULT_FIT) -> tf.Tensor:
     """Read a file (string scalar tensor) and decode it: float32 [H, W, 3] in 0..255
     (``fit`` as in :func:`decode_image`)."""
+    import tensorflow as tf
+
     return decode_image(tf.io.read_file(path), image_size, reduced_scale, fit)
 
 
 def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int] = (300, 200),
                   batch_size: int = 64, reduced_scale: bool = True,
-                  num_parallel_calls: int = tf.data.AUTOTUNE, drop_unreadable: bool = True,
+                  num_parallel_calls: int | None = None, drop_unreadable: bool = True,
                   fit: str = DEFAULT_FIT) -> tf.data.Dataset:
     """Stream images from disk: a ``tf.data.Dataset`` of ``(index, images)`` batches.
 
@@ -158,7 +177,7 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
     batch_size : images per batch (the last batch may be smaller).
     reduced_scale : decode JPEGs at 1/2, 1/4 or 1/8 scale where that still
         covers (H, W) (see the module docstring).
-    num_parallel_calls : parallel decoders (``tf.data.AUTOTUNE`` by default).
+    num_parallel_calls : parallel decoders (None: ``tf.data.AUTOTUNE``).
     drop_unreadable : drop files that fail to read or decode (True) instead of
         raising ``InvalidArgumentError`` / ``NotFoundError`` when iterating.
     fit : "pad" (keep the aspect ratio, pad with white) or "stretch" (see the
@@ -171,13 +190,16 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
 
     Order is deterministic. Nothing is held in memory beyond the prefetch buffer.
     """
+    import tensorflow as tf
+
     _check_fit(fit)
     paths = [str(p) for p in paths]
     size = (int(image_size[0]), int(image_size[1]))
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string) if paths else tf.zeros([0], tf.string)))
     ds = ds.map(lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit)),
-                num_parallel_calls=num_parallel_calls, deterministic=True)
+                num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
+                deterministic=True)
     if drop_unreadable:
         ds = ds.ignore_errors()
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
@@ -229,6 +251,8 @@ def load_image(path: str | os.PathLike, image_size: tuple[int, int] = (300, 200)
     Raises FileNotFoundError naming a missing file, ValueError naming a file
     that is not a readable image.
     """
+    import tensorflow as tf
+
     _check_fit(fit)
     path = Path(path)
     if not path.is_file():
@@ -238,3 +262,47 @@ def load_image(path: str | os.PathLike, image_size: tuple[int, int] = (300, 200)
         return img.numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.UnknownError) as exc:
         raise ValueError(f"cannot decode image {path}: {exc.message.splitlines()[0] if exc.message else exc}") from None
+
+
+# ------------------------------------------------------------ image paths ---
+def article_image_paths(images: pd.DataFrame | None, article_ids, data_dir: str | os.PathLike | None = None
+                        ) -> np.ndarray:
+    """The image file of each article: object array [n] of absolute path strings, None where the
+    article has no image.
+
+    ``images``: the image table of :func:`hm_utils.workdir.load_images`: ``article_id``,
+    ``has_image`` (bool; without the column every listed article has an image) and
+    :data:`hm_utils.config.IMAGE_ABS_PATH`, or the relative :data:`hm_utils.config.IMAGE_PATH`
+    together with ``data_dir``. None or empty: no article has an image.
+    ``article_ids``: int [n] in any order; an id the table does not list gets None, and so
+    does a listed article whose ``has_image`` is False or whose path is empty or missing.
+    Raises KeyError naming a missing column, ValueError naming an article listed twice.
+    """
+    ids = np.asarray(article_ids).astype(np.int64)
+    out = np.full(len(ids), None, dtype=object)
+    if images is None or len(images) == 0:
+        return out
+    columns = ", ".join(map(str, images.columns))
+    if ARTICLE_ID not in images.columns:
+        raise KeyError(f"images lacks column {ARTICLE_ID!r}; it has {columns}")
+    if IMAGE_ABS_PATH in images.columns:
+        paths = images[IMAGE_ABS_PATH].to_numpy(dtype=object)
+    elif IMAGE_PATH in images.columns and data_dir is not None:
+        paths = np.array([str(Path(data_dir) / p) if isinstance(p, str) and p else None
+                          for p in images[IMAGE_PATH]], dtype=object)
+    else:
+        raise KeyError(f"images needs column {IMAGE_ABS_PATH!r}, or {IMAGE_PATH!r} together with data_dir; "
+                       f"it has {columns}")
+    listed = images[ARTICLE_ID].to_numpy().astype(np.int64)
+    order = np.argsort(listed, kind="stable")
+    listed = listed[order]
+    if len(listed) > 1 and (listed[1:] == listed[:-1]).any():
+        raise ValueError(f"images lists article {int(listed[1:][listed[1:] == listed[:-1]][0])} more than once")
+    has = (images[HAS_IMAGE].fillna(False).astype(bool).to_numpy() if HAS_IMAGE in images.columns
+           else np.ones(len(images), bool))[order]
+    value = np.array([str(p) if h and isinstance(p, (str, os.PathLike)) and str(p) else None
+                      for p, h in zip(paths[order], has)], dtype=object)
+    pos = np.minimum(np.searchsorted(listed, ids), len(listed) - 1)
+    found = listed[pos] == ids
+    out[found] = value[pos[found]]
+    return out

@@ -1,5 +1,7 @@
-"""Fast inference for a frozen image backbone: batch-norm folding, a frozen
-graph, and bfloat16 on CPUs that have it.
+"""Everything that runs a trained model fast: a backbone compiled for inference
+(batch-norm folding, a frozen graph, bfloat16 on CPUs that have it), traced
+calls cached with the model, the backbone shared by several towers, and the
+embedding function the export calls per batch (with its first-batch check).
 
 The export (notebook 04) sends every article image through the backbone once;
 training is over, so the backbone's weights are constants. Three steps make the
@@ -23,8 +25,17 @@ forward pass cheaper without changing what it computes:
    relative (cosine to the float32 embedding above 0.9999 on ResNet50).
 
 :func:`compile_for_inference` does all three and returns a callable.
-:func:`resolve_precision` turns ``"auto"`` into ``"bfloat16"`` on a CPU with
-AMX-BF16 and no visible GPU, else ``"float32"``.
+:func:`hm_utils.precision.resolve_precision` turns ``"auto"`` into ``"bfloat16"``
+on a CPU with AMX-BF16 and no visible GPU, else ``"float32"``.
+
+Running models (the export's per-batch work, :mod:`hm_utils.export` only writes):
+:func:`make_embed_fn` turns ``{name: model}`` into one function images [B,H,W,3]
+(+ tabular [B,11]) -> ``{name: float32 [B, d]}``. ``hm_utils.model`` towers
+(:func:`tower_parts`) run as a compiled backbone (once per batch for towers whose
+backbones hold identical weights, :func:`shared_backbone`; identity by
+:func:`model_digest`) plus a traced head each; other keras models run whole as
+traced graphs. Traced functions are kept with their model, weakly
+(:func:`cached_traces`), so a later export with the same model reuses them.
 
 Measured on 2 cores of such a CPU (ResNet50 without top, 300 x 200, batch 32,
 forward pass only): float32 29.7 img/s; folded + frozen float32 39 img/s;
@@ -32,46 +43,15 @@ folded + frozen bfloat16 195 img/s. See ``benchmarks/RESULTS_export.md``.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
-from pathlib import Path
+import weakref
 from typing import Callable, Sequence
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+import numpy as np
 
-
-# ------------------------------------------------------------- precision ---
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags (lower case) from ``/proc/cpuinfo``; empty where it cannot be read."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.lower().startswith("flags"):
-            return set(line.split(":", 1)[1].lower().split())
-    return set()
-
-
-def cpu_has_fast_bfloat16(flags: set[str] | None = None) -> bool:
-    """True when the CPU has AMX with bfloat16 (``amx_bf16``): the case where the
-    bfloat16 rewrite pays several times over (without AMX, AVX512-BF16 alone
-    gains far less)."""
-    return "amx_bf16" in (cpu_flags() if flags is None else flags)
-
-
-def resolve_precision(precision: str = "auto", *, flags: set[str] | None = None,
-                      gpus: int | None = None) -> str:
-    """``"auto"`` -> ``"bfloat16"`` on a CPU with AMX-BF16 and no visible GPU,
-    else ``"float32"``; ``"float32"``/``"bfloat16"`` are returned as they are.
-    ``flags`` and ``gpus`` override what is read from the machine (for tests)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision != "auto":
-        return precision
-    if gpus is None:
-        import tensorflow as tf
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    return "bfloat16" if gpus == 0 and cpu_has_fast_bfloat16(flags) else "float32"
+from .precision import (BFLOAT16_MIN_COSINE, CHECK_IMAGES, FLOAT32_TOLERANCE, cpu_has_fast_bfloat16,
+                        resolve_precision, row_cosines)
 
 
 # --------------------------------------------------------- batch-norm fold ---
@@ -323,3 +303,228 @@ def compile_for_inference(model, input_signature: Sequence, precision: str = "fl
     def call(*args):
         return tf.nest.pack_sequence_as(structure, list(pruned(*args)))
     return InferenceFunction(call, "bfloat16", n_folded, n_bf16)
+
+
+# ------------------------------------------------------------ model runs ---
+def _is_keras_model(model) -> bool:
+    try:
+        import keras
+        return isinstance(model, keras.Model)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+
+def model_digest(model) -> str:
+    """A short hash of a keras model's weights (any callable: its qualified name)."""
+    h = hashlib.sha1()
+    if _is_keras_model(model):
+        for w in model.weights:
+            arr = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    else:
+        h.update(getattr(model, "digest", type(model).__qualname__).encode())
+    return h.hexdigest()[:16]
+
+
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def cached_traces(owner) -> dict:
+    """The traced functions kept with ``owner`` (a keras model): ``{key: function}``, a copy;
+    keys are tuples whose first item says the kind ("whole", "compiled", "head")."""
+    try:
+        return dict(_TRACED.get(owner, {}))
+    except TypeError:  # not weak-referenceable: nothing is cached
+        return {}
+
+
+def _cached_trace(owner, key, build):
+    """A traced function kept with ``owner`` (a keras model) so that later exports with
+    the same model and shapes reuse the graph instead of tracing again."""
+    try:
+        per_model = _TRACED.setdefault(owner, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return build()
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
+
+
+def _keras_call_fn(model, combined: bool, image_size, n_tabular):
+    """Traced call of one keras model: (images, tabular or None) -> tensor [B, d] (cached per model)."""
+    return _cached_trace(model, ("whole", combined, tuple(image_size), n_tabular),
+                         lambda: _build_keras_call(model, combined, image_size, n_tabular))
+
+
+def _build_keras_call(model, combined: bool, image_size, n_tabular):
+    import tensorflow as tf
+
+    img_spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
+    spec = {"image": img_spec, "tabular": tf.TensorSpec([None, n_tabular], tf.float32)} if combined else img_spec
+    dict_input = isinstance(getattr(model, "input", None), dict)
+    model_ref = weakref.ref(model)  # the cache is keyed weakly on the model: hold no strong reference to it
+
+    @tf.function(input_signature=[spec])
+    def _call(inputs):
+        if dict_input and not combined:
+            inputs = {"image": inputs}
+        return model_ref()(inputs, training=False)
+    return _call
+
+
+def tower_parts(models: dict) -> dict | None:
+    """``{name: (backbone, head)}`` when every model is an ``hm_utils.model`` tower
+    (a keras model with nested ``backbone`` and ``head`` models, the head taking a
+    dict with ``features``); else None."""
+    if not models or not all(_is_keras_model(m) for m in models.values()):
+        return None
+    try:
+        parts = {n: (m.get_layer("backbone"), m.get_layer("head")) for n, m in models.items()}
+    except (ValueError, AttributeError):
+        return None
+    if any(not isinstance(getattr(h, "input", None), dict) or "features" not in h.input for _, h in parts.values()):
+        return None
+    return parts
+
+
+def shared_backbone(models: dict) -> tuple | None:
+    """``(backbone, {name: head})`` when every model is an ``hm_utils.model`` tower
+    (:func:`tower_parts`) and all backbones hold identical weights (the frozen
+    ImageNet/untrained backbone notebook 03 shares between the two variants);
+    else None. Then the backbone runs once per batch for all models."""
+    parts = tower_parts(models) if len(models) >= 2 else None
+    if parts is None or len({model_digest(b) for b, _ in parts.values()}) != 1:
+        return None
+    return next(iter(parts.values()))[0], {n: h for n, (_, h) in parts.items()}
+
+
+def _backbone_call(backbone, image_size, precision: str, digest: str):
+    """The backbone compiled for inference (:func:`hm_utils.inference.compile_for_inference`:
+    batch norms folded, weights frozen, bfloat16 where asked): images float32
+    [B,H,W,3] -> features float32 [B,F]. Cached with the backbone, keyed by its
+    weights' digest, so a retrained backbone is compiled again."""
+    import tensorflow as tf
+
+
+    spec = [tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)]
+    key = ("compiled", tuple(image_size), precision, digest)
+    return _cached_trace(backbone, key, lambda: compile_for_inference(backbone, spec, precision))
+
+
+def _head_call(head, combined: bool, n_tabular):
+    """Traced call of a tower's head: (features [B,F], tabular [B,11] or None) -> [B,d] (cached with the head)."""
+    def build():
+        import tensorflow as tf
+
+        ref = weakref.ref(head)  # cached weakly on the head: hold no strong reference to it
+        feat_spec = tf.TensorSpec([None, int(head.input["features"].shape[-1])], tf.float32)
+        if combined:
+            @tf.function(input_signature=[feat_spec, tf.TensorSpec([None, n_tabular], tf.float32)])
+            def _call(features, tabular):
+                return ref()({"features": features, "tabular": tabular}, training=False)
+        else:
+            @tf.function(input_signature=[feat_spec])
+            def _call(features):
+                return ref()({"features": features}, training=False)
+        return _call
+    return _cached_trace(head, ("head", combined, n_tabular), build)
+
+
+
+def make_embed_fn(models: dict, combined: dict, image_size: tuple[int, int] = (None, None),
+                   n_tabular: int | None = None, precision: str = "float32", strict: bool = True) -> Callable:
+    """A function (images float32 [B,H,W,3], tabular float32 [B,11] or None) ->
+    ``{name: np.float32 [B, d]}`` for every model; its ``state["precision"]``
+    says what the backbones computed in, ``state["check_min_cosine"]`` the
+    first-batch agreement with the plain float32 models (bfloat16 only).
+
+    ``hm_utils.model`` towers (:func:`tower_parts`) run as a compiled backbone
+    (:func:`_backbone_call`; once per batch for all towers whose backbones hold
+    identical weights) and a traced head per model. The first batch is checked
+    against the plain float32 models (see :data:`BFLOAT16_MIN_COSINE`): a float32
+    mismatch falls back to running each model whole; a bfloat16 one, unless
+    ``strict`` (bfloat16 asked for by name), to float32 backbones; both with a
+    warning. Other keras models run whole as traced graphs (``tf.function``
+    with a batch-size-free input signature, so the last, smaller batch does not
+    retrace); other callables as they are."""
+    keras_models = {n: m for n, m in models.items() if _is_keras_model(m)}
+    calls = {n: _keras_call_fn(m, combined[n], image_size, n_tabular) for n, m in keras_models.items()}
+    parts = tower_parts(models)
+    state = {"fast": parts is not None, "checked": False, "precision": "float32", "check_min_cosine": None}
+    bb_calls: dict = {}
+    if parts is not None:
+        by_object = {id(bb): bb for bb, _ in parts.values()}  # a shared backbone is hashed once
+        digest_by_object = {i: model_digest(bb) for i, bb in by_object.items()}
+        digest_of = {n: digest_by_object[id(bb)] for n, (bb, _) in parts.items()}
+        backbones = {}
+        for n, (bb, _) in parts.items():
+            backbones.setdefault(digest_of[n], bb)
+
+        def compile_backbones(prec):
+            bb_calls.clear()
+            bb_calls.update({d: _backbone_call(bb, image_size, prec, d) for d, bb in backbones.items()})
+            state["precision"] = next(iter(bb_calls.values())).precision
+        compile_backbones(precision)
+        head_calls = {n: _head_call(h, combined[n], n_tabular) for n, (_, h) in parts.items()}
+
+    def whole(images, tabular, eager: bool = False):
+        out = {}
+        for n, m in models.items():
+            if n in calls and not eager:
+                res = calls[n]({"image": images, "tabular": tabular} if combined[n] else images)
+            elif combined[n]:
+                res = m({"image": images, "tabular": tabular}, training=False) if n in keras_models \
+                    else m({"image": images, "tabular": tabular})
+            elif n in keras_models:
+                res = m({"image": images} if isinstance(m.input, dict) else images, training=False)
+            else:
+                res = m(images)
+            out[n] = np.asarray(res, dtype=np.float32)
+        return out
+
+    def fast(images, tabular):
+        feats = {d: f(images) for d, f in bb_calls.items()}
+        return {n: np.asarray(head_calls[n](feats[digest_of[n]], tabular) if combined[n]
+                              else head_calls[n](feats[digest_of[n]]), dtype=np.float32) for n in models}
+
+    def check(images, tabular, out):
+        k = min(CHECK_IMAGES, int(images.shape[0]))
+        # eager on numpy (Keras refuses mixed tensor/numpy dicts), so no extra tracing
+        ref = whole(np.asarray(images[:k]), None if tabular is None else np.asarray(tabular[:k]), eager=True)
+        if state["precision"] == "float32":
+            scale = max(float(np.abs(ref[n]).max()) for n in ref)
+            rel = max(float(np.abs(ref[n] - out[n][:k]).max()) for n in out) / max(1.0, scale)
+            if rel <= FLOAT32_TOLERANCE:
+                return out
+            warnings.warn(f"compiled float32 embeddings differ from the plain models by {rel:.2e} (relative); "
+                          "running each model whole instead", stacklevel=3)
+            state["fast"] = False
+            return whole(images, tabular)
+        worst = {n: float(row_cosines(out[n][:k], ref[n]).min()) for n in out}
+        state["check_min_cosine"] = min(worst.values())
+        if state["check_min_cosine"] >= BFLOAT16_MIN_COSINE:
+            return out
+        shown = ", ".join(f"{n} {c:.4f}" for n, c in worst.items())
+        if strict:
+            warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: "
+                          f"{shown}; below {BFLOAT16_MIN_COSINE}); kept because precision='bfloat16' was asked for",
+                          stacklevel=3)
+            return out
+        warnings.warn(f"bfloat16 embeddings differ from float32 (lowest cosine on the first {k} images: {shown}; "
+                      f"below {BFLOAT16_MIN_COSINE}): exporting in float32 instead. precision='bfloat16' keeps "
+                      "the faster bfloat16 anyway", stacklevel=3)
+        compile_backbones("float32")
+        return check(images, tabular, fast(images, tabular))
+
+    def fn(images, tabular):
+        if not state["fast"]:
+            return whole(images, tabular)
+        out = fast(images, tabular)
+        if not state["checked"]:
+            state["checked"] = True
+            return check(images, tabular, out)
+        return out
+    fn.state = state
+    return fn

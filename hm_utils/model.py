@@ -355,10 +355,32 @@ def get_head(model: keras.Model) -> keras.Model:
     return model.get_layer("head")
 
 
-def model_variant(model: keras.Model) -> str:
-    """"combined" when the model takes a ``tabular`` input, else "image_only"."""
-    names = [t.name.split(":")[0] for t in model.inputs]
-    return "combined" if any("tabular" in n for n in names) else "image_only"
+def _input_names(model: keras.Model) -> list[str]:
+    """The names of a keras model's inputs (the keys when it takes a dict)."""
+    inp = getattr(model, "input", None)
+    if isinstance(inp, dict):
+        return list(inp)
+    return [str(getattr(t, "name", "")).split(":")[0] for t in getattr(model, "inputs", None) or []]
+
+
+def model_variant(model) -> str:
+    """"combined" when ``model`` takes a ``tabular`` input beside the image (a keras model with an
+    input named ``tabular`` or more than one input; any other callable: its ``combined``
+    attribute is true), else "image_only". The one test of which variant a model is."""
+    if not isinstance(model, keras.Model):
+        return "combined" if getattr(model, "combined", False) else "image_only"
+    combined = "tabular" in _input_names(model) or len(getattr(model, "inputs", []) or []) > 1
+    return "combined" if combined else "image_only"
+
+
+def model_image_size(model: keras.Model) -> tuple[int, int]:
+    """(height, width) in pixels of a keras embedding model's ``image`` input."""
+    inp = getattr(model, "input", None)
+    t = inp["image"] if isinstance(inp, dict) and "image" in inp else (model.inputs[0] if model.inputs else None)
+    shape = tuple(getattr(t, "shape", ()) or ())
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise ValueError(f"cannot read the image size from the model's image input (shape {shape}); pass it")
+    return int(shape[1]), int(shape[2])
 
 
 # ------------------------------------------------------------- siamese ---

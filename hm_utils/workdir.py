@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import config as C
-from .config import CUSTOMER_KEY, HOLDOUT_CUSTOMERS, HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR
+from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_ORIGINAL, HOLDOUT_CUSTOMERS, HOLDOUT_SPLIT,
+                     HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR)
 from .lists import predictions_frame
 from .storage import read_json, require_file, write_json, write_parquet
 
@@ -155,6 +157,102 @@ def read_holdout_split(work_dir) -> HoldoutSplit:
     keys = pd.read_parquet(path, columns=[CUSTOMER_KEY])[CUSTOMER_KEY].to_numpy(np.int64)
     if len(keys) != meta["customers"]:
         raise ValueError(f"{path}: {len(keys)} customers, but {work_dir / HOLDOUT_SPLIT} records "
+def _parse_article_ids(col: pa.ChunkedArray, path) -> np.ndarray:
+    """``article_id`` column (int, or zero-padded string as the original publishes) -> int32 [n];
+    ValueError naming the file and the first value that is not an id."""
+    s = col.to_pandas()
+    if pd.api.types.is_integer_dtype(s.dtype) and not s.isna().any():
+        out = s.to_numpy(dtype=np.int64)
+    else:
+        num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
+        bad = num.isna()
+        if bad.any():
+            raise ValueError(f"{path}: column {ARTICLE_ID!r} has values that are not article ids, "
+                             f"e.g. {s[bad].iloc[0]!r} (row {int(np.argmax(bad.to_numpy()))})")
+        out = num.to_numpy(dtype=np.int64)
+    if out.size and (out.min() < 0 or out.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{path}: column {ARTICLE_ID!r} has ids outside the int32 range")
+    return out.astype(np.int32)
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read an embeddings parquet file into arrays.
+
+    Accepts our files (``embedding`` list<float32>, null when missing) and the
+    original notebook's published ones (``embeding``, missing stored as
+    ``[nan]``; ``article_id`` int or zero-padded string; list<double> values).
+
+    Output: ``(article_ids int32 [n], matrix float32 [n, d], has_embedding bool
+    [n])`` in file order; rows without an embedding (null, empty, ``[nan]`` or
+    all-NaN) are zero rows with ``has_embedding`` False. A row whose length
+    differs from the others, or that is partly NaN, is a ValueError naming
+    the file and the article id. Duplicate article ids are a ValueError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (embeddings are written by notebook 04_embedding_export)")
+    names = pq.read_schema(path).names
+    emb_col = EMBEDDING if EMBEDDING in names else EMBEDDING_ORIGINAL if EMBEDDING_ORIGINAL in names else None
+    if emb_col is None or ARTICLE_ID not in names:
+        raise ValueError(f"{path}: expected columns {ARTICLE_ID!r} and {EMBEDDING!r} (or the original "
+                         f"{EMBEDDING_ORIGINAL!r}); found {names}")
+    table = pq.read_table(path, columns=[ARTICLE_ID, emb_col])
+    ids = _parse_article_ids(table[ARTICLE_ID], path)
+    if len(ids) != len(np.unique(ids)):
+        u, c = np.unique(ids, return_counts=True)
+        raise ValueError(f"{path}: article {int(u[c > 1][0])} appears more than once")
+    col = table[emb_col].combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        col = col.cast(pa.list_(col.type.value_type))
+    if not pa.types.is_list(col.type):
+        raise ValueError(f"{path}: column {emb_col!r} is {col.type}, expected a list of floats")
+    col = col.cast(pa.list_(pa.float32()))
+    n = len(ids)
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    ends = np.cumsum(lengths)
+    # NaN entries per row from a running count; an all-NaN row (incl. the original's [nan]) is missing
+    nan_running = np.concatenate([[0], np.cumsum(np.isnan(values))])
+    nan_count = nan_running[ends] - nan_running[ends - lengths]
+    present = (lengths > 0) & (nan_count < lengths)
+    d = int(np.bincount(lengths[present]).argmax()) if present.any() else 0
+    wrong = present & (lengths != d)
+    if wrong.any():
+        r = int(np.argmax(wrong))
+        raise ValueError(f"{path}: article {int(ids[r])} has an embedding of length {int(lengths[r])}, "
+                         f"the others have {d}")
+    partial = present & (nan_count > 0)
+    if partial.any():
+        r = int(np.argmax(partial))
+        raise ValueError(f"{path}: article {int(ids[r])} has an embedding with NaN entries")
+    matrix = np.zeros((n, d), dtype=np.float32)
+    if d and present.any():
+        take = np.repeat(present, lengths)
+        matrix[present] = values[take].reshape(-1, d)
+    return ids, matrix, present
+
+
+def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder loaded embeddings to the article order ``to_ids``.
+
+    Inputs: the three arrays of :func:`load_embeddings` and ``to_ids`` int [m].
+    Output: ``(matrix float32 [m, d], has_embedding bool [m])``; ids absent from
+    the file get a zero row and False.
+    """
+    article_ids = np.asarray(article_ids, dtype=np.int64)
+    to_ids = np.asarray(to_ids, dtype=np.int64)
+    order = np.argsort(article_ids, kind="stable")
+    sorted_ids = article_ids[order]
+    pos = np.searchsorted(sorted_ids, to_ids)
+    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+    found = (len(sorted_ids) > 0) & (sorted_ids[pos_c] == to_ids) if len(sorted_ids) else np.zeros(len(to_ids), bool)
+    rows = order[pos_c]
+    out = np.zeros((len(to_ids), matrix.shape[1]), dtype=np.float32)
+    out[found] = matrix[rows[found]]
+    has = np.zeros(len(to_ids), dtype=bool)
+    has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
+    return out, has
+
                          f"{meta['customers']}; rerun 06_candidate_ranking")
     return HoldoutSplit(int(meta["days"]), tuple(meta["week_starts"]), keys)
 

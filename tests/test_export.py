@@ -21,10 +21,9 @@ keras = pytest.importorskip("keras")
 from PIL import Image  # noqa: E402
 
 from hm_utils.config import ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL, HAS_IMAGE  # noqa: E402
-from hm_utils.export import (  # noqa: E402
-    UnreadableImageWarning, align_embeddings, export_embeddings, is_combined_model, load_embeddings,
-    shard_dir_for,
-)
+from hm_utils.export import UnreadableImageWarning, export_embeddings, shard_dir_for  # noqa: E402
+from hm_utils.model import model_variant  # noqa: E402
+from hm_utils.workdir import align_embeddings, load_embeddings  # noqa: E402
 
 SIZE = (16, 12)  # (height, width) the test models take
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +134,7 @@ def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monke
     # shard 2 = rows 8,10 (9: no image, 11: not an image); shard 3 = rows 12,13.
     # Crash in the 3rd call: shards 0 and 1 are done, shard 2 fails.
     out = tmp_path / "resumed.parquet"
-    real_make = ex._make_embed_fn
+    real_make = ex.make_embed_fn
     counter = {"calls": 0, "limit": 2}
 
     def failing_make(*args, **kw):
@@ -148,7 +147,7 @@ def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monke
             return fn(images_, tab)
         return wrapped
 
-    monkeypatch.setattr(ex, "_make_embed_fn", failing_make)
+    monkeypatch.setattr(ex, "make_embed_fn", failing_make)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _export(model, articles, images, out)
     shard_dir = shard_dir_for(out)
@@ -190,14 +189,14 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
         import time, pandas as pd, keras
         import hm_utils.export as ex
         m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
-        real = ex._make_embed_fn
+        real = ex.make_embed_fn
         def slow(*args, **kw):
             fn = real(*args, **kw)
             def w(x, t):
                 time.sleep(0.4)
                 return fn(x, t)
             return w
-        ex._make_embed_fn = slow
+        ex.make_embed_fn = slow
         ex.export_embeddings(m, pd.read_parquet({str(tmp_path / 'a.parquet')!r}),
                              pd.read_parquet({str(tmp_path / 'i.parquet')!r}), {str(out)!r},
                              image_size={SIZE!r}, batch_size=3, shard_size=4, progress=False)
@@ -232,7 +231,7 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
 def test_combined_export_keeps_article_columns(catalogue, tmp_path):
     articles, images = catalogue
     model = _tiny_combined()
-    assert is_combined_model(model) and not is_combined_model(_tiny_model())
+    assert model_variant(model) == "combined" and model_variant(_tiny_model()) == "image_only"
     tab = np.arange(len(articles) * 11, dtype=np.float32).reshape(-1, 11) / 100
     out = tmp_path / "combined_article_embeddings.parquet"
     rep, _ = _export(model, articles, images, out, tabular=tab, include_article_columns=True)
@@ -332,7 +331,8 @@ def test_export_on_hm_sample(hm_sample, tmp_path):
 
 
 def test_model_image_size_and_summary(catalogue, tmp_path):
-    from hm_utils.export import export_summary, model_image_size
+    from hm_utils.export import export_summary
+    from hm_utils.model import model_image_size
     assert model_image_size(_tiny_model()) == SIZE
     assert model_image_size(_tiny_combined()) == SIZE
     articles, images = catalogue
@@ -355,7 +355,8 @@ def test_verify_export_detects_a_different_model(catalogue, tmp_path):
 
 def test_many_models_share_one_backbone_pass(catalogue, tmp_path):
     """Two towers over one backbone (as notebook 03 builds them): one pass, same embeddings as separate exports."""
-    from hm_utils.export import export_embeddings_many, shared_backbone
+    from hm_utils.export import export_embeddings_many
+    from hm_utils.inference import shared_backbone
     from hm_utils.model import build_backbone, build_embedding_model
 
     articles, images = catalogue
@@ -389,14 +390,14 @@ def test_traced_call_is_reused_and_does_not_keep_the_model_alive(catalogue, tmp_
     import gc
     import weakref
 
-    import hm_utils.export as ex
+    from hm_utils.inference import cached_traces
 
     articles, images = catalogue
     model = _tiny_model()
     _export(model, articles, images, tmp_path / "a.parquet")
-    first = dict(ex._TRACED[model])
+    first = cached_traces(model)
     _export(model, articles, images, tmp_path / "b.parquet")
-    assert len(ex._TRACED[model]) == 1 and all(ex._TRACED[model][k] is v for k, v in first.items())
+    assert len(cached_traces(model)) == 1 and all(cached_traces(model)[k] is v for k, v in first.items())
     ref = weakref.ref(model)
     del model, first
     gc.collect()
@@ -424,24 +425,24 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
     import gc
     import weakref
 
-    import hm_utils.export as ex
+    from hm_utils.inference import cached_traces
 
     articles, images = catalogue
     model = _tower()
     backbone = model.get_layer("backbone")
     rep, _ = _export(model, articles, images, tmp_path / "a.parquet", precision="float32")
     assert rep.precision == "float32"
-    compiled = {k: v for k, v in ex._TRACED[backbone].items() if k[0] == "compiled"}
+    compiled = {k: v for k, v in cached_traces(backbone).items() if k[0] == "compiled"}
     assert len(compiled) == 1
     _export(model, articles, images, tmp_path / "b.parquet", precision="float32")
-    again = {k: v for k, v in ex._TRACED[backbone].items() if k[0] == "compiled"}
+    again = {k: v for k, v in cached_traces(backbone).items() if k[0] == "compiled"}
     assert again.keys() == compiled.keys() and all(again[k] is compiled[k] for k in compiled)
 
     # "train" the backbone: the next export must use the new weights, not the frozen old graph
     conv = backbone.get_layer("small_cnn").get_layer("conv1")
     conv.set_weights([w + 0.05 for w in conv.get_weights()])
     _export(model, articles, images, tmp_path / "c.parquet", precision="float32")
-    assert len([k for k in ex._TRACED[backbone] if k[0] == "compiled"]) == 2
+    assert len([k for k in cached_traces(backbone) if k[0] == "compiled"]) == 2
     ids, mat, has = load_embeddings(tmp_path / "c.parquet")
     _, old, _ = load_embeddings(tmp_path / "a.parquet")
     assert np.abs(mat[has] - old[has]).max() > 1e-4
@@ -454,11 +455,11 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
 
 
 def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, monkeypatch):
-    import hm_utils.export as ex
+    import hm_utils.inference as inference
 
     articles, images = catalogue
     model = _tower(seed=1)
-    monkeypatch.setattr(ex, "FLOAT32_TOLERANCE", -1.0)
+    monkeypatch.setattr(inference, "FLOAT32_TOLERANCE", -1.0)
     rep, rec = _export(model, articles, images, tmp_path / "e.parquet", precision="float32")
     assert any("running each model whole" in str(w.message) for w in rec)
     assert rep.precision == "float32" and rep.n_embedded == 10
@@ -467,7 +468,7 @@ def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, m
 
 
 def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(catalogue, tmp_path):
-    from hm_utils.inference import cpu_has_fast_bfloat16
+    from hm_utils.precision import cpu_has_fast_bfloat16
 
     articles, images = catalogue
     model = _tower(seed=2)
@@ -487,10 +488,10 @@ def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(ca
     assert 0 < rel < 5e-2
 
 
-@pytest.mark.skipif(not __import__("hm_utils.inference", fromlist=["x"]).cpu_has_fast_bfloat16(),
+@pytest.mark.skipif(not __import__("hm_utils.precision", fromlist=["x"]).cpu_has_fast_bfloat16(),
                     reason="no AMX-BF16 on this CPU: precision 'auto' means float32 here")
 def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tmp_path, monkeypatch):
-    import hm_utils.export as ex
+    import hm_utils.inference as inference
 
     articles, images = catalogue
     model = _tower(seed=3)
@@ -498,7 +499,7 @@ def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tm
     rep, rec = _export(model, articles, images, tmp_path / "ok.parquet", precision="auto")
     assert rep.precision == "bfloat16" and not any("differ from float32" in str(w.message) for w in rec)
 
-    monkeypatch.setattr(ex, "BFLOAT16_MIN_COSINE", 1.01)  # no cosine can pass
+    monkeypatch.setattr(inference, "BFLOAT16_MIN_COSINE", 1.01)  # no cosine can pass
     rep, rec = _export(model, articles, images, tmp_path / "auto.parquet", precision="auto")
     assert rep.precision == "float32"
     assert any("exporting in float32 instead" in str(w.message) for w in rec)
@@ -511,8 +512,8 @@ def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tm
 
 
 def test_row_cosines_by_hand():
-    from hm_utils.export import _row_cosines
+    from hm_utils.precision import row_cosines
 
     a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0], [1.0, 0.0], [-3.0, -4.0]])
-    np.testing.assert_allclose(_row_cosines(a, b), [0.0, 1.0, 1.0, 0.0, -1.0])
+    np.testing.assert_allclose(row_cosines(a, b), [0.0, 1.0, 1.0, 0.0, -1.0])

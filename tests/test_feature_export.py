@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hm_utils.config import ARTICLE_ID, EMBEDDING, EXPORT_FROM_FEATURES, EXPORT_FROM_IMAGES, HAS_IMAGE, TABULAR_COLUMNS
-from hm_utils.export import UnreadableImageWarning, export_embeddings_many
+from hm_utils.export import ExportSettings, UnreadableImageWarning, export_embeddings_many
 from hm_utils.feature_export import (
     FeatureMismatchError, export_embeddings_auto, export_from_features, features_usable,
 )
@@ -98,7 +98,8 @@ def test_other_backbone_is_refused_and_auto_falls_back(setup, tmp_path):
     assert not outs["image_only"].exists()
     with pytest.warns(UnreadableImageWarning):
         reports, path, reason = export_embeddings_auto(mixed, articles, images, work, outs, image_size=SIZE,
-                                                       batch_size=4, precision="float32", progress=False)
+                                                       settings=ExportSettings(batch_size=4, precision="float32"),
+                                                       progress=False)
     assert path == EXPORT_FROM_IMAGES and "'tuned'" in reason and reports["tuned"].images_computed == 8
     reports, path, reason = export_embeddings_auto(models, articles, images, work, _outs(tmp_path), image_size=SIZE,
                                                    include_article_columns={"combined": True}, progress=False)

@@ -11,8 +11,9 @@ from PIL import Image
 
 from hm_utils import features as F
 from hm_utils.config import ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST, HAS_IMAGE
-from hm_utils.export import UnreadableImageWarning, model_digest
+from hm_utils.export import UnreadableImageWarning
 from hm_utils.images import load_image
+from hm_utils.inference import model_digest
 from hm_utils.model import build_backbone
 
 SIZE = (32, 24)

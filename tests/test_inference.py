@@ -7,9 +7,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from hm_utils.inference import (  # noqa: E402
-    compile_for_inference, cpu_flags, cpu_has_fast_bfloat16, fold_batchnorm, foldable_pairs, resolve_precision,
-)
+from hm_utils.inference import compile_for_inference, fold_batchnorm, foldable_pairs  # noqa: E402
+from hm_utils.precision import cpu_flags, cpu_has_fast_bfloat16, resolve_precision  # noqa: E402
 
 needs_amx = pytest.mark.skipif(not cpu_has_fast_bfloat16(),
                                reason="this CPU has no AMX-BF16 (amx_bf16 flag): the bfloat16 path is not fast here")

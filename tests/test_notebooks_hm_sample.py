@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.export import load_embeddings
+from hm_utils.workdir import load_embeddings
 from hm_utils.workdir import load_customers, load_images
 from hm_utils.pipeline import run_series
 from hm_utils.reporting import load_metrics
