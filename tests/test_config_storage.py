@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.checks import require_columns
+from hm_utils.checks import MissingColumnError, require_columns
 from hm_utils.storage import atomic_path, write_parquet
 
 
@@ -57,3 +57,8 @@ def test_require_columns_names_missing_columns_table_and_what_it_has():
     with pytest.raises(ValueError, match=r"^transactions is missing column\(s\) \['article_id', 'customer_key'\]; "
                                          r"has \['t_dat', 'price'\]$"):
         require_columns(df, ["article_id", "t_dat", "customer_key"], "transactions")
+    # one type for every missing column: a KeyError too, printed without KeyError's quotes
+    with pytest.raises(KeyError) as caught:
+        require_columns(df, ["article_id"], "transactions")
+    assert isinstance(caught.value, MissingColumnError)
+    assert str(caught.value) == "transactions is missing column(s) ['article_id']; has ['t_dat', 'price']"
