@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .checks import require_columns
 from . import config
 from .config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, NEGATIVE, POSITIVE, STRATEGY, T_DAT
 from .negatives import (CATCHALL_GROUPS, STRATEGIES, NegativeDraw, balance_index_groups,
@@ -46,13 +47,6 @@ from .purchases import BoughtSet, Catalogue, Purchases, as_day, sorted_unique, t
 TRIPLET_COLUMNS = [CUSTOMER_KEY, ANCHOR, POSITIVE, NEGATIVE, STRATEGY]
 
 _NEEDED_TRANSACTION_COLUMNS = [T_DAT, CUSTOMER_KEY, ARTICLE_ID]
-
-
-def _check_columns(df: pd.DataFrame, columns, what: str) -> None:
-    # KeyError kept (tests assert it) until the lead decides on hm_utils.checks.require_columns (refactor.md)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KeyError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, df.columns))}")
 
 
 # --------------------------------------------------------------- settings ---
@@ -274,8 +268,8 @@ def mine_triplets(transactions: pd.DataFrame, articles: pd.DataFrame, strategy: 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     rule = STRATEGIES[strategy]
-    _check_columns(transactions, _NEEDED_TRANSACTION_COLUMNS, "transactions")
-    _check_columns(articles, [ARTICLE_ID, s.group_col], "articles")
+    require_columns(transactions, _NEEDED_TRANSACTION_COLUMNS, "transactions")
+    require_columns(articles, [ARTICLE_ID, s.group_col], "articles")
     cat = Catalogue(articles, s.group_col)
     rng = _strategy_rng(s.seed, strategy)
     pur, bought, lo_day, hi_day, n_unknown = _window_purchases(transactions, cat, s, rule.recent_window)
@@ -340,7 +334,7 @@ def combine_triplets(results) -> pd.DataFrame:
     items = results.values() if isinstance(results, dict) else results
     frames = [r.triplets if isinstance(r, MiningResult) else r for r in items]
     for f in frames:
-        _check_columns(f, TRIPLET_COLUMNS, "triplets")
+        require_columns(f, TRIPLET_COLUMNS, "triplets")
     if not frames:
         return empty_triplets()
     df = pd.concat(frames, ignore_index=True)
@@ -376,7 +370,7 @@ def group_mix(triplets: pd.DataFrame, articles: pd.DataFrame, role: str = NEGATI
     Returns [strategies x groups] floats in 0..1, each row summing to 1."""
     if role not in (ANCHOR, POSITIVE, NEGATIVE):
         raise ValueError(f"role must be anchor, positive or negative, not {role!r}")
-    _check_columns(articles, [ARTICLE_ID, group_col], "articles")
+    require_columns(articles, [ARTICLE_ID, group_col], "articles")
     g = triplets[role].map(articles.set_index(ARTICLE_ID)[group_col])
     table = pd.crosstab(triplets[STRATEGY], g.rename(group_col), normalize="index")
     table = table.reindex([s for s in dict.fromkeys(triplets[STRATEGY]) if s in table.index])
@@ -389,7 +383,7 @@ def negative_group_shares(triplets: pd.DataFrame, articles: pd.DataFrame,
     articles, and their ratio ("over-representation"), most over-represented
     first. Returns a DataFrame indexed by group with columns
     ``share_of_negatives``, ``share_of_catalogue``, ``ratio`` (floats)."""
-    _check_columns(articles, [ARTICLE_ID, group_col], "articles")
+    require_columns(articles, [ARTICLE_ID, group_col], "articles")
     neg = triplets[NEGATIVE].map(articles.set_index(ARTICLE_ID)[group_col]).value_counts(normalize=True)
     cat = articles[group_col].value_counts(normalize=True)
     out = pd.DataFrame({"share_of_negatives": neg, "share_of_catalogue": cat}).fillna(0.0)
@@ -411,7 +405,7 @@ def compare_strategies(triplets_by_strategy, articles: pd.DataFrame,
     """
     df = triplets_by_strategy if isinstance(triplets_by_strategy, pd.DataFrame) \
         else combine_triplets(triplets_by_strategy)
-    _check_columns(articles, [ARTICLE_ID, group_col], "articles")
+    require_columns(articles, [ARTICLE_ID, group_col], "articles")
     art = articles.set_index(ARTICLE_ID)
     ga, gp, gn = (df[c].map(art[group_col]) for c in (ANCHOR, POSITIVE, NEGATIVE))
     work = pd.DataFrame({STRATEGY: df[STRATEGY], "neg_group_differs": (gn != ga),
@@ -446,7 +440,7 @@ def filter_with_images(triplets: pd.DataFrame, images: pd.DataFrame) -> tuple[pd
     as having no image. Returns (kept triplets, same columns and order,
     index reset; number of triplets dropped).
     """
-    _check_columns(images, [ARTICLE_ID, config.HAS_IMAGE], "images")
+    require_columns(images, [ARTICLE_ID, config.HAS_IMAGE], "images")
     with_img = images.loc[images[config.HAS_IMAGE].fillna(False).astype(bool), ARTICLE_ID].to_numpy()
     ok = np.ones(len(triplets), dtype=bool)
     for c in (ANCHOR, POSITIVE, NEGATIVE):
