@@ -4,7 +4,7 @@ Same model (frozen backbone + the original head), same triplets, same batch
 size, in the same process:
 
 * **cached** (our way): every article's image goes once through the frozen
-  backbone (:func:`hm_utils.training.compute_feature_cache`); an epoch then
+  backbone (:func:`hm_utils.feature_cache.compute_feature_cache`); an epoch then
   trains only the head on gathered features.
 * **baseline** (plain): every epoch decodes the three images of every triplet
   from disk (the same ``tf.data`` reduced-scale decoder) and runs them through
@@ -67,9 +67,10 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
     import keras
     import tensorflow as tf
 
+    from hm_utils.feature_cache import compute_feature_cache
     from hm_utils.losses import TripletLoss
     from hm_utils.model import assemble_embedding_model, build_backbone, build_head, build_siamese
-    from hm_utils.training import _cached_dataset, _image_dataset_triplets, compute_feature_cache
+    from hm_utils.triplet_datasets import cached_triplet_dataset, image_triplet_dataset
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
         feats = np.resize(cache.features, (n_articles, cache.features.shape[1]))  # tile the measured rows
         siamese_head = build_siamese(head)
         siamese_head.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=TripletLoss())
-        ds = _cached_dataset(rows, tf.constant(feats), None, batch_size, True, seed)
+        ds = cached_triplet_dataset(rows, tf.constant(feats), None, batch_size, True, seed)
         siamese_head.fit(ds.take(2), epochs=1, verbose=0, shuffle=False)  # trace once
         t0 = time.perf_counter()
         siamese_head.fit(ds, epochs=1, verbose=0, shuffle=False)
@@ -98,8 +99,8 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
         # --- baseline: decode + backbone for every triplet, every epoch
         siamese_full = build_siamese(tower)
         siamese_full.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=TripletLoss())
-        ds_img = _image_dataset_triplets(rows[: (steps + 1) * batch_size], paths, None, image_size, batch_size,
-                                         False, seed)
+        ds_img = image_triplet_dataset(rows[: (steps + 1) * batch_size], paths, None, image_size, batch_size,
+                                       False, seed)
         siamese_full.fit(ds_img.take(1), epochs=1, verbose=0, shuffle=False)  # warm-up / trace
         t0 = time.perf_counter()
         siamese_full.fit(ds_img.skip(1).take(steps), epochs=1, verbose=0, shuffle=False)

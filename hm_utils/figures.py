@@ -1,22 +1,36 @@
-"""Data-overview plots for notebook 01. Each function takes DataFrames and
-returns a matplotlib Figure; the caller saves it with
-:func:`hm_utils.reporting.save_figure`.
+"""The package's figures: the one matplotlib set-up, and the data-overview (01) and training (03) figures.
+
+Every plotting module takes matplotlib from :func:`pyplot`, so the set-up is made once: outside a
+notebook (tests, scripts, the pipeline's own process) the non-interactive "Agg" backend; inside
+one, the notebook's inline backend as it is. The figures of one topic have a module of their own
+beside this one: :mod:`hm_utils.panels` (article photos: triplets, grids), :mod:`hm_utils.embedding_plots`
+(what the embeddings look like, notebooks 04 and 05), :mod:`hm_utils.ranking_plots` (MAP@12 and
+the rankers, 06 and 07). No plotting module imports TensorFlow. Each function takes tables or
+arrays and returns a matplotlib Figure; the caller saves it with :func:`hm_utils.reporting.save_figure`.
 """
 from __future__ import annotations
 
-import matplotlib
-
-if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline", "module://ipykernel")):
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from . import config as C
 
 
-def purchases_per_week(transactions: pd.DataFrame) -> plt.Figure:
+def pyplot():
+    """``matplotlib.pyplot``, with the package's one set-up: the "Agg" backend unless an inline
+    notebook backend is active (then that one is kept)."""
+    import matplotlib
+
+    if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline", "module://ipykernel")):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+# ---------------------------------------------------------------- data overview (01) ---
+def purchases_per_week(transactions: pd.DataFrame) -> "plt.Figure":
     """Line plot of transaction rows per calendar week (``t_dat`` datetime64)."""
+    plt = pyplot()
     weekly = transactions.set_index(C.T_DAT).resample("W").size()
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(weekly.index, weekly.to_numpy(), lw=1.5)
@@ -26,8 +40,9 @@ def purchases_per_week(transactions: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def top_product_groups(transactions: pd.DataFrame, articles: pd.DataFrame, n: int = 12) -> plt.Figure:
+def top_product_groups(transactions: pd.DataFrame, articles: pd.DataFrame, n: int = 12) -> "plt.Figure":
     """Horizontal bars: the ``n`` product groups with most purchases (and their article counts)."""
+    plt = pyplot()
     groups = articles.set_index(C.ARTICLE_ID)[C.PRODUCT_GROUP]
     bought = transactions[C.ARTICLE_ID].map(groups).value_counts().head(n)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(bought) + 1))
@@ -37,8 +52,9 @@ def top_product_groups(transactions: pd.DataFrame, articles: pd.DataFrame, n: in
     return fig
 
 
-def customer_ages(customers: pd.DataFrame) -> plt.Figure:
+def customer_ages(customers: pd.DataFrame) -> "plt.Figure":
     """Histogram of customer ages (missing ages counted in the title)."""
+    plt = pyplot()
     ages = customers["age"].dropna().to_numpy()
     missing = int(customers["age"].isna().sum())
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -71,3 +87,53 @@ def table_summary(articles: pd.DataFrame, customers: pd.DataFrame, transactions:
 def customer_activity(transactions: pd.DataFrame) -> pd.Series:
     """Distribution summary of purchases per customer (describe() of the counts)."""
     return transactions.groupby(C.CUSTOMER_KEY).size().describe()
+
+
+# ---------------------------------------------------------------- training (03) ---
+def plot_training(histories: dict[str, dict], reports: dict[str, dict] | None = None, title: str | None = None):
+    """Figure: loss per epoch (training solid, validation dashed) per model, and,
+    given ``reports``, triplet accuracy untrained vs trained per model (bars,
+    with the 0.5 chance line). ``histories`` / ``reports``: per model, what
+    :func:`hm_utils.training.train_siamese` returns (``TrainingRun.history``, ``.report``).
+    Returns the matplotlib Figure."""
+    plt = pyplot()
+
+    ncols = 2 if reports else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    ax = axes[0, 0]
+    for i, (name, h) in enumerate(histories.items()):
+        color = f"C{i}"
+        if h.get("epoch"):
+            ax.plot(h["epoch"], h["loss"], "-o", color=color, label=f"{name} training")
+            if np.isfinite(np.asarray(h["val_loss"], float)).any():
+                ax.plot(h["epoch"], h["val_loss"], "--s", color=color, label=f"{name} validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss per epoch")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    if reports:
+        ax = axes[0, 1]
+        names = list(reports)
+        x = np.arange(len(names))
+        def num(v):
+            return np.nan if v is None else float(v)
+        before = [num(reports[n].get("untrained_accuracy")) for n in names]
+        after = [num(reports[n].get("trained_accuracy")) for n in names]
+        ax.bar(x - 0.2, before, 0.4, label="untrained", color="0.6")
+        ax.bar(x + 0.2, after, 0.4, label="trained", color="C2")
+        for xi, b, a in zip(x, before, after):
+            for dx, v in ((-0.2, b), (0.2, a)):
+                if np.isfinite(v):
+                    ax.text(xi + dx, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
+        ax.axhline(0.5, color="k", lw=0.8, ls=":", label="chance")
+        ax.set_xticks(x, names)
+        ax.set_ylim(0, 1.08)
+        on = {reports[n].get("accuracy_on", "validation") for n in names}
+        ax.set_ylabel(f"triplet accuracy ({'/'.join(sorted(on))} triplets)")
+        ax.set_title("d(anchor, positive) < d(anchor, negative)")
+        ax.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

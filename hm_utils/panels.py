@@ -20,34 +20,12 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from .config import ANCHOR, ARTICLE_ID, HAS_IMAGE, IMAGE_PATH, NEGATIVE, POSITIVE
+from .config import ANCHOR, ARTICLE_ID, NEGATIVE, POSITIVE
+from .images import article_image_paths
+from .figures import pyplot
 
-ABS_PATH = "abs_path"
 TRIPLET_ORDER = (POSITIVE, ANCHOR, NEGATIVE)     # left to right, as in the original
 DEFAULT_MAX_PIXELS = (200, 300)                 # (width, height) of a panel image
-
-
-def _image_paths(images_df: pd.DataFrame | None, data_dir: str | Path | None = None) -> dict[int, Path | None]:
-    """article_id -> absolute image path, or None where ``has_image`` is False.
-
-    Uses ``abs_path`` when the frame has it (``hm_utils.loading.load_images``
-    adds it), else ``data_dir / path``."""
-    if images_df is None or len(images_df) == 0:
-        return {}
-    if ARTICLE_ID not in images_df.columns:
-        raise KeyError(f"images lacks column {ARTICLE_ID!r}; it has {', '.join(map(str, images_df.columns))}")
-    if ABS_PATH in images_df.columns:
-        paths = images_df[ABS_PATH]
-    elif IMAGE_PATH in images_df.columns and data_dir is not None:
-        paths = images_df[IMAGE_PATH].map(lambda p: str(Path(data_dir) / p) if isinstance(p, str) else None)
-    else:
-        raise KeyError(f"images needs column {ABS_PATH!r}, or {IMAGE_PATH!r} together with data_dir")
-    has = images_df[HAS_IMAGE].fillna(False).astype(bool) if HAS_IMAGE in images_df.columns \
-        else pd.Series(True, index=images_df.index)
-    out = {}
-    for aid, p, h in zip(images_df[ARTICLE_ID].to_numpy(), paths.to_numpy(), has.to_numpy()):
-        out[int(aid)] = Path(p) if (h and isinstance(p, (str, Path)) and str(p)) else None
-    return out
 
 
 def load_thumbnail(path: str | Path, max_pixels: tuple[int, int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -126,12 +104,12 @@ def image_grid(article_ids, images_df: pd.DataFrame | None, titles=None, ncols: 
     given). ``axes``: n existing Axes to draw into instead of a new figure.
     Returns the Figure (unused grid cells are hidden).
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ids = [int(a) for a in article_ids]
     if titles is not None and len(titles) != len(ids):
         raise ValueError(f"got {len(titles)} titles for {len(ids)} articles")
-    paths = _image_paths(images_df, data_dir)
+    paths = dict(zip(ids, article_image_paths(images_df, ids, data_dir)))
     if axes is None:
         ncols = max(1, min(ncols, len(ids))) if ids else 1
         nrows = max(1, -(-len(ids) // ncols))
@@ -185,7 +163,7 @@ def show_triplets(triplets: pd.DataFrame, images_df: pd.DataFrame | None, articl
     positive, anchor, negative. ``extra_columns``: optional 3 column names of
     ``triplets`` (positive, anchor, negative order) whose values are appended to
     the titles. Returns the Figure; an empty table gives a one-panel note."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if len(triplets) == 0:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -209,7 +187,7 @@ def plot_group_mix(mix: pd.DataFrame, title: str = "negative article group by st
     segment per group (columns; shares 0..1 as :func:`hm_utils.mining.group_mix`
     returns). Groups beyond the ``max_groups`` largest overall are summed as
     "other". Returns the Figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     order = mix.mean(axis=0).sort_values(ascending=False).index
     shown = list(order[:max_groups])

@@ -14,7 +14,7 @@ from .storage import atomic_path, read_json, write_json
 def save_figure(fig, work_dir: str | Path, name: str, show: bool = True, dpi: int = 110) -> Path:
     """Save a matplotlib figure as ``WORK_DIR/figures/<name>.png`` (atomically),
     show it inline when running in a notebook, close it, and return the path."""
-    import matplotlib.pyplot as plt
+    from .figures import pyplot
 
     path = Path(work_dir) / FIGURES_DIR / f"{name}.png"
     with atomic_path(path) as tmp:
@@ -27,7 +27,7 @@ def save_figure(fig, work_dir: str | Path, name: str, show: bool = True, dpi: in
                 display(fig)
         except ImportError:  # pragma: no cover - IPython always present with jupyter
             pass
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 

@@ -105,58 +105,58 @@ def load_triplets(work_dir, strategy: str | None = None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------- models and training (03) ---
+def history_frame(histories: dict[str, dict]) -> pd.DataFrame:
+    """Long table of training histories: model (str), epoch (int), loss,
+    val_loss, seconds (float); one row per model and epoch."""
+    frames = [pd.DataFrame({"model": name, **{k: h[k] for k in ("epoch", "loss", "val_loss", "seconds")}})
+              for name, h in histories.items() if len(h.get("epoch", []))]
+    if not frames:
+        return pd.DataFrame({"model": pd.Series(dtype="str"), "epoch": pd.Series(dtype="int64"),
+                             "loss": pd.Series(dtype="float64"), "val_loss": pd.Series(dtype="float64"),
+                             "seconds": pd.Series(dtype="float64")})
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_training_outputs(work_dir, histories: dict[str, dict], reports: dict[str, dict]) -> dict:
+    """Write ``models/training_history.parquet`` (:func:`history_frame`) and
+    ``models/training_report.json`` (the reports of :func:`hm_utils.training.train_siamese`)
+    atomically; returns their paths."""
+    from .config import TRAINING_HISTORY, TRAINING_REPORT
+    from .storage import write_json, write_parquet
+
+    work_dir = Path(work_dir)
+    return {"history": write_parquet(history_frame(histories), work_dir / TRAINING_HISTORY),
+            "report": write_json(reports, work_dir / TRAINING_REPORT)}
+
+
+def write_triplet_split(work_dir, train: pd.DataFrame, validation: pd.DataFrame) -> Path:
+    """Write the triplets notebook 03 trained on (``train``) and held out (``validation``), as
+    :func:`hm_utils.training.train_siamese` split them (``TrainingRun.split``), to
+    ``models/triplet_split.parquet`` (``config.TRIPLET_SPLIT``): their columns (customer_key,
+    anchor, positive, negative, ...) plus bool ``held_out``; training rows first, each side in
+    its own order. Atomic; returns the path."""
+    from .config import HELD_OUT, TRIPLET_SPLIT
+    from .storage import write_parquet
+
+    table = pd.concat([train.assign(**{HELD_OUT: False}), validation.assign(**{HELD_OUT: True})],
+                      ignore_index=True)
+    return write_parquet(table, Path(work_dir) / TRIPLET_SPLIT)
+
+
+def read_triplet_split(work_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, held_out): what :func:`write_triplet_split` wrote, each with the columns it was
+    given (``held_out`` dropped), in the order written, index reset. FileNotFoundError naming
+    notebook 03 when the file is missing."""
+    from .config import HELD_OUT, TRIPLET_SPLIT
+    from .storage import require_file
+
+    table = pd.read_parquet(require_file(Path(work_dir) / TRIPLET_SPLIT, "03_model_training"))
+    held = table[HELD_OUT].to_numpy(bool)
+    table = table.drop(columns=HELD_OUT)
+    return table[~held].reset_index(drop=True), table[held].reset_index(drop=True)
+
 
 # ------------------------------------------------------------ embeddings (04) ---
-
-# ------------------------------------------------- splits and predictions (06, 07) ---
-# Notebook 06 writes the held-out split it decided (HoldoutSplit) and every ranker's prediction lists;
-# notebook 07 reads both and never recomputes the split.
-@dataclass(frozen=True)
-class HoldoutSplit:
-    """The held-out split notebook 06 scored its rankers on.
-
-    ``days``: length of each scored week in days; ``week_starts``: first day
-    (``YYYY-MM-DD``) of every rolling week scored, oldest first -- the last one
-    starts the held-out week (:func:`hm_utils.history.week_windows`); ``customers``:
-    int64 [n] sorted keys of the customers who bought in the held-out week (the
-    customers scored). The training rows of the held-out week are every transaction
-    before ``holdout_start``; its rows, those from ``holdout_start`` for ``days`` days
-    (:func:`hm_utils.history.split_week`).
-    """
-    days: int
-    week_starts: tuple[str, ...]
-    customers: np.ndarray = field(repr=False, compare=False)
-
-    @property
-    def holdout_start(self) -> pd.Timestamp:
-        """First day of the held-out week (the last rolling week)."""
-        return pd.Timestamp(self.week_starts[-1])
-
-
-def write_holdout_split(work_dir, split: HoldoutSplit) -> Path:
-    """Write ``split`` atomically: :data:`~hm_utils.config.HOLDOUT_SPLIT` (JSON: days,
-    week_starts, holdout_start, customers = their number) and the customer keys in
-    :data:`~hm_utils.config.HOLDOUT_CUSTOMERS` (one int64 column ``customer_key``).
-    Returns the JSON path."""
-    if not split.week_starts:
-        raise ValueError("a held-out split needs at least one week start")
-    keys = np.asarray(split.customers, np.int64)
-    work_dir = Path(work_dir)
-    write_parquet(pd.DataFrame({CUSTOMER_KEY: keys}), work_dir / HOLDOUT_CUSTOMERS)
-    return write_json({"days": int(split.days), "week_starts": [str(w) for w in split.week_starts],
-                       "holdout_start": str(split.week_starts[-1]), "customers": int(len(keys))},
-                      work_dir / HOLDOUT_SPLIT)
-
-
-def read_holdout_split(work_dir) -> HoldoutSplit:
-    """The split :func:`write_holdout_split` wrote (FileNotFoundError naming notebook 06 when
-    missing; ValueError when the customer file does not hold the number the JSON records)."""
-    work_dir = Path(work_dir)
-    meta = read_json(require_file(work_dir / HOLDOUT_SPLIT, "06_candidate_ranking"))
-    path = require_file(work_dir / HOLDOUT_CUSTOMERS, "06_candidate_ranking")
-    keys = pd.read_parquet(path, columns=[CUSTOMER_KEY])[CUSTOMER_KEY].to_numpy(np.int64)
-    if len(keys) != meta["customers"]:
-        raise ValueError(f"{path}: {len(keys)} customers, but {work_dir / HOLDOUT_SPLIT} records "
 def _parse_article_ids(col: pa.ChunkedArray, path) -> np.ndarray:
     """``article_id`` column (int, or zero-padded string as the original publishes) -> int32 [n];
     ValueError naming the file and the first value that is not an id."""
@@ -253,6 +253,56 @@ def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.nda
     has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
     return out, has
 
+
+# ------------------------------------------------- splits and predictions (06, 07) ---
+# Notebook 06 writes the held-out split it decided (HoldoutSplit) and every ranker's prediction lists;
+# notebook 07 reads both and never recomputes the split.
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """The held-out split notebook 06 scored its rankers on.
+
+    ``days``: length of each scored week in days; ``week_starts``: first day
+    (``YYYY-MM-DD``) of every rolling week scored, oldest first -- the last one
+    starts the held-out week (:func:`hm_utils.history.week_windows`); ``customers``:
+    int64 [n] sorted keys of the customers who bought in the held-out week (the
+    customers scored). The training rows of the held-out week are every transaction
+    before ``holdout_start``; its rows, those from ``holdout_start`` for ``days`` days
+    (:func:`hm_utils.history.split_week`).
+    """
+    days: int
+    week_starts: tuple[str, ...]
+    customers: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def holdout_start(self) -> pd.Timestamp:
+        """First day of the held-out week (the last rolling week)."""
+        return pd.Timestamp(self.week_starts[-1])
+
+
+def write_holdout_split(work_dir, split: HoldoutSplit) -> Path:
+    """Write ``split`` atomically: :data:`~hm_utils.config.HOLDOUT_SPLIT` (JSON: days,
+    week_starts, holdout_start, customers = their number) and the customer keys in
+    :data:`~hm_utils.config.HOLDOUT_CUSTOMERS` (one int64 column ``customer_key``).
+    Returns the JSON path."""
+    if not split.week_starts:
+        raise ValueError("a held-out split needs at least one week start")
+    keys = np.asarray(split.customers, np.int64)
+    work_dir = Path(work_dir)
+    write_parquet(pd.DataFrame({CUSTOMER_KEY: keys}), work_dir / HOLDOUT_CUSTOMERS)
+    return write_json({"days": int(split.days), "week_starts": [str(w) for w in split.week_starts],
+                       "holdout_start": str(split.week_starts[-1]), "customers": int(len(keys))},
+                      work_dir / HOLDOUT_SPLIT)
+
+
+def read_holdout_split(work_dir) -> HoldoutSplit:
+    """The split :func:`write_holdout_split` wrote (FileNotFoundError naming notebook 06 when
+    missing; ValueError when the customer file does not hold the number the JSON records)."""
+    work_dir = Path(work_dir)
+    meta = read_json(require_file(work_dir / HOLDOUT_SPLIT, "06_candidate_ranking"))
+    path = require_file(work_dir / HOLDOUT_CUSTOMERS, "06_candidate_ranking")
+    keys = pd.read_parquet(path, columns=[CUSTOMER_KEY])[CUSTOMER_KEY].to_numpy(np.int64)
+    if len(keys) != meta["customers"]:
+        raise ValueError(f"{path}: {len(keys)} customers, but {work_dir / HOLDOUT_SPLIT} records "
                          f"{meta['customers']}; rerun 06_candidate_ranking")
     return HoldoutSplit(int(meta["days"]), tuple(meta["week_starts"]), keys)
 

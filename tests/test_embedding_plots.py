@@ -93,37 +93,6 @@ def test_cosine_summary_hand_values():
     assert df.loc["m", "share_ap_gt_an"] == pytest.approx(0.5)
 
 
-def _triplets(n_customers=10, per=3):
-    rows = []
-    for c in range(n_customers):
-        for j in range(per):
-            rows.append({"customer_key": c, "anchor": 1 + (c + j) % 5, "positive": 2 + j, "negative": 6})
-    return pd.DataFrame(rows)
-
-
-def test_held_out_triplets_whole_customers_and_image_filter():
-    from hm_utils.embedding_plots import held_out_triplets
-    trip = _triplets()
-    val, note = held_out_triplets(trip, usable_article_ids=[1, 2, 3, 4, 5, 6], validation_split=0.2, seed=3)
-    # 2 of 10 customers held out, with all 3 of their triplets
-    assert val["customer_key"].nunique() == 2 and len(val) == 6
-    assert "held out: 6 triplets" in note
-    # the same as training's split on the same table
-    from hm_utils.training import split_by_customer
-    _, expected, _ = split_by_customer(trip, 0.2, 3)
-    assert val.equals(expected)
-    # article 6 (every negative) has no image: nothing is usable
-    val, note = held_out_triplets(trip, usable_article_ids=[1, 2, 3, 4, 5], validation_split=0.2, seed=3)
-    assert len(val) == 0 and "too few" in note
-
-
-def test_held_out_triplets_falls_back_to_all_when_too_few():
-    from hm_utils.embedding_plots import held_out_triplets
-    trip = _triplets(n_customers=1, per=4)
-    val, note = held_out_triplets(trip, [1, 2, 3, 4, 5, 6], 0.2, seed=0)
-    assert len(val) == 4 and "showing all 4" in note
-
-
 def _images_frame(tmp_path, ids, missing=()):
     from PIL import Image
     rows = []

@@ -206,14 +206,14 @@ def test_seeded_random_backbone_is_reproducible():
 
 def test_profiles_use_the_pretrained_lite_backbone():
     from hm_utils.config import get_profile
-    from hm_utils.training import training_settings
+    from hm_utils.training import TrainingSettings
 
     for name, size in [("tiny", (96, 64)), ("demo", (300, 200)), ("full", (300, 200))]:
         p = get_profile(name)
         assert (p.backbone, p.pooling, p.weights, p.image_size) == ("efficientnet_lite0", "avg", "imagenet", size)
         assert p.backbone in M.BACKBONES
-    assert training_settings("demo")["weights"] == "imagenet"          # None -> the profile's
-    assert training_settings("demo", weights=None)["weights"] == "imagenet"
-    assert training_settings("demo", weights="random")["weights"] is None
-    assert training_settings("tiny", weights="/x/w.pth")["weights"] == "/x/w.pth"
+    assert TrainingSettings.from_profile("demo").weights == "imagenet"          # None -> the profile's
+    assert TrainingSettings.from_profile("demo", weights=None).weights == "imagenet"
+    assert TrainingSettings.from_profile("demo", weights="random").weights is None
+    assert TrainingSettings.from_profile("tiny", weights="/x/w.pth").weights == "/x/w.pth"
     assert set(M.LITE_BACKBONES) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}

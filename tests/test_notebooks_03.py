@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ def test_03_recorded_counts_and_settings(tiny_series):
     assert m["profile"] == "tiny" and m["backbone"] == tiny.backbone and m["pooling"] == tiny.pooling
     assert m["embedding_dim"] == tiny.embedding_dim and m["image_size"] == list(tiny.image_size)
     # WEIGHTS None takes the profile's weights; the run says which file they came from
-    from hm_utils.training import training_settings
-    assert m["weights"] == training_settings("tiny")["weights"]
+    from hm_utils.training import TrainingSettings
+    assert m["weights"] == TrainingSettings.from_profile("tiny").weights
+    # the settings are recorded whole
+    expected = {**asdict(TrainingSettings.from_profile("tiny")), "image_size": list(tiny.image_size)}
+    assert {k: v for k, v in m["settings"].items() if k != "seed"} == {k: v for k, v in expected.items() if k != "seed"}
     assert m["pretrained"] is (m["weights_file"] is not None) is (m["weights"] is not None)
     if m["weights_file"] is not None:
         assert Path(m["weights_file"]).is_file()
@@ -74,7 +78,7 @@ def test_03_models_reload_with_identical_embeddings(tiny_series):
 
 def test_03_feature_store_holds_every_article_once(tiny_series):
     """03 ran every photo once through the backbone (and the untrained reference) and trained on those features."""
-    from hm_utils.export import model_digest
+    from hm_utils.inference import model_digest
     from hm_utils.features import load_features, read_manifest
     from hm_utils.images import load_image
     from hm_utils.workdir import load_images

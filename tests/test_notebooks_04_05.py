@@ -66,7 +66,8 @@ def _assert_close_for_precision(max_abs_diff, max_rel_diff, min_cosine, precisio
 @pytest.mark.parametrize("name,model_file,emb_file", [
     ("image_only", IMAGE_ONLY_MODEL, ARTICLE_EMBEDDINGS), ("combined", COMBINED_MODEL, COMBINED_EMBEDDINGS)])
 def test_04_reloaded_model_gives_the_file_embeddings(tiny_series, name, model_file, emb_file):
-    from hm_utils.export import model_image_size, verify_export
+    from hm_utils.export import verify_export
+    from hm_utils.model import model_image_size
     from hm_utils.workdir import load_articles, load_images
     from hm_utils.model import load_embedding_model
 
@@ -129,21 +130,17 @@ def test_05_metrics_and_figures(tiny_series):
 
 
 def test_05_recomputed_share_matches_metrics(tiny_series):
-    """The recorded share of AP > AN is reproduced from the files and the held-out split."""
-    from hm_utils.embedding_plots import held_out_triplets
+    """The recorded share of AP > AN is reproduced from the files and the held-out split 03 wrote."""
     from hm_utils.export import align_embeddings, load_embeddings
-    from hm_utils.workdir import load_articles, load_images
-    from hm_utils.mining import filter_with_images, load_triplets
     from hm_utils.similarity import triplet_cosines
-    from hm_utils.training import training_settings
+    from hm_utils.workdir import load_articles, read_triplet_split
 
     work = tiny_series
     m = load_metrics(work, "05_similarity_visualization")
     ids = load_articles(work)[ARTICLE_ID].to_numpy()
-    trip, _ = filter_with_images(load_triplets(work, m["train_strategy"]), load_images(work))
     mat, has = align_embeddings(*load_embeddings(work / COMBINED_EMBEDDINGS), ids)
-    s = training_settings("tiny")
-    held, _ = held_out_triplets(trip, ids[has], s["validation_split"], 42, s["max_triplets"])
+    _, held = read_triplet_split(work)
+    assert (held["strategy"] == m["train_strategy"]).all() and len(held) == m["n_held_out_triplets"]
     ap, an, valid = triplet_cosines(held["anchor"], held["positive"], held["negative"], ids, mat, has)
     assert valid.all()
     assert float(np.mean(ap > an)) == pytest.approx(m["share_ap_gt_an"]["combined"])

@@ -8,13 +8,26 @@ from PIL import Image
 
 from hm_utils import training as T
 from hm_utils.config import TABULAR_COLUMNS
+from hm_utils.feature_cache import compute_feature_cache
+from hm_utils.figures import plot_training
+from hm_utils.images import article_image_paths
 from hm_utils.model import build_backbone, load_embedding_model, save_embedding_model
+from hm_utils.workdir import history_frame
 
 SIZE = (32, 24)
 # bright red, bright blue, dark red, dark blue
 PALETTE = [(230, 40, 40), (40, 40, 230), (150, 25, 25), (25, 25, 150)]
 PARTNER = {0: 1, 1: 0, 2: 3, 3: 2}     # bought together: bright red with bright blue, dark red with dark blue
 LOOKALIKE = {0: 2, 1: 3, 2: 0, 3: 1}   # the negative: the same hue from the other pair
+RUN_OPTIONS = ("variant", "backbone_model", "feature_cache", "cache_path", "verbose", "log")
+
+
+def train(triplets, articles, images, **kw):
+    """T.train_siamese with the run options as given and every other keyword a TrainingSettings field;
+    (model, history, report)."""
+    options = {k: kw.pop(k) for k in RUN_OPTIONS if k in kw}
+    run = T.train_siamese(triplets, articles, images, T.TrainingSettings(**kw), **options)
+    return run.model, run.history, run.report
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +87,7 @@ def test_feature_cache_shapes_and_unreadable_image(toy, tmp_path):
     ids = [1000, 1001, 1002, 1003]
     paths = [images["abs_path"][0], str(bad), None, images["abs_path"][3]]
     with pytest.warns(UserWarning, match="bad.jpg"):
-        cache = T.compute_feature_cache(bb, ids, paths, batch_size=2, progress=False)
+        cache = compute_feature_cache(bb, ids, paths, batch_size=2, progress=False)
     assert cache.features.shape == (4, 64) and cache.features.dtype == np.float32
     assert cache.ok.tolist() == [True, False, False, True]
     assert (cache.features[1:3] == 0).all() and cache.features[0].any()
@@ -84,7 +97,7 @@ def test_feature_cache_shapes_and_unreadable_image(toy, tmp_path):
     np.testing.assert_allclose(cache.features[3], direct, rtol=1e-4, atol=1e-5)
     assert cache.rows([1003, 1001, 999]).tolist() == [3, -1, -1]
     # on disk, as a .npy memory map
-    disk = T.compute_feature_cache(bb, ids, [images["abs_path"][0]] * 4, batch_size=2, progress=False,
+    disk = compute_feature_cache(bb, ids, [images["abs_path"][0]] * 4, batch_size=2, progress=False,
                                    cache_path=tmp_path / "cache" / "features.npy")
     assert (tmp_path / "cache" / "features.npy").is_file()
     np.testing.assert_allclose(np.load(tmp_path / "cache" / "features.npy")[2], disk.features[0])
@@ -92,7 +105,7 @@ def test_feature_cache_shapes_and_unreadable_image(toy, tmp_path):
 
 def test_cached_training_learns_the_rule_and_saves(toy, tmp_path):
     articles, images, trip, _ = toy
-    model, history, report = T.train_siamese(
+    model, history, report = train(
         trip, articles, images, variant="image_only", backbone="small_cnn", image_size=SIZE,
         embedding_dim=8, pooling="avg", normalize=True, epochs=6, batch_size=16, learning_rate=3e-3,
         hidden_units=32, backbone_model=build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=3),
@@ -110,7 +123,7 @@ def test_cached_training_learns_the_rule_and_saves(toy, tmp_path):
 
 def test_combined_without_cache_and_infonce_runs(toy):
     articles, images, trip, _ = toy
-    model, history, report = T.train_siamese(
+    model, history, report = train(
         trip.iloc[:40], articles, images, variant="combined", backbone="small_cnn", image_size=SIZE,
         embedding_dim=8, pooling="avg", loss="infonce", epochs=2, batch_size=16, hidden_units=16,
         verbose=0, log=lambda *a: None)  # small_cnn is trainable: images decoded every epoch
@@ -129,19 +142,19 @@ def test_few_or_broken_triplets_do_not_crash(toy):
     t3.loc[0, "anchor"] = 1000
     n_bad = int((t3[["anchor", "positive", "negative"]] == 1000).any(axis=1).sum())
     with pytest.warns(UserWarning, match=f"{n_bad} of 3 triplets dropped.*1000"):
-        _, hist, rep = T.train_siamese(t3, articles, missing, **kw)
+        _, hist, rep = train(t3, articles, missing, **kw)
     assert 1 <= n_bad < 3 and rep["n_triplets"] == 3 - n_bad and rep["n_validation"] == 0 and "too few" in rep["validation_note"]
-    _, hist, rep = T.train_siamese(trip.iloc[:0], articles, images, **kw)
+    _, hist, rep = train(trip.iloc[:0], articles, images, **kw)
     assert rep["n_triplets"] == 0 and hist["loss"] == [] and rep["trained_accuracy"] is None
     with pytest.raises(ValueError, match="123456"):
-        T.train_siamese(trip.iloc[:2].assign(negative=123456), articles, images, **kw)
+        train(trip.iloc[:2].assign(negative=123456), articles, images, **kw)
 
 
 def test_history_and_plot():
     hist = {"epoch": [1, 2], "loss": [0.3, 0.1], "val_loss": [0.35, 0.2], "seconds": [1.0, 0.5]}
-    df = T.history_frame({"image_only": hist, "empty": {"epoch": []}})
+    df = history_frame({"image_only": hist, "empty": {"epoch": []}})
     assert df["model"].tolist() == ["image_only", "image_only"] and df["loss"].tolist() == [0.3, 0.1]
-    fig = T.plot_training({"image_only": hist, "none": {"epoch": []}},
+    fig = plot_training({"image_only": hist, "none": {"epoch": []}},
                           {"image_only": {"untrained_accuracy": 0.4, "trained_accuracy": 0.9},
                            "none": {"untrained_accuracy": None, "trained_accuracy": None}})
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
@@ -159,7 +172,7 @@ def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
     mined = mine_triplets(load_transactions(tmp_path), articles, "original").triplets
     triplets, _ = filter_with_images(mined, images)
     logged = []
-    model, history, report = T.train_siamese(
+    model, history, report = train(
         triplets, articles, images, variant="combined", backbone="small_cnn", image_size=(96, 64),
         embedding_dim=8, pooling="avg", epochs=1, batch_size=8, hidden_units=16, verbose=0, log=logged.append)
     assert report["n_triplets"] == len(triplets) <= 10
@@ -174,30 +187,30 @@ def test_mirrored_strategy_and_bad_distribute(toy):
     kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=1, batch_size=16,
               hidden_units=8, verbose=0, log=lambda *a: None)
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False)
-    _, history, report = T.train_siamese(trip.iloc[:32], articles, images, distribute="mirrored",
+    _, history, report = train(trip.iloc[:32], articles, images, distribute="mirrored",
                                          backbone_model=bb, **kw)
     assert report["distribute"] == "mirrored" and report["n_replicas"] >= 1 and report["used_cache"]
     assert len(history["loss"]) == 1
     with pytest.raises(ValueError, match="tpu"):
-        T.train_siamese(trip.iloc[:4], articles, images, distribute="tpu", **kw)
+        train(trip.iloc[:4], articles, images, distribute="tpu", **kw)
 
 
 def test_training_from_an_on_disk_cache_matches_in_memory(toy, tmp_path):
     articles, images, trip, _ = toy
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
     ids = articles["article_id"].to_numpy()
-    paths = T.article_image_paths(images, ids)
-    mem = T.compute_feature_cache(bb, ids, paths, progress=False)
-    disk = T.compute_feature_cache(bb, ids, paths, progress=False, cache_path=tmp_path / "f.npy")
+    paths = article_image_paths(images, ids)
+    mem = compute_feature_cache(bb, ids, paths, progress=False)
+    disk = compute_feature_cache(bb, ids, paths, progress=False, cache_path=tmp_path / "f.npy")
     assert isinstance(disk.features, np.memmap)
     kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=2, batch_size=16,
               hidden_units=8, verbose=0, log=lambda *a: None, backbone_model=bb, seed=5)
-    _, h_mem, r_mem = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
-    _, h_disk, r_disk = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=disk, **kw)
+    _, h_mem, r_mem = train(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
+    _, h_disk, r_disk = train(trip.iloc[:48], articles, images, feature_cache=disk, **kw)
     np.testing.assert_allclose(h_disk["loss"], h_mem["loss"], rtol=1e-4)
     assert r_disk["trained_accuracy"] == pytest.approx(r_mem["trained_accuracy"])
     with pytest.raises(ValueError, match="backbone_model"):
-        T.train_siamese(trip.iloc[:8], articles, images, feature_cache=mem,
+        train(trip.iloc[:8], articles, images, feature_cache=mem,
                         **{k: v for k, v in kw.items() if k != "backbone_model"})
 
 
@@ -208,7 +221,6 @@ def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
     from PIL import Image
 
     from hm_utils.model import build_backbone
-    from hm_utils.training import train_siamese
 
     rng = np.random.default_rng(0)
     ids = np.arange(1, 9, dtype=np.int32) + 100000000
@@ -223,9 +235,9 @@ def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
                              "positive": np.roll(ids, 1), "negative": np.roll(ids, 3)})
     bb = build_backbone("small_cnn", (32, 24), "avg", None, seed=1)
     before = [w.copy() for w in bb.get_weights()]
-    model, _, _ = train_siamese(triplets, articles, images, variant="image_only", backbone="small_cnn",
-                                backbone_model=bb, image_size=(32, 24), embedding_dim=8, pooling="avg",
-                                epochs=1, batch_size=4, validation_split=0.0, seed=0, verbose=0)
+    model, _, _ = train(triplets, articles, images, variant="image_only", backbone="small_cnn",
+                        backbone_model=bb, image_size=(32, 24), embedding_dim=8, pooling="avg",
+                        epochs=1, batch_size=4, validation_split=0.0, seed=0, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, bb.get_weights()))  # caller's object untouched
     from hm_utils.model import get_backbone
     own = get_backbone(model)
@@ -254,7 +266,7 @@ def test_set_trainable_top_counts_weight_layers_and_keeps_batchnorm_frozen():
     assert bb.trainable and sorted(v.path for v in bb.trainable_weights) == ["b/bias", "b/kernel"]
     assert T.set_trainable_top(bb, 5) == ["a", "b"]  # only two layers with weights besides the batch norms
     assert len(bb.trainable_weights) == 4 and not bb.get_layer("net").get_layer("bn_b").trainable
-    copy = T._copy_model(bb)  # a copy keeps every layer's flag
+    copy = T.copy_model(bb)  # a copy keeps every layer's flag
     assert sorted(v.path for v in copy.trainable_weights) == sorted(v.path for v in bb.trainable_weights)
     assert T.set_trainable_top(bb, 0) == [] and not bb.trainable and bb.trainable_weights == []
     with pytest.raises(ValueError, match="n_layers"):
@@ -269,7 +281,7 @@ def test_fine_tuning_trains_only_the_top_layers(toy):
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
     assert T.set_trainable_top(bb, 1) == ["conv3"]
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in bb.get_layer("small_cnn").layers}
-    model, history, report = T.train_siamese(
+    model, history, report = train(
         trip.iloc[:48], articles, images, variant="image_only", backbone="small_cnn", image_size=SIZE,
         embedding_dim=4, pooling="avg", epochs=1, batch_size=16, hidden_units=8, learning_rate=1e-2,
         backbone_model=bb, verbose=0, log=lambda *a: None)
@@ -288,19 +300,19 @@ def test_training_from_the_feature_store(toy, tmp_path):
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
     compute_features({"backbone": bb}, articles, images, tmp_path, batch_size=16, progress=False)
     store = load_features(tmp_path, "backbone")
-    mem = T.compute_feature_cache(bb, articles["article_id"], T.article_image_paths(images, articles["article_id"]),
+    mem = compute_feature_cache(bb, articles["article_id"], article_image_paths(images, articles["article_id"]),
                                   progress=False)
     kw = dict(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=2, batch_size=16,
               hidden_units=8, verbose=0, log=lambda *a: None, backbone_model=bb, seed=5)
-    _, h_store, r_store = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=store, **kw)
-    _, h_mem, r_mem = T.train_siamese(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
+    _, h_store, r_store = train(trip.iloc[:48], articles, images, feature_cache=store, **kw)
+    _, h_mem, r_mem = train(trip.iloc[:48], articles, images, feature_cache=mem, **kw)
     assert r_store["used_cache"]
     np.testing.assert_allclose(h_store["loss"], h_mem["loss"], rtol=1e-4)
     assert r_store["untrained_accuracy"] == pytest.approx(r_mem["untrained_accuracy"])
     assert r_store["trained_accuracy"] == pytest.approx(r_mem["trained_accuracy"])
     other = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
     with pytest.raises(ValueError, match="other weights"):
-        T.train_siamese(trip.iloc[:8], articles, images, feature_cache=store, **{**kw, "backbone_model": other})
+        train(trip.iloc[:8], articles, images, feature_cache=store, **{**kw, "backbone_model": other})
 
 
 def test_reload_max_difference_with_and_without_photos(toy, tmp_path):
@@ -314,3 +326,53 @@ def test_reload_max_difference_with_and_without_photos(toy, tmp_path):
     assert T.reload_max_difference(model, path, articles) == 0.0
     other = build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=4, pooling="avg", hidden_units=8)
     assert T.reload_max_difference(other, path, articles) > 0.0
+
+
+def test_training_settings_from_profile_and_overrides():
+    from hm_utils.config import get_profile
+
+    tiny = get_profile("tiny")
+    s = T.TrainingSettings.from_profile("tiny")
+    assert (s.backbone, s.pooling, s.embedding_dim, s.epochs, s.batch_size, s.max_triplets) == (
+        tiny.backbone, tiny.pooling, tiny.embedding_dim, tiny.epochs, tiny.batch_size, tiny.max_triplets)
+    assert s.image_size == tuple(tiny.image_size) and s.weights == tiny.weights
+    assert (s.loss, s.learning_rate, s.validation_split, s.seed, s.margin) == ("triplet", T.LEARNING_RATE, 0.2, 42, 0.2)
+    # None keeps the profile's value; anything else wins; "random" means no pretrained weights
+    o = T.TrainingSettings.from_profile("tiny", epochs=None, batch_size=7, image_size=[40, "30"], weights="Random")
+    assert o.epochs == tiny.epochs and o.batch_size == 7 and o.image_size == (40, 30) and o.weights is None
+    with pytest.raises(ValueError, match="epoch"):
+        T.TrainingSettings.from_profile("tiny", epoch=3)
+    with pytest.raises(AttributeError):
+        s.epochs = 3  # frozen: one run, one set of settings
+    from dataclasses import asdict
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 19
+
+
+def test_run_returns_the_split_it_validated_on_and_it_round_trips(toy, tmp_path):
+    """The validation triplets a run reports on are whole customers of the usable triplets; written and read
+    back (notebook 03 -> 05) they are the same rows, columns and dtypes."""
+    from hm_utils.workdir import read_triplet_split, write_triplet_split
+
+    articles, images, trip, _ = toy
+    missing = images.assign(has_image=images["article_id"] != 1000)   # triplets with article 1000 are dropped
+    bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
+    settings = T.TrainingSettings(backbone="small_cnn", image_size=SIZE, embedding_dim=4, pooling="avg", epochs=1,
+                                  batch_size=16, hidden_units=8, max_triplets=100, validation_split=0.25, seed=5)
+    with pytest.warns(UserWarning, match="dropped"):
+        run = T.train_siamese(trip, articles, missing, settings, backbone_model=bb, verbose=0, log=lambda *a: None)
+    train, val, note = run.split
+    assert len(train) == run.report["n_train"] and len(val) == run.report["n_validation"] > 0
+    assert note == run.report["validation_note"]
+    assert set(train["customer_key"]).isdisjoint(val["customer_key"])
+    used = pd.concat([train, val])
+    assert not (used[["anchor", "positive", "negative"]] == 1000).any().any()
+    # the same as capping, dropping and splitting by hand
+    capped = trip.sample(n=100, random_state=5).reset_index(drop=True)
+    usable = capped[~(capped[["anchor", "positive", "negative"]] == 1000).any(axis=1)].reset_index(drop=True)
+    assert T.split_by_customer(usable, 0.25, 5).validation.equals(val)
+    write_triplet_split(tmp_path, train, val)
+    train2, val2 = read_triplet_split(tmp_path)
+    assert train2.equals(train) and val2.equals(val)
+    assert list(val2.columns) == list(trip.columns) and (val2.dtypes == trip.dtypes).all()
+    with pytest.raises(FileNotFoundError, match="03_model_training"):
+        read_triplet_split(tmp_path / "empty")
