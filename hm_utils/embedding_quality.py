@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .checks import require_columns
 from .config import ARTICLE_ID, COLOUR_GROUP, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, T_DAT
 from .similarity import lookup_rows, top_k
 
@@ -94,9 +95,7 @@ def attribute_vectors(articles: pd.DataFrame, columns=ATTRIBUTE_COLUMNS) -> tupl
     (``ATTRIBUTE_COLUMNS``). Output ``(float32 [n, sum of the columns' category
     counts], ok bool [n] all True)``; a missing value is a category of its own.
     The cosine of two articles is the share of these attributes they share."""
-    missing = [c for c in columns if c not in articles.columns]
-    if missing:
-        raise KeyError(f"articles table lacks attribute column(s) {missing}; has {list(articles.columns)}")
+    require_columns(articles, columns, "articles table (attribute columns)")
     blocks = []
     for c in columns:
         codes, cats = pd.factorize(articles[c], use_na_sentinel=False)
@@ -328,7 +327,7 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------- catalogue ---
-def _fit_image(img, size: tuple[int, int], fit: str):
+def fit_image(img, size: tuple[int, int], fit: str):
     """Decoded photo float32 [h, w, 3] -> [H, W, 3] as :mod:`hm_utils.images` does after decoding:
     "pad" keeps the aspect ratio and pads with white, "stretch" resizes regardless of shape."""
     import tensorflow as tf
@@ -380,7 +379,7 @@ def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits:
     def load(i, p):
         img = tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
         img = tf.cast(tf.ensure_shape(img, [None, None, 3]), tf.float32)
-        return i, {key: _fit_image(img, key[:2], key[2]) for key in set(keys.values())}
+        return i, {key: fit_image(img, key[:2], key[2]) for key in set(keys.values())}
 
     ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()

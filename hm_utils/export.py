@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .checks import require_columns
 from .config import ARTICLE_ID, EMBEDDING, HAS_IMAGE
 from .images import article_image_paths
 from .inference import make_embed_fn, model_digest
@@ -153,8 +154,7 @@ def shard_dir_for(out_path: str | Path) -> Path:
 def _paths_and_flags(images: pd.DataFrame, article_ids, data_dir) -> tuple[np.ndarray, np.ndarray]:
     """(image path str, '' without an image, object [n]; has_image bool [n]) of ``article_ids``
     (:func:`hm_utils.images.article_image_paths`)."""
-    if ARTICLE_ID not in images.columns or HAS_IMAGE not in images.columns:
-        raise ValueError(f"images frame needs columns {ARTICLE_ID!r} and {HAS_IMAGE!r}; got {list(images.columns)}")
+    require_columns(images, [ARTICLE_ID, HAS_IMAGE], "images frame")
     found = article_image_paths(images, article_ids, data_dir)
     has = np.array([p is not None for p in found], dtype=bool)
     return np.array(["" if p is None else p for p in found], dtype=object), has
@@ -337,8 +337,7 @@ def export_embeddings_many(models: dict, articles: pd.DataFrame, images: pd.Data
         raise ValueError(f"out_paths keys {sorted(out_paths)} differ from the models {sorted(names)}")
     include = {n: bool((include_article_columns or {}).get(n, False)) for n in names}
     out_paths = {n: Path(out_paths[n]) for n in names}
-    if ARTICLE_ID not in articles.columns:
-        raise ValueError(f"articles frame has no {ARTICLE_ID!r} column; got {list(articles.columns)}")
+    require_columns(articles, [ARTICLE_ID], "articles frame")
     if articles[ARTICLE_ID].duplicated().any():
         dup = articles.loc[articles[ARTICLE_ID].duplicated(), ARTICLE_ID].iloc[0]
         raise ValueError(f"articles frame lists article {dup} more than once")

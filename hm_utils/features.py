@@ -48,6 +48,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from .checks import require_columns  # noqa: E402
 from .config import (ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST,  # noqa: E402
                      HAS_IMAGE)
 from .export import UnreadableImageWarning  # noqa: E402
@@ -123,8 +124,7 @@ def article_fingerprint(articles: pd.DataFrame, images: pd.DataFrame, settings: 
     fingerprint str)`` for ``articles`` in row order; the fingerprint hashes the ids,
     the image paths, each image file's size and modification time (so photos
     rewritten in place make a stored set stale) and ``settings`` (a JSON-able dict)."""
-    if ARTICLE_ID not in articles.columns:
-        raise KeyError(f"articles table lacks {ARTICLE_ID!r}; has {list(articles.columns)}")
+    require_columns(articles, [ARTICLE_ID], "articles table")
     ids = articles[ARTICLE_ID].to_numpy(np.int64)
     if len(np.unique(ids)) != len(ids):
         u, c = np.unique(ids, return_counts=True)
@@ -342,7 +342,7 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
 
 
 def load_features(work_dir, name: str = "backbone") -> FeatureCache:
-    """The stored feature set ``name`` as a :class:`hm_utils.training.FeatureCache`:
+    """The stored feature set ``name`` as a :class:`hm_utils.feature_cache.FeatureCache`:
     ``article_ids`` int64 [n] (articles-table order), ``features`` float32 [n, F]
     (a read-only memory map), ``ok`` bool [n], ``seconds`` of its computation,
     ``unreadable`` article ids and ``digest`` of the backbone's weights.

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .checks import require_columns
 from .config import ARTICLE_ID, HAS_IMAGE, IMAGE_ABS_PATH, IMAGE_PATH
 
 if TYPE_CHECKING:  # annotations only
@@ -276,23 +277,20 @@ def article_image_paths(images: pd.DataFrame | None, article_ids, data_dir: str 
     together with ``data_dir``. None or empty: no article has an image.
     ``article_ids``: int [n] in any order; an id the table does not list gets None, and so
     does a listed article whose ``has_image`` is False or whose path is empty or missing.
-    Raises KeyError naming a missing column, ValueError naming an article listed twice.
+    Raises :class:`hm_utils.checks.MissingColumnError` (a KeyError) naming a missing column,
+    ValueError naming an article listed twice.
     """
     ids = np.asarray(article_ids).astype(np.int64)
     out = np.full(len(ids), None, dtype=object)
     if images is None or len(images) == 0:
         return out
-    columns = ", ".join(map(str, images.columns))
-    if ARTICLE_ID not in images.columns:
-        raise KeyError(f"images lacks column {ARTICLE_ID!r}; it has {columns}")
-    if IMAGE_ABS_PATH in images.columns:
-        paths = images[IMAGE_ABS_PATH].to_numpy(dtype=object)
-    elif IMAGE_PATH in images.columns and data_dir is not None:
+    require_columns(images, [ARTICLE_ID], "images")
+    if IMAGE_ABS_PATH not in images.columns and IMAGE_PATH in images.columns and data_dir is not None:
         paths = np.array([str(Path(data_dir) / p) if isinstance(p, str) and p else None
                           for p in images[IMAGE_PATH]], dtype=object)
     else:
-        raise KeyError(f"images needs column {IMAGE_ABS_PATH!r}, or {IMAGE_PATH!r} together with data_dir; "
-                       f"it has {columns}")
+        require_columns(images, [IMAGE_ABS_PATH], f"images (or its {IMAGE_PATH!r} column with data_dir)")
+        paths = images[IMAGE_ABS_PATH].to_numpy(dtype=object)
     listed = images[ARTICLE_ID].to_numpy().astype(np.int64)
     order = np.argsort(listed, kind="stable")
     listed = listed[order]

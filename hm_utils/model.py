@@ -45,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from .checks import require_columns  # noqa: E402
 from .config import TABULAR_COLUMNS, INDEX_CODES  # noqa: E402
 from .storage import atomic_path  # noqa: E402
 from . import efficientnet_lite as lite  # noqa: E402
@@ -232,12 +233,10 @@ def tabular_features(articles: pd.DataFrame) -> np.ndarray:
     ``config.TABULAR_COLUMNS`` order and ``articles`` row order.
 
     ``index_code`` (a letter A..J or S) becomes its 0-based position in
-    ``config.INDEX_CODES`` (A = 0 ... J = 9, S = 10). Raises KeyError naming missing columns and
+    ``config.INDEX_CODES`` (A = 0 ... J = 9, S = 10). Raises :class:`hm_utils.checks.MissingColumnError` naming missing columns and
     ValueError naming the article ids with unknown index codes or missing values.
     """
-    missing = [c for c in TABULAR_COLUMNS if c not in articles.columns]
-    if missing:
-        raise KeyError(f"articles table lacks tabular column(s) {missing}; expected {TABULAR_COLUMNS}")
+    require_columns(articles, TABULAR_COLUMNS, "articles table (tabular columns)")
     out = np.empty((len(articles), N_TABULAR), dtype=np.float32)
     for j, col in enumerate(TABULAR_COLUMNS):
         s = articles[col]

@@ -251,15 +251,15 @@ def test_photo_features_one_pass_matches_each_model_alone(tmp_path):
 
 
 def test_fit_image_pads_with_white_or_stretches():
-    from hm_utils.embedding_quality import _fit_image
+    from hm_utils.embedding_quality import fit_image
 
     img = np.full((40, 20, 3), 100, np.float32)
     img[10:30, 5:15] = 0
-    out = _fit_image(img, (20, 20), "pad").numpy()
+    out = fit_image(img, (20, 20), "pad").numpy()
     # 40 x 20 -> 20 x 10 in columns 5..14; columns 0..4 and 15..19 white
     assert (out[:, :5] == 255).all() and (out[:, 15:] == 255).all()
     assert out[10, 10].max() < 1.0 and out[10, 6].min() > 40  # the dark block now spans columns 7.5..12.5
-    stretched = _fit_image(img, (20, 20), "stretch").numpy()
+    stretched = fit_image(img, (20, 20), "stretch").numpy()
     assert stretched[10, 6].max() < 1.0 and stretched.min() >= 0  # the block keeps columns 5..14
 
 

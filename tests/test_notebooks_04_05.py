@@ -131,9 +131,8 @@ def test_05_metrics_and_figures(tiny_series):
 
 def test_05_recomputed_share_matches_metrics(tiny_series):
     """The recorded share of AP > AN is reproduced from the files and the held-out split 03 wrote."""
-    from hm_utils.export import align_embeddings, load_embeddings
     from hm_utils.similarity import triplet_cosines
-    from hm_utils.workdir import load_articles, read_triplet_split
+    from hm_utils.workdir import align_embeddings, load_articles, load_embeddings, read_triplet_split
 
     work = tiny_series
     m = load_metrics(work, "05_similarity_visualization")
