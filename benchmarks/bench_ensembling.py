@@ -48,8 +48,7 @@ from benchmarks.bench_ranking import K, make_data, peak_rss_mb
 from hm_utils.config import SUBMISSION_K
 from hm_utils.embedding_index import ArticleEmbeddings
 from hm_utils.ensembling import PredictionList, anchor_queries, ensemble
-from hm_utils.metrics import PAD
-from hm_utils.ranking import fill_with_popular, first_in_row, iter_blocks, top_by_score
+from hm_utils.lists import PAD, fill_with_popular, first_in_row, iter_blocks, top_by_score
 
 N_LISTS = 3
 

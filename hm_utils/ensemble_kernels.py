@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import SUBMISSION_K
-from .metrics import PAD
+from .lists import PAD
 
 POS_BITS = 4                   # a position 0..11 in a list
 WINDOW_EXTRA = 8               # entries past the k-th kept for the exact tie-breaking pass

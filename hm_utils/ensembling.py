@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from .config import CUSTOMER_KEY, SUBMISSION_K
 from .embedding_index import ArticleEmbeddings
 from .ensemble_kernels import BlockEnsembler, blas_single_thread
-from .metrics import PAD, as_prediction_matrix
-from .ranking import fill_with_popular, iter_blocks
+from .lists import PAD, fill_with_popular, iter_blocks
+from .metrics import as_prediction_matrix
 from .submission import read_submission_predictions
 
 
@@ -248,7 +248,7 @@ def read_prediction_lists(work_dir, names, subdir: str = "holdout", weights: dic
     """``predictions/<subdir>/<name>.parquet`` of each ranker ``name`` (written by notebook 06)
     as :class:`PredictionList` objects, weighted by ``weights[name]`` (default 1.0); a
     missing file is a FileNotFoundError naming it."""
-    from .ranking import predictions_path, read_predictions
+    from .workdir import predictions_path, read_predictions
     from .storage import require_file
 
     out = []
@@ -268,7 +268,8 @@ def customer_queries(transactions: pd.DataFrame, embeddings: ArticleEmbeddings, 
     embedding of the article bought most since ``start_date`` (the original
     ranker's anchor). Returns ``keys int64 [b] -> float32 [b, d]`` unit rows.
     """
-    from .ranking import CustomerProfiles, OriginalRanker
+    from .history import CustomerProfiles
+    from .rankers import OriginalRanker
 
     if mode == "profile":
         return CustomerProfiles(embeddings).fit(transactions)

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .config import ARTICLE_ID, CUSTOMER_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
-from .metrics import PAD, as_prediction_matrix
-from .ranking import fill_with_popular
+from .lists import PAD, fill_with_popular
+from .metrics import as_prediction_matrix
 from .storage import atomic_path
 
 ID_DIGITS = 10
@@ -195,7 +195,7 @@ def _check_rows(df: pd.DataFrame, customers: pd.DataFrame, articles: pd.DataFram
     if len(ok_rows):
         ids = parse_predictions(pred.iloc[ok_rows])
         if distinct:
-            from .ranking import first_in_row
+            from .lists import first_in_row
             repeated[ok_rows] = ~first_in_row(ids).all(axis=1)
         if articles is not None:
             known_art = np.unique(articles[ARTICLE_ID].to_numpy(np.int64))

@@ -92,7 +92,7 @@ def test_notebook_helpers_score_lists_and_variants(tmp_path):
     from hm_utils.ensembling import (
         combine_tables, customer_queries, evaluate_ensembles, read_prediction_lists, score_lists, subset_list,
     )
-    from hm_utils.ranking import write_predictions
+    from hm_utils.workdir import write_predictions
 
     # customer 0 bought {1, 2}; customer 1 bought {5}
     hold = pd.DataFrame({"customer_key": [0, 0, 1], "article_id": [1, 2, 5]})

@@ -105,7 +105,7 @@ def test_fallback_too_short_is_an_error():
 
 def test_real_excerpt_gets_a_valid_submission_for_every_customer(hm_sample, tmp_path):
     from hm_utils.loading import read_articles_csv, read_customers_csv, read_transactions_csv
-    from hm_utils.ranking import RepurchaseRanker
+    from hm_utils.rankers import RepurchaseRanker
 
     arts = read_articles_csv(hm_sample)
     cust = read_customers_csv(hm_sample)
