@@ -25,8 +25,9 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   (held-out split, popularity, customer history, the anchor rule, profiles), ``embedding_index``
   (``ArticleEmbeddings``, the one in-memory shape of embeddings), ``rankers`` (the rankers),
   ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation``,
-  ``intervals`` and ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission``,
-  ``ensembling``, ``ranking_plots``
+  ``intervals`` and ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission`` (build,
+  write, read and validate submission files), ``ensembling`` (``EnsembleSettings``, merging lists) and
+  ``ensemble_kernels`` (its array kernels), ``ranking_plots``
 - ``pipeline`` (the papermill runner; ``kernel_console``: what it shows of a kernel), ``report`` (the HTML
   report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 
