@@ -1,6 +1,10 @@
 """hm_utils.embedding_plots: the numbers behind the figures, and that figures are drawn."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -132,3 +136,16 @@ def test_neighbour_gallery_layout(tmp_path):
     assert titles[0].startswith("query") and "#1  cos 0.900" in titles[1] and "#2  cos 0.500" in titles[2]
     assert titles[3] == ""  # no third neighbour for query 1
     assert "#3  cos 0.100" in titles[7]
+
+
+def test_plotting_modules_never_load_tensorflow_and_share_one_setup():
+    """Importing and using the plotting modules leaves TensorFlow unloaded; matplotlib comes from figures.pyplot
+    (the Agg backend outside a notebook)."""
+    code = ("import sys\n"
+            "import hm_utils.figures as F, hm_utils.embedding_plots, hm_utils.panels, hm_utils.reporting\n"
+            "plt = F.pyplot()\n"
+            "fig = F.plot_training({'m': {'epoch': [1], 'loss': [0.2], 'val_loss': [0.3], 'seconds': [1.0]}})\n"
+            "print('tensorflow' in sys.modules, plt.get_backend().lower(), len(fig.axes))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": ""}).stdout.split()
+    assert out == ["False", "agg", "1"]
