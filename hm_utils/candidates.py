@@ -51,16 +51,21 @@ _BITS = 31  # article ids < 2**31
 
 @dataclass
 class CandidateSettings:
-    """Sizes of each candidate source (see the module docstring)."""
+    """Sizes of each candidate source (see the module docstring); days are calendar days before the cut-off."""
+    # own: the customer's most recent distinct articles
     own_days: int = 90
     own_max: int = 20
+    # same_product: other colours of the most recent purchases
     product_items: int = 5
     n_variants: int = 3
+    # popular and trending: shared by every customer
     n_popular: int = 24
     n_trending: int = 12
+    # neighbours_<f>: nearest articles by embedding, among live articles (sold within live_days)
     neighbor_items: int = 3
     n_neighbors: int = 6
     live_days: int = 28
+    # bought_together: basket partners of the most recent purchases; larger baskets are skipped
     pair_days: int = 28
     pair_items: int = 5
     n_pairs: int = 4
