@@ -35,7 +35,7 @@ class FeatureCache:
     image was missing or unreadable; seconds: wall time of the extraction;
     unreadable: what could not be read (paths from :func:`compute_feature_cache`,
     article ids from :func:`hm_utils.features.load_features`); digest: the
-    backbone's weights digest (:func:`hm_utils.export.model_digest`) when known,
+    backbone's weights digest (:func:`hm_utils.inference.model_digest`) when known,
     which :func:`hm_utils.training.train_siamese` checks against its backbone; images_per_second.
     """
     article_ids: np.ndarray

@@ -45,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from .checks import require_columns  # noqa: E402
 from .config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE, POSITIVE  # noqa: E402
 from .feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
 from .images import article_image_paths, image_dataset  # noqa: E402
@@ -289,11 +290,9 @@ def copy_model(model: keras.Model) -> keras.Model:
 
 # ------------------------------------------------------------- training steps ---
 def cap_triplets(triplets: pd.DataFrame, max_triplets: int | None, seed: int) -> pd.DataFrame:
-    """Check the triplet columns (anchor, positive, negative: KeyError naming a missing one) and
+    """Check the triplet columns (anchor, positive, negative: :func:`hm_utils.checks.require_columns`) and
     keep a seeded random subset of ``max_triplets`` rows when there are more (index reset)."""
-    for c in (ANCHOR, POSITIVE, NEGATIVE):
-        if c not in triplets.columns:
-            raise KeyError(f"triplets table lacks column {c!r}; has {list(triplets.columns)}")
+    require_columns(triplets, [ANCHOR, POSITIVE, NEGATIVE], "triplets table")
     if max_triplets is not None and len(triplets) > max_triplets:
         triplets = triplets.sample(n=int(max_triplets), random_state=int(seed)).reset_index(drop=True)
     return triplets

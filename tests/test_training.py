@@ -376,3 +376,12 @@ def test_run_returns_the_split_it_validated_on_and_it_round_trips(toy, tmp_path)
     assert list(val2.columns) == list(trip.columns) and (val2.dtypes == trip.dtypes).all()
     with pytest.raises(FileNotFoundError, match="03_model_training"):
         read_triplet_split(tmp_path / "empty")
+
+
+def test_cap_triplets_checks_columns_and_samples_with_the_seed():
+    trip = pd.DataFrame({"customer_key": np.arange(10), "anchor": np.arange(10), "positive": 1, "negative": 2})
+    assert T.cap_triplets(trip, None, 0) is trip and T.cap_triplets(trip, 10, 0) is trip
+    capped = T.cap_triplets(trip, 4, 7)
+    assert capped.equals(trip.sample(n=4, random_state=7).reset_index(drop=True))
+    with pytest.raises(KeyError, match=r"triplets table is missing column\(s\) \['negative'\]"):
+        T.cap_triplets(trip.drop(columns="negative"), None, 0)
