@@ -119,7 +119,7 @@ def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool =
     secs = time.perf_counter() - t0
     if info is not None:
         info["precision"] = report.precision
-    _, mat, has = load_embeddings(out)
+    mat, has = load_embeddings(out, keep_raw=True).aligned()
     assert has.all(), "every benchmark image should embed"
     return secs, mat
 

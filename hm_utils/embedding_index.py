@@ -1,10 +1,13 @@
-"""The embedding index: the one in-memory shape of article embeddings, and reading the files of 04.
+"""The embedding index: the one in-memory shape of article embeddings (the files of 04 are read into it by
+:func:`hm_utils.workdir.load_embeddings`).
 
 :class:`ArticleEmbeddings` holds one embedding variant (``"image_only"`` or ``"combined"``, the names of
 :data:`hm_utils.model.VARIANTS`) as one L2-normalised float32 matrix sorted by article id, with an
 id -> row lookup (:meth:`ArticleEmbeddings.rows`) and the two products the rankers and ensembles need
 (:meth:`ArticleEmbeddings.dot`, :meth:`ArticleEmbeddings.vectors`). Every notebook from 04 on holds
-embeddings in this shape. The cosine and top-k arithmetic on such matrices is :mod:`hm_utils.similarity`.
+embeddings in this shape; with ``keep_raw`` it also keeps the vectors as given (:attr:`ArticleEmbeddings.raw`,
+:meth:`ArticleEmbeddings.aligned`), which 04 and 05 analyse (zero entries, principal components, the quality
+table). The cosine and top-k arithmetic on such matrices is :mod:`hm_utils.similarity`.
 
 Inside ranker, feature and candidate-source names a variant keeps its short label (:func:`variant_label`:
 ``image_only`` -> ``image``; ``original_image``, ``cos_profile_image``, ``neighbours_image``), so the keys
@@ -12,17 +15,11 @@ of the metrics files did not move when the variants got one name everywhere.
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import EMBEDDING_FILES
-from .workdir import load_embeddings
-
-__all__ = ["ArticleEmbeddings", "VARIANT_LABELS", "load_article_embeddings",
-           "load_embedding_files", "variant_label"]
+__all__ = ["ArticleEmbeddings", "VARIANT_LABELS", "variant_label"]
 
 #: label of an embedding variant inside ranker / feature / candidate-source names (``improved_image``)
 VARIANT_LABELS = {"image_only": "image", "combined": "combined"}
@@ -44,13 +41,26 @@ class ArticleEmbeddings:
     article id and scaled to unit length on construction (the caller's arrays are
     never modified); rows without an embedding are zero and are never used for
     similarity.
+
+    ``keep_raw`` True also keeps the vectors as given: ``raw`` float32 [n, d] (not
+    normalised, zero rows kept) and ``present`` bool [n] (the given
+    ``has_embedding``, before rows of zero length are dropped from ``has_embedding``),
+    both sorted like ``matrix``, and ``given_ids`` [n] (the ids in the order and dtype
+    given: a file's row order); read them in any article order with :meth:`aligned`.
+    Otherwise all three are None.
     """
     article_ids: np.ndarray
     matrix: np.ndarray
     has_embedding: np.ndarray | None = None
     name: str = "embedding"
+    keep_raw: bool = False
+    raw: np.ndarray | None = field(default=None, init=False, repr=False)
+    present: np.ndarray | None = field(default=None, init=False, repr=False)
+    given_ids: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        if self.keep_raw:
+            self.given_ids = np.array(self.article_ids, copy=True)
         ids = np.asarray(self.article_ids, dtype=np.int64)
         mat = np.asarray(self.matrix, dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] != ids.shape[0]:
@@ -64,6 +74,8 @@ class ArticleEmbeddings:
         if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
             dup = ids[1:][ids[1:] == ids[:-1]][0]
             raise ValueError(f"embeddings {self.name!r}: article {dup} appears more than once")
+        if self.keep_raw:
+            self.raw, self.present = mat.copy(), has.copy()
         norms = np.sqrt(np.einsum("ij,ij->i", mat, mat).astype(np.float64))
         has = has & np.isfinite(norms) & (norms > 0)
         mat[~has] = 0.0
@@ -109,27 +121,19 @@ class ArticleEmbeddings:
         out = self.matrix[np.maximum(rows, 0)]
         return np.where((rows >= 0)[..., None], out, np.float32(0))
 
+    def aligned(self, to_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors as given (``keep_raw``), in the article order ``to_ids`` (int [m];
+        None: the order they were given in, ``given_ids``): ``(raw float32 [m, d], present
+        bool [m])``; an id not held gets a zero row and False."""
+        if self.raw is None:
+            raise ValueError(f"embeddings {self.name!r} were built without keep_raw=True: no raw vectors to align")
+        to_ids = np.asarray(self.given_ids if to_ids is None else to_ids, dtype=np.int64)
+        out = np.zeros((len(to_ids), self.raw.shape[1]), dtype=np.float32)
+        present = np.zeros(len(to_ids), dtype=bool)
+        if len(self.article_ids):
+            pos = np.minimum(np.searchsorted(self.article_ids, to_ids), len(self.article_ids) - 1)
+            found = self.article_ids[pos] == to_ids
+            out[found] = self.raw[pos[found]]
+            present[found] = self.present[pos[found]]
+        return out, present
 
-def load_article_embeddings(path, name: str | None = None) -> ArticleEmbeddings:
-    """Read an embeddings parquet (``article_id``, ``embedding``) with
-    :func:`hm_utils.workdir.load_embeddings` into :class:`ArticleEmbeddings`."""
-    ids, matrix, has = load_embeddings(path)
-    return ArticleEmbeddings(ids, matrix, has, name=name or Path(path).stem)
-
-
-def load_embedding_files(work_dir, files: dict[str, str] | None = None) -> dict[str, ArticleEmbeddings]:
-    """The embedding files notebook 04 wrote, by variant (``image_only``, ``combined``; :data:`EMBEDDING_FILES`).
-
-    A missing file is skipped with a warning naming it (the embedding rankers
-    for it are then left out); an unreadable one raises. Returns
-    ``{name: ArticleEmbeddings}`` in the order of ``files``.
-    """
-    out = {}
-    for name, fname in (files or EMBEDDING_FILES).items():
-        path = Path(work_dir) / fname
-        if not path.is_file():
-            warnings.warn(f"{path} not found (written by 04_embedding_export); rankers using the "
-                          f"{name!r} embeddings are left out", stacklevel=2)
-            continue
-        out[name] = load_article_embeddings(path, name)
-    return out

@@ -475,7 +475,8 @@ def verify_export(model, path: str | Path, images: pd.DataFrame, *, image_size: 
     from .similarity import pairwise_cosine
     from .workdir import load_embeddings
 
-    ids, mat, has = load_embeddings(path)
+    emb = load_embeddings(path, keep_raw=True)
+    ids, (mat, has) = emb.given_ids, emb.aligned()
     if not has.any():
         return {"checked": 0, "max_abs_diff": float("nan"), "max_rel_diff": float("nan"), "min_cosine": float("nan")}
     rng = np.random.default_rng(seed)

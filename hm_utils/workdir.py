@@ -9,6 +9,7 @@ with a manifest (reused while the weights and photos are unchanged), not a decis
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import config as C
-from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_ORIGINAL, HOLDOUT_CUSTOMERS, HOLDOUT_SPLIT,
-                     HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR)
+from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_FILES, EMBEDDING_ORIGINAL, HOLDOUT_CUSTOMERS,
+                     HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR)
+from .embedding_index import ArticleEmbeddings
 from .lists import predictions_frame
 from .storage import read_json, require_file, write_json, write_parquet
 
@@ -175,7 +177,37 @@ def _parse_article_ids(col: pa.ChunkedArray, path) -> np.ndarray:
     return out.astype(np.int32)
 
 
-def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_embeddings(path: str | Path, name: str | None = None, keep_raw: bool = False) -> ArticleEmbeddings:
+    """An embeddings parquet file (04's, or the original notebook's) as :class:`ArticleEmbeddings`.
+
+    ``name``: the variant (``image_only``, ``combined``; default the file's stem). ``keep_raw``:
+    also keep the vectors as in the file (``raw``, ``present``, ``given_ids`` in file order;
+    :meth:`ArticleEmbeddings.aligned`), what 04 and 05 analyse; the rankers need only the unit
+    rows. Reading and its errors as :func:`_read_embedding_arrays`.
+    """
+    ids, matrix, present = _read_embedding_arrays(path)
+    return ArticleEmbeddings(ids, matrix, present, name=name or Path(path).stem, keep_raw=keep_raw)
+
+
+def load_embedding_files(work_dir, files: dict[str, str] | None = None) -> dict[str, ArticleEmbeddings]:
+    """The embedding files notebook 04 wrote, by variant (``image_only``, ``combined``; ``config.EMBEDDING_FILES``).
+
+    A missing file is skipped with a warning naming it (the embedding rankers
+    for it are then left out); an unreadable one raises. Returns
+    ``{name: ArticleEmbeddings}`` in the order of ``files``.
+    """
+    out = {}
+    for name, fname in (files or EMBEDDING_FILES).items():
+        path = Path(work_dir) / fname
+        if not path.is_file():
+            warnings.warn(f"{path} not found (written by 04_embedding_export); rankers using the "
+                          f"{name!r} embeddings are left out", stacklevel=2)
+            continue
+        out[name] = load_embeddings(path, name)
+    return out
+
+
+def _read_embedding_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read an embeddings parquet file into arrays.
 
     Accepts our files (``embedding`` list<float32>, null when missing) and the
@@ -230,28 +262,6 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         take = np.repeat(present, lengths)
         matrix[present] = values[take].reshape(-1, d)
     return ids, matrix, present
-
-
-def align_embeddings(article_ids, matrix, has_embedding, to_ids) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder loaded embeddings to the article order ``to_ids``.
-
-    Inputs: the three arrays of :func:`load_embeddings` and ``to_ids`` int [m].
-    Output: ``(matrix float32 [m, d], has_embedding bool [m])``; ids absent from
-    the file get a zero row and False.
-    """
-    article_ids = np.asarray(article_ids, dtype=np.int64)
-    to_ids = np.asarray(to_ids, dtype=np.int64)
-    order = np.argsort(article_ids, kind="stable")
-    sorted_ids = article_ids[order]
-    pos = np.searchsorted(sorted_ids, to_ids)
-    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-    found = (len(sorted_ids) > 0) & (sorted_ids[pos_c] == to_ids) if len(sorted_ids) else np.zeros(len(to_ids), bool)
-    rows = order[pos_c]
-    out = np.zeros((len(to_ids), matrix.shape[1]), dtype=np.float32)
-    out[found] = matrix[rows[found]]
-    has = np.zeros(len(to_ids), dtype=bool)
-    has[found] = np.asarray(has_embedding, dtype=bool)[rows[found]]
-    return out, has
 
 
 # ------------------------------------------------- splits and predictions (06, 07) ---

@@ -20,13 +20,19 @@ import pytest
 keras = pytest.importorskip("keras")
 from PIL import Image  # noqa: E402
 
-from hm_utils.config import ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL, HAS_IMAGE  # noqa: E402
+from hm_utils.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE  # noqa: E402
 from hm_utils.export import UnreadableImageWarning, export_embeddings, shard_dir_for  # noqa: E402
 from hm_utils.model import model_variant  # noqa: E402
-from hm_utils.workdir import align_embeddings, load_embeddings  # noqa: E402
+from hm_utils.workdir import load_embeddings  # noqa: E402
 
 SIZE = (16, 12)  # (height, width) the test models take
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _arrays(path):
+    """An embedding file as (article ids in file order, vectors float32 [n, d] as written, present bool [n])."""
+    emb = load_embeddings(path, keep_raw=True)
+    return (emb.given_ids, *emb.aligned())
 
 
 def _tiny_model(dim: int = 6, seed: int = 0) -> "keras.Model":
@@ -113,7 +119,7 @@ def test_export_nulls_warnings_and_values(catalogue, tmp_path):
     assert any("105" in m for m in msgs) and any("111" in m for m in msgs)
     assert not shard_dir_for(out).exists()  # cleaned after success
     # values: the model applied to each image decoded the same way
-    ids, mat, has = load_embeddings(out)
+    ids, mat, has = _arrays(out)
     for row in (0, 7, 13):
         img = load_image(images["abs_path"][row], SIZE)[None]
         np.testing.assert_allclose(mat[row], np.asarray(model(img, training=False))[0], rtol=1e-5, atol=1e-6)
@@ -222,8 +228,8 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
     assert rep.shards_reused >= 2
     ref = tmp_path / "ref.parquet"
     _export(model, articles, images, ref)
-    ids_a, mat_a, has_a = load_embeddings(out)
-    ids_b, mat_b, has_b = load_embeddings(ref)
+    ids_a, mat_a, has_a = _arrays(out)
+    ids_b, mat_b, has_b = _arrays(ref)
     assert (ids_a == ids_b).all() and (has_a == has_b).all()
     np.testing.assert_array_equal(mat_a, mat_b)
 
@@ -256,61 +262,6 @@ def test_bad_inputs_named(catalogue, tmp_path):
     with pytest.raises(ValueError, match="has_image"):
         export_embeddings(_tiny_model(), articles, images.drop(columns=[HAS_IMAGE]), tmp_path / "x.parquet",
                           image_size=SIZE, progress=False)
-
-
-# ---------------------------------------------------------------- loading ---
-def test_load_our_file_with_nulls(tmp_path):
-    p = tmp_path / "ours.parquet"
-    emb = pa.array([[1.0, 2.0], None, [0.5, -1.0]], pa.list_(pa.float32()))
-    pq.write_table(pa.table({ARTICLE_ID: pa.array([7, 3, 5], pa.int32()), EMBEDDING: emb}), p)
-    ids, mat, has = load_embeddings(p)
-    assert ids.tolist() == [7, 3, 5] and ids.dtype == np.int32
-    assert mat.dtype == np.float32 and mat.shape == (3, 2)
-    np.testing.assert_array_equal(mat, [[1, 2], [0, 0], [0.5, -1]])
-    assert has.tolist() == [True, False, True]
-
-
-def test_load_original_published_file(tmp_path):
-    """The original notebook's file: 'embeding', [nan] for missing, zero-padded string ids, doubles."""
-    p = tmp_path / "orig.parquet"
-    df = pd.DataFrame({ARTICLE_ID: ["0108775015", "0108775044", "0110065001"],
-                       EMBEDDING_ORIGINAL: [[0.0, 1.5, 2.0], [np.nan], [3.0, 0.0, 1.0]]})
-    df.to_parquet(p)
-    ids, mat, has = load_embeddings(p)
-    assert ids.tolist() == [108775015, 108775044, 110065001]
-    np.testing.assert_array_equal(mat, [[0, 1.5, 2], [0, 0, 0], [3, 0, 1]])
-    assert has.tolist() == [True, False, True]
-    assert not np.isnan(mat).any()
-
-
-def test_load_rejects_bad_files(tmp_path):
-    p = tmp_path / "bad_len.parquet"
-    pd.DataFrame({ARTICLE_ID: [1, 2], EMBEDDING: [[1.0, 2.0], [1.0, 2.0, 3.0]]}).to_parquet(p)
-    with pytest.raises(ValueError, match="article 2 has an embedding of length 3"):
-        load_embeddings(p)
-    p = tmp_path / "dup.parquet"
-    pd.DataFrame({ARTICLE_ID: [4, 4], EMBEDDING: [[1.0], [2.0]]}).to_parquet(p)
-    with pytest.raises(ValueError, match="article 4 appears more than once"):
-        load_embeddings(p)
-    p = tmp_path / "nocol.parquet"
-    pd.DataFrame({ARTICLE_ID: [1], "vec": [[1.0]]}).to_parquet(p)
-    with pytest.raises(ValueError, match="expected columns"):
-        load_embeddings(p)
-    p = tmp_path / "badid.parquet"
-    pd.DataFrame({ARTICLE_ID: ["0108775015", "shirt"], EMBEDDING: [[1.0], [2.0]]}).to_parquet(p)
-    with pytest.raises(ValueError, match="'shirt'"):
-        load_embeddings(p)
-    with pytest.raises(FileNotFoundError, match="04_embedding_export"):
-        load_embeddings(tmp_path / "nothing.parquet")
-
-
-def test_align_embeddings():
-    ids = np.array([30, 10, 20])
-    mat = np.array([[3, 3], [1, 1], [2, 2]], np.float32)
-    has = np.array([True, True, False])
-    out, h = align_embeddings(ids, mat, has, [10, 99, 20, 30])
-    np.testing.assert_array_equal(out, [[1, 1], [0, 0], [2, 2], [3, 3]])
-    assert h.tolist() == [True, False, False, True]
 
 
 # ------------------------------------------------------- real-data excerpt ---
@@ -381,7 +332,7 @@ def test_many_models_share_one_backbone_pass(catalogue, tmp_path):
     for n, m in models.items():
         single = tmp_path / f"single_{n}.parquet"
         _export(m, articles, images, single, tabular=tab, include_article_columns=(n == "combined"))
-        a, b = load_embeddings(outs[n]), load_embeddings(single)
+        a, b = _arrays(outs[n]), _arrays(single)
         assert (a[2] == b[2]).all()
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
 
@@ -443,8 +394,8 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
     conv.set_weights([w + 0.05 for w in conv.get_weights()])
     _export(model, articles, images, tmp_path / "c.parquet", precision="float32")
     assert len([k for k in cached_traces(backbone) if k[0] == "compiled"]) == 2
-    ids, mat, has = load_embeddings(tmp_path / "c.parquet")
-    _, old, _ = load_embeddings(tmp_path / "a.parquet")
+    ids, mat, has = _arrays(tmp_path / "c.parquet")
+    _, old, _ = _arrays(tmp_path / "a.parquet")
     assert np.abs(mat[has] - old[has]).max() > 1e-4
     np.testing.assert_allclose(mat[has][:3], _plain(model, images, ids[has][:3]), rtol=1e-5, atol=1e-6)
 
@@ -463,7 +414,7 @@ def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, m
     rep, rec = _export(model, articles, images, tmp_path / "e.parquet", precision="float32")
     assert any("running each model whole" in str(w.message) for w in rec)
     assert rep.precision == "float32" and rep.n_embedded == 10
-    ids, mat, has = load_embeddings(tmp_path / "e.parquet")
+    ids, mat, has = _arrays(tmp_path / "e.parquet")
     np.testing.assert_allclose(mat[has], _plain(model, images, ids[has]), rtol=1e-5, atol=1e-6)
 
 
@@ -476,13 +427,13 @@ def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(ca
     rep, _ = _export(model, articles, images, out, precision="float32", keep_shards=True)
     meta = json.loads(pq.read_schema(out).metadata[b"hm_embeddings"])
     assert rep.precision == meta["precision"] == "float32"
-    fp32 = load_embeddings(out)
+    fp32 = _arrays(out)
     if not cpu_has_fast_bfloat16():
         pytest.skip("no AMX-BF16 on this CPU: the bfloat16 half of this test needs it")
     rep, _ = _export(model, articles, images, out, precision="bfloat16")
     assert rep.shards_reused == 0 and rep.precision == "bfloat16"
     assert json.loads(pq.read_schema(out).metadata[b"hm_embeddings"])["precision"] == "bfloat16"
-    bf16 = load_embeddings(out)
+    bf16 = _arrays(out)
     assert (bf16[2] == fp32[2]).all()
     rel = np.abs(bf16[1][bf16[2]] - fp32[1][fp32[2]]).max() / np.abs(fp32[1][fp32[2]]).max()
     assert 0 < rel < 5e-2
@@ -503,7 +454,7 @@ def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tm
     rep, rec = _export(model, articles, images, tmp_path / "auto.parquet", precision="auto")
     assert rep.precision == "float32"
     assert any("exporting in float32 instead" in str(w.message) for w in rec)
-    ids, mat, has = load_embeddings(tmp_path / "auto.parquet")
+    ids, mat, has = _arrays(tmp_path / "auto.parquet")
     np.testing.assert_allclose(mat[has], _plain(model, images, ids[has]), rtol=1e-5, atol=1e-6)
 
     rep, rec = _export(model, articles, images, tmp_path / "asked.parquet", precision="bfloat16")

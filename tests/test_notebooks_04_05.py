@@ -132,12 +132,12 @@ def test_05_metrics_and_figures(tiny_series):
 def test_05_recomputed_share_matches_metrics(tiny_series):
     """The recorded share of AP > AN is reproduced from the files and the held-out split 03 wrote."""
     from hm_utils.similarity import triplet_cosines
-    from hm_utils.workdir import align_embeddings, load_articles, load_embeddings, read_triplet_split
+    from hm_utils.workdir import load_articles, load_embeddings, read_triplet_split
 
     work = tiny_series
     m = load_metrics(work, "05_similarity_visualization")
     ids = load_articles(work)[ARTICLE_ID].to_numpy()
-    mat, has = align_embeddings(*load_embeddings(work / COMBINED_EMBEDDINGS), ids)
+    mat, has = load_embeddings(work / COMBINED_EMBEDDINGS, keep_raw=True).aligned(ids)
     _, held = read_triplet_split(work)
     assert (held["strategy"] == m["train_strategy"]).all() and len(held) == m["n_held_out_triplets"]
     ap, an, valid = triplet_cosines(held["anchor"], held["positive"], held["negative"], ids, mat, has)

@@ -42,7 +42,8 @@ def test_sample_series_training_reports_its_triplets(sample_series):
 def test_sample_series_embeddings_null_without_image(sample_series):
     images = load_images(sample_series).set_index(C.ARTICLE_ID)
     for name in (C.ARTICLE_EMBEDDINGS, C.COMBINED_EMBEDDINGS):
-        ids, matrix, has = load_embeddings(sample_series / name)
+        emb = load_embeddings(sample_series / name, keep_raw=True)
+        ids, (matrix, has) = emb.given_ids, emb.aligned()
         assert len(ids) == 1000 and int(has.sum()) == 100 and int((~has).sum()) == 900
         assert (has == images.loc[ids, C.HAS_IMAGE].to_numpy()).all()
 

@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.embedding_index import ArticleEmbeddings, load_embedding_files
+from hm_utils.embedding_index import ArticleEmbeddings
 from hm_utils.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
 from hm_utils.history import CustomerProfiles, customer_history, popular_articles, split_holdout
 from hm_utils.lists import fill_with_popular, first_in_row, top_by_score
 from hm_utils.metrics import map_at_k
 from hm_utils.rankers import (BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker,
                               RepurchaseRanker, default_rankers)
-from hm_utils.workdir import read_predictions, write_predictions
+from hm_utils.workdir import load_embedding_files, read_predictions, write_predictions
 
 DAY0 = pd.Timestamp("2020-09-01")
 
