@@ -468,3 +468,23 @@ def test_row_cosines_by_hand():
     a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0], [1.0, 0.0], [-3.0, -4.0]])
     np.testing.assert_allclose(row_cosines(a, b), [0.0, 1.0, 1.0, 0.0, -1.0])
+
+
+def test_export_settings_from_the_profile_and_the_parameters():
+    from hm_utils.config import get_profile
+    from hm_utils.export import ExportSettings
+
+    tiny = get_profile("tiny")
+    s = ExportSettings.from_profile(tiny)                   # every parameter None: the profile's / the defaults
+    assert s.to_dict() == {"batch_size": tiny.batch_size, "shard_size": 2048, "reduced_scale": True,
+                           "variance_share": 0.95, "precision": "auto", "use_features": True}
+    s = ExportSettings.from_profile(tiny, batch_size=7, shard_size=100, reduced_scale=0, variance_share=0.5,
+                                    precision="float32", use_features=False)
+    assert (s.batch_size, s.shard_size, s.reduced_scale, s.variance_share, s.precision, s.use_features) == \
+        (7, 100, False, 0.5, "float32", False)
+    with pytest.raises(ValueError, match="fp16"):
+        ExportSettings.from_profile(tiny, precision="fp16")
+    with pytest.raises(ValueError, match="shard_size"):
+        ExportSettings(shard_size=0)
+    with pytest.raises(ValueError, match="variance_share"):
+        ExportSettings(variance_share=1.5)

@@ -144,3 +144,26 @@ def test_unreadable_files_are_skipped_and_reported(tmp_path):
 
 def test_empty_path_list():
     assert list(image_dataset([], (30, 20))) == []
+
+
+def test_article_image_paths_is_the_one_lookup(tmp_path):
+    import pandas as pd
+
+    from hm_utils.config import ARTICLE_ID, HAS_IMAGE, IMAGE_ABS_PATH, IMAGE_PATH
+    from hm_utils.images import article_image_paths
+
+    table = pd.DataFrame({ARTICLE_ID: [5, 3, 9, 4, 8], HAS_IMAGE: [True, False, True, True, True],
+                          IMAGE_ABS_PATH: ["/p/5.jpg", "/p/3.jpg", "/p/9.jpg", "", None]})
+    # any order of ids; no image (has_image False, empty or missing path) and unknown ids -> None
+    got = article_image_paths(table, np.array([9, 3, 5, 7, 4, 8], np.int32))
+    assert got.dtype == object and got.tolist() == ["/p/9.jpg", None, "/p/5.jpg", None, None, None]
+    # the relative path joined to data_dir when there is no absolute one; without has_image every row has one
+    rel = pd.DataFrame({ARTICLE_ID: [5, 9], IMAGE_PATH: ["images/005/5.jpg", "images/009/9.jpg"]})
+    assert article_image_paths(rel, [9], data_dir=tmp_path).tolist() == [str(tmp_path / "images/009/9.jpg")]
+    with pytest.raises(KeyError, match=IMAGE_ABS_PATH):
+        article_image_paths(rel, [9])                                   # relative paths but no data_dir
+    with pytest.raises(KeyError, match=ARTICLE_ID):
+        article_image_paths(table.drop(columns=ARTICLE_ID), [9])
+    with pytest.raises(ValueError, match="article 5 more than once"):
+        article_image_paths(pd.concat([table, table.iloc[:1]]), [5])
+    assert article_image_paths(None, [1, 2]).tolist() == [None, None]   # no table: no images

@@ -217,3 +217,20 @@ def test_profiles_use_the_pretrained_lite_backbone():
     assert TrainingSettings.from_profile("demo", weights="random").weights is None
     assert TrainingSettings.from_profile("tiny", weights="/x/w.pth").weights == "/x/w.pth"
     assert set(M.LITE_BACKBONES) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+
+
+def test_model_variant_of_any_callable():
+    """The one combined-model test: a keras model by its inputs, any other callable by its ``combined`` flag."""
+    img = keras.Input((8, 6, 3), name="image")
+    tab = keras.Input((M.N_TABULAR,), name="tabular")
+    pooled = keras.layers.GlobalAveragePooling2D()(img)
+    assert M.model_variant(keras.Model(img, pooled)) == "image_only"
+    assert M.model_variant(keras.Model({"image": img}, pooled)) == "image_only"
+    both = keras.Model({"image": img, "tabular": tab}, keras.layers.Concatenate()([pooled, tab]))
+    assert M.model_variant(both) == "combined"
+    assert M.model_image_size(both) == (8, 6)
+
+    class Fake:
+        combined = True
+
+    assert M.model_variant(Fake()) == "combined" and M.model_variant(lambda x: x) == "image_only"
