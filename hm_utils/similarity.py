@@ -2,7 +2,7 @@
 
 Cosine similarity of two vectors ``u, v`` is ``u . v / (|u| |v|)``; here a zero
 vector (an article without an embedding gets a zero row from
-:func:`hm_utils.export.load_embeddings`) has similarity 0 with everything,
+:meth:`hm_utils.embedding_index.ArticleEmbeddings.aligned`) has similarity 0 with everything,
 never NaN. Everything is vectorized: one matrix product per block of queries.
 
 Also the two summaries notebook 04 shows about an embedding matrix: the share of
@@ -206,7 +206,8 @@ def triplet_cosines(anchor, positive, negative, article_ids, matrix, has_embeddi
 
     Inputs: ``anchor``, ``positive``, ``negative`` int article ids [t];
     ``article_ids`` int [n], ``matrix`` float [n, d] and ``has_embedding`` bool
-    [n] as :func:`hm_utils.export.load_embeddings` returns them.
+    [n] (vectors in the order of ``article_ids``, as
+    :meth:`hm_utils.embedding_index.ArticleEmbeddings.aligned` returns them).
     Output: ``(ap float32 [t], an float32 [t], valid bool [t])``: cos(anchor,
     positive), cos(anchor, negative), and whether all three articles have an
     embedding (ap/an are NaN where not valid).
