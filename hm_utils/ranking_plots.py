@@ -4,15 +4,16 @@ intervals against the baseline, and the learned ranker's feature importance
 and candidate recall."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from .figures import pyplot
 
 SIMPLE = ("popularity", "repurchase")
 
 
 def plot_map_scores(table: pd.DataFrame, title: str = "MAP@12 on the held-out week",
-                    label_col: str = "ranker") -> plt.Figure:
+                    label_col: str = "ranker") -> "plt.Figure":
     """Horizontal bars of ``map12`` per row of ``table`` (best on top).
 
     ``table``: columns ``label_col`` and ``map12`` (float in [0, 1]); optional
@@ -21,6 +22,7 @@ def plot_map_scores(table: pd.DataFrame, title: str = "MAP@12 on the held-out we
     Returns the figure (save it with :func:`hm_utils.reporting.save_figure`).
     """
     t = table.sort_values("map12", ascending=True, kind="stable")
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(t) + 1.4))
     colours = ["#9e9e9e" if str(n) in SIMPLE else "#1f77b4" for n in t[label_col]]
     ax.barh(t[label_col].astype(str), t["map12"], color=colours)
@@ -39,10 +41,11 @@ def plot_map_scores(table: pd.DataFrame, title: str = "MAP@12 on the held-out we
     return fig
 
 
-def plot_tuning_grid(tuning: pd.DataFrame, title: str = "Improved ranker: MAP@12 on the last training week") -> plt.Figure:
+def plot_tuning_grid(tuning: pd.DataFrame, title: str = "Improved ranker: MAP@12 on the last training week") -> "plt.Figure":
     """Heat map of the weight grid an :class:`hm_utils.ranking.ImprovedRanker` tried
     (``tuning_``: columns ``sim``, ``rep``, ``map12``; ``pop`` fixed)."""
     grid = tuning.pivot_table(index="sim", columns="rep", values="map12", aggfunc="max")
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     im = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto", origin="lower")
     ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
@@ -59,12 +62,13 @@ def plot_tuning_grid(tuning: pd.DataFrame, title: str = "Improved ranker: MAP@12
 
 
 def plot_intervals(summary: pd.DataFrame, baseline: str = "repurchase",
-                   title: str = "MAP@12 difference to {baseline} over the rolling weeks") -> plt.Figure:
+                   title: str = "MAP@12 difference to {baseline} over the rolling weeks") -> "plt.Figure":
     """Each ranker's mean difference in MAP@12 to ``baseline`` with its 95 % paired bootstrap
     interval (horizontal error bars; a dashed line at 0). ``summary``: from
     :func:`hm_utils.evaluation.summarize` (columns ranker, diff, lo, hi, customer_weeks,
     verdict). Intervals crossing 0 are grey ("cannot tell"), above green, below red."""
     t = summary[summary["ranker"] != baseline].sort_values("diff", kind="stable")
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(t) + 1.6))
     colour = {"better": "#2ca02c", "worse": "#d62728"}
     for y, (_, r) in enumerate(t.iterrows()):
@@ -81,11 +85,12 @@ def plot_intervals(summary: pd.DataFrame, baseline: str = "repurchase",
 
 
 def plot_feature_importance(importance: pd.DataFrame, top: int = 20,
-                            title: str = "Learned ranker: share of split gain per feature") -> plt.Figure:
+                            title: str = "Learned ranker: share of split gain per feature") -> "plt.Figure":
     """Horizontal bars of ``gain`` (share of the total) for the ``top`` features of
     :meth:`hm_utils.learned_ranker.LearnedRanker.feature_importance`; embedding features
     (``cos_*``, ``src_neighbours_*``) blue, the rest grey."""
     t = importance.head(top).iloc[::-1]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(t) + 1.4))
     emb = t["feature"].str.startswith(("cos_", "src_neighbours_"))
     ax.barh(t["feature"], t["gain"], color=np.where(emb, "#1f77b4", "#9e9e9e"))
@@ -95,11 +100,12 @@ def plot_feature_importance(importance: pd.DataFrame, top: int = 20,
     return fig
 
 
-def plot_candidate_recall(recall: pd.DataFrame, title: str = "Candidate recall on the held-out week") -> plt.Figure:
+def plot_candidate_recall(recall: pd.DataFrame, title: str = "Candidate recall on the held-out week") -> "plt.Figure":
     """Bars of each candidate source's recall (share of the held-out purchases it proposes),
     the union (``all``) first, with the candidates per customer written beside each bar.
     ``recall``: from :func:`hm_utils.candidates.candidate_recall`."""
     t = recall.iloc[::-1]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(t) + 1.4))
     ax.barh(t["source"], t["recall"], color=np.where(t["source"] == "all", "#1f77b4", "#9e9e9e"))
     for y, (_, r) in enumerate(t.iterrows()):
