@@ -137,7 +137,7 @@ def ensemble_blockwise(lists: list[PredictionList], embeddings: ArticleEmbedding
     Inputs: ``lists``; ``embeddings`` (None: rank and vote only); ``queries``:
     a function ``customer_keys int64 [b] -> float32 [b, d]`` giving each
     customer's unit query vector (a zero row = none), e.g. a
-    :class:`hm_utils.ranking.CustomerProfiles`; ``popular``: int [>=k] ids
+    :class:`hm_utils.history.CustomerProfiles`; ``popular``: int [>=k] ids
     completing rows with fewer than ``k`` distinct candidates.
 
     Output: ``(customer_keys int64 [n], matrix int32 [n, k])`` for the union of

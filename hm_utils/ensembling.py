@@ -10,7 +10,7 @@ re-scored and the 12 best kept::
 ``r_l(a)`` is the 0-based position of article ``a`` in list ``l`` (lists
 that do not predict it add nothing), ``q_u`` the customer's query embedding
 (the anchor article's or the recency-weighted profile, see
-:class:`hm_utils.ranking.CustomerProfiles`). An article without an embedding,
+:class:`hm_utils.history.CustomerProfiles`). An article without an embedding,
 or a customer without a query vector, keeps its rank-based score: its
 similarity term is replaced by ``rank(a)``. Reciprocal-rank fusion follows
 Cormack, Clarke & Buettcher (2009), "Reciprocal rank fusion outperforms
@@ -98,7 +98,7 @@ def ensemble(lists: list[PredictionList], embeddings: ArticleEmbeddings | None,
     Inputs: ``lists``; ``embeddings`` (None: rank and vote only); ``queries``:
     a function ``customer_keys int64 [b] -> float32 [b, d]`` giving each
     customer's unit query vector (a zero row = none), e.g. a
-    :class:`hm_utils.ranking.CustomerProfiles` or an :class:`AnchorQueries`;
+    :class:`hm_utils.history.CustomerProfiles` or an :class:`AnchorQueries`;
     ``popular``: int [>=k] ids completing rows with fewer than ``k`` distinct
     candidates; ``threads``: blocks worked on at once (None: the CPU count, at
     most 4; numpy releases the GIL inside each step).
@@ -264,7 +264,7 @@ def customer_queries(transactions: pd.DataFrame, embeddings: ArticleEmbeddings, 
     """Each customer's query vector for :func:`ensemble`, from ``transactions`` only.
 
     ``mode="profile"``: the recency-weighted profile
-    (:class:`hm_utils.ranking.CustomerProfiles`); ``mode="anchor"``: the
+    (:class:`hm_utils.history.CustomerProfiles`); ``mode="anchor"``: the
     embedding of the article bought most since ``start_date`` (the original
     ranker's anchor). Returns ``keys int64 [b] -> float32 [b, d]`` unit rows.
     """

@@ -42,7 +42,7 @@ def plot_map_scores(table: pd.DataFrame, title: str = "MAP@12 on the held-out we
 
 
 def plot_tuning_grid(tuning: pd.DataFrame, title: str = "Improved ranker: MAP@12 on the last training week") -> "plt.Figure":
-    """Heat map of the weight grid an :class:`hm_utils.ranking.ImprovedRanker` tried
+    """Heat map of the weight grid an :class:`hm_utils.rankers.ImprovedRanker` tried
     (``tuning_``: columns ``sim``, ``rep``, ``map12``; ``pop`` fixed)."""
     grid = tuning.pivot_table(index="sim", columns="rep", values="map12", aggfunc="max")
     plt = pyplot()
