@@ -284,39 +284,6 @@ def table_records(table: pd.DataFrame) -> dict:
     return {str(src): {c: plain(v) for c, v in row.items()} for src, row in table.iterrows()}
 
 
-def plot_quality(table: pd.DataFrame, title: str | None = None):
-    """Grouped bars: one group per measure (nearest is same product / same type,
-    sibling in the top 5, and recall@12 / @100 when present), one bar per
-    source; black ticks over the recall bars mark the popularity reference on
-    the same queries. Returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    measures = [m for m in ("nn_same_product", "nn_same_type", "sibling_in_top5", "recall@12", "recall@100")
-                if m in table.columns]
-    names = [str(i) for i in table.index]
-    fig, ax = plt.subplots(figsize=(min(14.0, 3 + 0.3 * len(measures) * max(1, len(names))), 4.2))
-    width = 0.8 / max(1, len(names))
-    x = np.arange(len(measures))
-    for j, name in enumerate(names):
-        vals = table.iloc[j][measures].to_numpy(float)
-        pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(pos, vals, width, label=name, color=f"C{j % 10}")
-        for p, m, val in zip(pos, measures, vals):
-            if np.isfinite(val):
-                ax.text(p, val + 0.01, f"{val:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
-            ref = f"popularity_{m}"
-            if ref in table.columns and np.isfinite(table.iloc[j][ref]):
-                ax.plot([p - 0.4 * width, p + 0.4 * width], [table.iloc[j][ref]] * 2, color="k", lw=2,
-                        label="popularity (same queries)" if j == 0 and m == "recall@12" else None)
-    ax.set_xticks(x, measures)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("share")
-    ax.set_title(title or "What the embeddings see")
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
-    fig.tight_layout()
-    return fig
-
-
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     """``table`` (index included) as a GitHub markdown table, floats to ``digits`` places."""
     df = table.reset_index()

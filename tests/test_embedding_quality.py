@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from hm_utils.config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, REPO_ROOT, T_DAT
+from hm_utils.embedding_plots import plot_quality
 from hm_utils.embedding_quality import (
-    attribute_vectors, main, markdown_table, mean_pairwise_cosine, neighbour_measures, plot_quality,
+    attribute_vectors, main, markdown_table, mean_pairwise_cosine, neighbour_measures,
     purchase_pairs, quality_table, random_vectors, retrieval_measures, unit_vectors,
 )
 
