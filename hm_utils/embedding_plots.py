@@ -7,6 +7,8 @@ through :mod:`hm_utils.panels` (labelled blank panels where an image is missing)
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -14,6 +16,37 @@ from .figures import pyplot
 from .similarity import explained_variance
 
 OTHER = "(other)"
+
+
+@dataclass(frozen=True)
+class VisualizationSettings:
+    """Notebook 05's settings: which held-out triplets are drawn (``triplet_indices``, rows of 03's
+    held-out triplets, plus ``n_random_triplets`` drawn at random), the neighbour gallery
+    (``query_articles`` ids, else ``n_queries`` random articles with an image, ``k_neighbours`` each),
+    ``tsne_points`` (articles in the t-SNE sample; 0 skips it) and ``quality_queries`` (next-purchase
+    queries sampled for the quality table, :mod:`hm_utils.embedding_quality`)."""
+    triplet_indices: tuple[int, ...] = (0, 1, 2)
+    n_random_triplets: int = 3
+    query_articles: tuple[int, ...] | None = None
+    n_queries: int = 4
+    k_neighbours: int = 6
+    tsne_points: int = 1000
+    quality_queries: int = 2000
+
+    @classmethod
+    def from_parameters(cls, **overrides) -> "VisualizationSettings":
+        """The defaults, with every override that is not None (notebook parameters: None = the default);
+        lists become tuples. An unknown name is a ValueError naming it."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown visualization setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = {k: (tuple(int(a) for a in v) if isinstance(v, (list, tuple, np.ndarray)) else v)
+                  for k, v in overrides.items() if v is not None}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 # --------------------------------------------------------------- notebook 04 ---

@@ -81,6 +81,11 @@ class TrainingSettings:
     :func:`split_by_customer`), max_triplets (seeded random subset when given), seed.
     distribute: "default" or "mirrored". use_cache: with a frozen backbone, train the
     head on backbone features computed once instead of decoding images every epoch.
+    Notebook 03's run: train_strategy (which of 02's mined triplets), fine_tune_layers
+    (N > 0 also trains the backbone's last N weight layers, BatchNorm frozen, from the
+    photos), untrained_reference (also store an untrained backbone's features, the
+    reference of 05's quality table), compare_infonce (also train image-only with the
+    other loss; None: when stored features make it cheap).
 
     The defaults are the original notebook's (ResNet50, flatten, 300 x 200, 550);
     :meth:`from_profile` takes a profile's instead. ``weights="random"`` means None.
@@ -104,6 +109,10 @@ class TrainingSettings:
     seed: int = 42
     distribute: str = "default"
     use_cache: bool = True
+    train_strategy: str = "original"
+    fine_tune_layers: int = 0
+    untrained_reference: bool = True
+    compare_infonce: bool | None = None
 
     def __post_init__(self):
         if isinstance(self.weights, str) and self.weights.strip().lower() == "random":

@@ -345,7 +345,13 @@ def test_training_settings_from_profile_and_overrides():
     with pytest.raises(AttributeError):
         s.epochs = 3  # frozen: one run, one set of settings
     from dataclasses import asdict
-    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 19
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 23
+    # notebook 03's run settings: the original's triplets, frozen backbone, the untrained reference stored,
+    # the InfoNCE comparison left to the notebook (None: when stored features make it cheap)
+    assert (s.train_strategy, s.fine_tune_layers, s.untrained_reference, s.compare_infonce) == (
+        "original", 0, True, None)
+    r = T.TrainingSettings.from_profile("tiny", train_strategy="hard", fine_tune_layers=None, compare_infonce=False)
+    assert (r.train_strategy, r.fine_tune_layers, r.compare_infonce) == ("hard", 0, False)
 
 
 def test_run_returns_the_split_it_validated_on_and_it_round_trips(toy, tmp_path):
