@@ -229,3 +229,78 @@ def test_runs_on_the_real_excerpt(hm_sample):
     for key in ("price_median", "age_median"):
         t = TARGETS_BY_KEY[key]
         assert t.lo <= s[key] <= t.hi, (key, s[key])
+
+
+# ---------------------------------------------------- the fast paths (issue 12) --
+def _week_date(k: int) -> pd.Timestamp:
+    """The last date of week ``k`` counted back from LAST."""
+    return pd.Timestamp(LAST) - pd.Timedelta(days=7 * k)
+
+
+def test_rebuys_look_back_past_the_target_weeks():
+    """Only weeks 0..10 (8 target weeks + 3 back) can decide a rebuy, so only their rows are sorted:
+    a previous buy in week 10 counts for week 7 (3 weeks back), one in week 11 does not."""
+    rows = [(_week_date(7), 0, 1001, 0.02, 1), (_week_date(10), 0, 1001, 0.02, 1),   # gap 3
+            (_week_date(7), 1, 2001, 0.02, 1), (_week_date(11), 1, 2001, 0.02, 1),   # gap 4
+            (_week_date(0), 2, 3001, 0.02, 1), (_week_date(12), 2, 3001, 0.02, 1),   # gap 12
+            (_week_date(3), 3, 4001, 0.02, 1), (_week_date(5), 3, 4001, 0.02, 1),    # gap 2
+            (_week_date(4), 3, 4002, 0.02, 1)]                                       # product 4 again
+    s = dataset_statistics(_frame(rows))
+    # buyer-weeks in weeks 0..7: 0@7, 1@7, 2@0, 3@3, 3@4, 3@5 -> 6
+    # article: 3@3 (4001 two weeks back), 0@7 (1001 three weeks back)
+    assert [s[f"rebuy_article_{h}w"] for h in (1, 2, 3)] == pytest.approx([0, 1 / 6, 2 / 6])
+    # product 4 in weeks 3, 4, 5: 3@3 and 3@4 one week back; then 0@7 at 3 weeks
+    assert [s[f"rebuy_product_{h}w"] for h in (1, 2, 3)] == pytest.approx([2 / 6, 2 / 6, 3 / 6])
+    # buyers per week 0..7: week 0: 2; 3: 3; 4: 3; 5: 3; 7: 0, 1 -> 6 buyer-weeks over 8 weeks
+    assert s["buyers_per_week"] == pytest.approx(6 / 8)
+
+
+def test_identical_rows_compare_dates_prices_and_channels():
+    """Rows are compared on the date (not the time of day) and on price with ``==``: a NaN price
+    never equals itself, 0.0 equals -0.0; a missing channel differs from channel 1."""
+    rows = [("2020-09-20 09:00", 0, 1001, 0.02, 2), ("2020-09-20 18:00", 0, 1001, 0.02, 2),    # identical
+            ("2020-09-21 00:00", 1, 1001, np.nan, 2), ("2020-09-21 00:00", 1, 1001, np.nan, 2),             # NaN: not
+            ("2020-09-21 00:00", 2, 1001, 0.0, 1), ("2020-09-21 00:00", 2, 1001, -0.0, 1),                 # identical
+            ("2020-09-22 00:00", 3, 2001, 0.03, None), ("2020-09-22 00:00", 3, 2001, 0.03, 1)]             # not
+    tx = _frame(rows)
+    tx[C.SALES_CHANNEL_ID] = tx[C.SALES_CHANNEL_ID].astype("Int8")
+    s = dataset_statistics(tx)
+    # the NaN rows send the rows through the column-by-column sort
+    assert s["identical_rows"] == pytest.approx(2 / 8)
+    s = dataset_statistics(tx[tx[C.PRICE].notna()])                   # and without them: the packed key
+    assert s["identical_rows"] == pytest.approx(2 / 6)
+    assert s["pairs_multi_row"] == pytest.approx(1.0)                 # c0-1001, c2-1001, c3-2001: 2 rows each
+    assert s["rows_per_customer_day"] == pytest.approx(6 / 3) and s["buyers_one_day"] == pytest.approx(1.0)
+
+
+def test_sorting_and_counting_paths_agree(monkeypatch, shop):
+    """Keys are counted with np.bincount when their range is small and by sorting otherwise, and the
+    (customer, article, date, price, channel) key is packed into one int64 unless too wide: the
+    hand-checked shop gives the same statistics down every path."""
+    import hm_utils.data_stats as ds
+
+    monkeypatch.setattr(ds, "_DENSE_MAX", 0)
+    monkeypatch.setattr(ds, "_DENSE_PER_KEY", 0)
+    monkeypatch.setattr(ds, "_PACK_LIMIT", 0)
+    slow = dataset_statistics(SHOP)
+    for key, value in shop.items():
+        assert (math.isnan(value) and math.isnan(slow[key])) or slow[key] == value, key
+    assert slow["identical_rows"] == pytest.approx(1 / 12) and slow["pairs_multi_row"] == pytest.approx(3 / 8)
+    assert slow["rows_per_customer_day"] == pytest.approx(12 / 9)
+    assert [slow[f"rebuy_product_{h}w"] for h in (1, 2, 3)] == pytest.approx([2 / 9, 3 / 9, 3 / 9])
+
+
+def test_baselines_on_rows_sorted_by_date(monkeypatch):
+    """Rows sorted by date (notebook 01's file) are split by position instead of split_holdout's
+    masks: the same scores by hand as in test_baselines_by_hand, and split_holdout is not called."""
+    import hm_utils.history as history
+
+    def no_split(*args, **kwargs):
+        raise AssertionError("split_holdout called on rows sorted by date")
+
+    monkeypatch.setattr(history, "split_holdout", no_split)
+    s = dataset_statistics(SHOP.sort_values(C.T_DAT, kind="stable").reset_index(drop=True), baselines=True)
+    assert s["map12_popularity"] == pytest.approx((0.25 + 1 / 3 + 1) / 5)
+    assert s["map12_repurchase"] == pytest.approx((0.5 + 1 + 1) / 5)
+    one_week = SHOP[SHOP[C.T_DAT] >= "2020-09-16"].sort_values(C.T_DAT, kind="stable")
+    assert math.isnan(dataset_statistics(one_week, baselines=True)["map12_popularity"])   # nothing to fit on
