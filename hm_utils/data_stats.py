@@ -150,7 +150,7 @@ TARGETS_BY_KEY = {t.key: t for t in TARGETS}
 # small, by np.bincount: np.unique of numpy 2.4 (this project's) goes through a hash table
 # that takes minutes on the 31.8 M rows of the competition data (150 s for one call), and
 # np.unique(..., return_inverse=True) and np.lexsort go through argsort (5x a sort).
-_DENSE_MAX = 1 << 25           # key ranges up to this ...
+_DENSE_MAX = 1 << 20           # key ranges up to this ...
 _DENSE_PER_KEY = 4             # ... or 4 x the number of keys are counted with np.bincount / a lookup table
 _PACK_LIMIT = 2 ** 62          # packed sort keys stay below this (int64)
 
