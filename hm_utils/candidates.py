@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, T_DAT
 from .embedding_index import ArticleEmbeddings
 from .history import as_transactions, customer_history
@@ -166,7 +167,7 @@ class CandidateGenerator:
         # article counts by week
         age = ((self.end_ - t[T_DAT]) / pd.Timedelta(days=1)).to_numpy()
         arts = t[ARTICLE_ID].to_numpy(np.int64)
-        ids_sold = np.unique(arts)
+        ids_sold = sorted_unique(arts)
         c1 = np.bincount(np.searchsorted(ids_sold, arts[age < 7]), minlength=len(ids_sold))
         c_prev = np.bincount(np.searchsorted(ids_sold, arts[(age >= 7) & (age < 28)]), minlength=len(ids_sold))
         top = np.lexsort((ids_sold, -c1))[:s.n_popular]
@@ -175,9 +176,9 @@ class CandidateGenerator:
         top = np.lexsort((ids_sold, -growth))[:s.n_trending]
         self.trending_ = ids_sold[top][growth[top] > 0]
         # live articles: sold lately, or in the catalogue and never sold yet (new)
-        live = np.unique(arts[age < s.live_days])
+        live = sorted_unique(arts[age < s.live_days])
         if self.articles is not None and len(self.articles):
-            catalogue = np.unique(self.articles[ARTICLE_ID].to_numpy(np.int64))
+            catalogue = sorted_unique(self.articles[ARTICLE_ID].to_numpy(np.int64))
             live = np.union1d(live, catalogue[~np.isin(catalogue, ids_sold)])
         self.live_ = live.astype(np.int64)
         self._fit_variants(pd.Series(c1 + c_prev, index=ids_sold))
@@ -208,11 +209,11 @@ class CandidateGenerator:
     def _fit_neighbours(self):
         s = self.settings
         self.neighbours_ = {}
-        seeds = np.unique(self.recent_[:, :s.neighbor_items])
+        seeds = sorted_unique(self.recent_[:, :s.neighbor_items])
         seeds = seeds[seeds >= 0]
         for name, emb in self.embeddings.items():
             pool_rows = emb.rows(self.live_)
-            pool_rows = np.unique(pool_rows[pool_rows >= 0])
+            pool_rows = sorted_unique(pool_rows[pool_rows >= 0])
             q_rows = emb.rows(seeds)
             q_ok = q_rows >= 0
             table = np.full((len(seeds), s.n_neighbors), PAD, np.int64)
@@ -308,9 +309,9 @@ def candidate_recall(cands: Candidates, actual: pd.DataFrame) -> pd.DataFrame:
     proposes, and that the union proposes (``source = "all"``), with the mean number of
     candidates per customer from that source. Columns: source, recall, hits, purchases,
     per_customer."""
-    keys = np.unique(cands.customer_key)
+    keys = sorted_unique(cands.customer_key)
     a = actual[actual[CUSTOMER_KEY].isin(keys)]
-    truth = np.unique(encode_pairs(a[CUSTOMER_KEY].to_numpy(), a[ARTICLE_ID].to_numpy()))
+    truth = sorted_unique(encode_pairs(a[CUSTOMER_KEY].to_numpy(), a[ARTICLE_ID].to_numpy()))
     code = encode_pairs(cands.customer_key, cands.article_id)
     n_cust = max(len(keys), 1)
     rows = []

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from . import config as C
 from .checks import require_columns
 
@@ -225,8 +226,7 @@ def _unique(keys: np.ndarray, bound: int) -> np.ndarray:
         seen = np.zeros(bound, dtype=bool)
         seen[keys] = True
         return np.flatnonzero(seen).astype(np.int64)
-    s = np.sort(keys)
-    return s[_boundaries(s)]
+    return sorted_unique(keys)
 
 
 def _next_same(keys: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .checks import require_columns
 from .config import ARTICLE_ID, COLOUR_GROUP, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, T_DAT
 from .similarity import lookup_rows, top_k
@@ -171,7 +172,7 @@ def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd
     ok = np.asarray(ok, bool)
     rows = lookup_rows(articles[ARTICLE_ID].to_numpy(), tx[ARTICLE_ID].to_numpy())
     if (rows < 0).any():
-        unknown = np.unique(tx[ARTICLE_ID].to_numpy()[rows < 0])
+        unknown = sorted_unique(tx[ARTICLE_ID].to_numpy()[rows < 0])
         warnings.warn(f"{int((rows < 0).sum())} transaction rows name {len(unknown)} article(s) missing from the "
                       f"articles table (e.g. {unknown[:5].tolist()}); they are ignored", stacklevel=2)
     cust = tx[CUSTOMER_KEY].to_numpy(np.int64)
@@ -237,7 +238,7 @@ def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.Dat
     tx_rows, tx_day = tx_rows[o], tx_day[o]
     counts = np.zeros(len(articles), np.int64)
     pg, pe, done = np.zeros(q), np.zeros(q), 0
-    for dd in np.unique(qday):
+    for dd in sorted_unique(qday):
         upto = int(np.searchsorted(tx_day, dd, side="left"))
         add = tx_rows[done:upto]
         counts += np.bincount(add[add >= 0], minlength=len(articles))

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .arrays import sorted_unique
 from .config import CUSTOMER_KEY, SUBMISSION_K
 from .embedding_index import ArticleEmbeddings
 from .ensemble_kernels import BlockEnsembler, blas_single_thread
@@ -298,7 +299,7 @@ def evaluate_ensembles(lists: list[PredictionList], embeddings: ArticleEmbedding
 
     from .metrics import map_at_k
 
-    keys = np.unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+    keys = sorted_unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
     sub = [subset_list(pl, keys) for pl in lists]
     rows, out = [], {}
     for name, w in (variants or ENSEMBLE_VARIANTS).items():

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .arrays import sorted_unique
 from .config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CUSTOMER_KEY, EVAL_WEEKS,
                      FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
                      T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK, get_profile)
@@ -217,7 +218,7 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
     bar = tqdm(total=len(starts) * len(rankers), desc="rankers x weeks", unit="fit", disable=not progress)
     for wi, start in enumerate(starts):
         train, scored = split_week(transactions, start, days)
-        keys = np.unique(scored[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+        keys = sorted_unique(scored[CUSTOMER_KEY].to_numpy()).astype(np.int64)
         masks = slice_masks(train, scored, start) if slices else None
         last = wi == len(starts) - 1
         for r in rankers:
@@ -348,7 +349,7 @@ def evaluate_ranker(ranker: Ranker, train: pd.DataFrame, holdout: pd.DataFrame, 
                     ) -> RankerResult:
     """Fit ``ranker`` on ``train``, predict for every customer who bought in ``holdout``
     and score MAP@k. Seconds = fit + predict wall time."""
-    keys = np.unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+    keys = sorted_unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
     t0 = time.perf_counter()
     ranker.fit(train)
     mat = ranker.predict(keys)

@@ -48,6 +48,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from .arrays import sorted_unique
 from .checks import require_columns  # noqa: E402
 from .config import (ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST,  # noqa: E402
                      HAS_IMAGE)
@@ -126,7 +127,7 @@ def article_fingerprint(articles: pd.DataFrame, images: pd.DataFrame, settings: 
     rewritten in place make a stored set stale) and ``settings`` (a JSON-able dict)."""
     require_columns(articles, [ARTICLE_ID], "articles table")
     ids = articles[ARTICLE_ID].to_numpy(np.int64)
-    if len(np.unique(ids)) != len(ids):
+    if len(sorted_unique(ids)) != len(ids):
         u, c = np.unique(ids, return_counts=True)
         raise ValueError(f"articles table lists article {int(u[c > 1][0])} more than once")
     paths = article_image_paths(images, ids)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .arrays import sorted_unique
 from .candidates import CandidateGenerator, CandidateSettings, Candidates, candidate_recall, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K
 from .embedding_index import ArticleEmbeddings
@@ -123,7 +124,7 @@ class LearnedRanker(Ranker):
         rng = np.random.default_rng(self.seed)
         for start in week_windows(transactions, self.train_weeks, self.week_days):
             inner, label = split_week(transactions, start, self.week_days)
-            keys = np.unique(label[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+            keys = sorted_unique(label[CUSTOMER_KEY].to_numpy()).astype(np.int64)
             if inner.empty or len(keys) == 0:
                 continue
             if len(keys) > self.max_train_customers:
@@ -131,9 +132,9 @@ class LearnedRanker(Ranker):
             gen, fb = self._parts(inner)
             cands = gen.generate(keys)
             label = label[label[CUSTOMER_KEY].isin(keys)]
-            truth = np.unique(encode_pairs(label[CUSTOMER_KEY].to_numpy(), label[ARTICLE_ID].to_numpy()))
+            truth = sorted_unique(encode_pairs(label[CUSTOMER_KEY].to_numpy(), label[ARTICLE_ID].to_numpy()))
             y = np.isin(encode_pairs(cands.customer_key, cands.article_id), truth)
-            pos_cust = np.unique(cands.customer_key[y])
+            pos_cust = sorted_unique(cands.customer_key[y])
             keep = np.isin(cands.customer_key, pos_cust)
             sub = Candidates(cands.customer_key[keep], cands.article_id[keep], cands.sources[keep], cands.names)
             rows.append({"label_week": start, "customers": len(keys), "groups": len(pos_cust),

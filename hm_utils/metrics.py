@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .lists import PAD, first_in_row
 
@@ -122,7 +123,7 @@ def as_actual_pairs(actual) -> tuple[np.ndarray, np.ndarray]:
         art = np.concatenate(art_l) if art_l else np.zeros(0, np.int64)
     else:
         raise TypeError(f"actual must be a DataFrame or a dict/Series of article lists; got {type(actual).__name__}")
-    codes = np.unique(_encode(cust, art))
+    codes = sorted_unique(_encode(cust, art))
     return codes >> _ARTICLE_BITS, codes & ((1 << _ARTICLE_BITS) - 1)
 
 
@@ -141,7 +142,7 @@ def average_precision_at_k(predictions, actual, k: int = SUBMISSION_K, customer_
     customer key (sorted), 0.0 for customers with purchases but no prediction.
     """
     keys, mat = as_prediction_matrix(predictions, customer_keys, k)
-    if len(np.unique(keys)) != len(keys):
+    if len(sorted_unique(keys)) != len(keys):
         dup = pd.Series(keys)[pd.Series(keys).duplicated()].iloc[0]
         raise ValueError(f"customer {dup} appears more than once in the predictions")
     a_cust, a_art = as_actual_pairs(actual)
@@ -196,7 +197,7 @@ def hits_at_k(predictions, actual, k: int = 100, customer_keys=None) -> tuple[in
     a_cust, a_art = as_actual_pairs(actual)
     if a_cust.size == 0:
         return 0, 0
-    rows = np.isin(keys, np.unique(a_cust))
+    rows = np.isin(keys, sorted_unique(a_cust))
     keys, mat = keys[rows], mat[rows]
     valid = first_in_row(mat)
     pred_codes = _encode(np.repeat(keys, mat.shape[1])[valid.ravel()], mat.ravel()[valid.ravel()])

@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .checks import require_columns
 from . import config
 from .config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, NEGATIVE, POSITIVE, STRATEGY, T_DAT
 from .negatives import (CATCHALL_GROUPS, STRATEGIES, NegativeDraw, balance_index_groups,
                         check_strategy_names)
-from .purchases import BoughtSet, Catalogue, Purchases, as_day, sorted_unique, to_days
+from .purchases import BoughtSet, Catalogue, Purchases, as_day, to_days
 
 TRIPLET_COLUMNS = [CUSTOMER_KEY, ANCHOR, POSITIVE, NEGATIVE, STRATEGY]
 

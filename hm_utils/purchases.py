@@ -15,7 +15,7 @@ module holds what they share:
   pairs at once;
 - :func:`draw_uniform`: one uniform draw per row from a range of candidates,
   with a vectorized rejection test;
-- small array tools: :func:`segment_starts`, :func:`sorted_unique`,
+- small array tools: :func:`segment_starts`,
   :func:`first_per_segment`, :func:`to_days`, :func:`as_day`.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from . import config
 from .checks import require_columns
 from .config import ARTICLE_ID, T_DAT
@@ -63,18 +64,6 @@ def segment_starts(sorted_keys: np.ndarray) -> np.ndarray:
     flag[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=flag[1:])
     return np.flatnonzero(flag)
-
-
-def sorted_unique(x: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (numpy's hash-based ``np.unique`` is many times
-    slower on tens of millions of int64 keys)."""
-    s = np.sort(x)
-    if len(s) == 0:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
 
 
 def first_per_segment(seg: np.ndarray, rand: np.ndarray, k: int = 1) -> np.ndarray:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .candidates import Candidates, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, PRICE, PRODUCT_CODE, T_DAT
 from .embedding_index import ArticleEmbeddings
@@ -121,7 +122,7 @@ class FeatureBuilder:
         price = t[PRICE].to_numpy(np.float32) if PRICE in t.columns else np.full(len(t), np.nan, np.float32)
         # articles: catalogue plus anything sold; dense per-article arrays indexed by position
         cat = self.articles.drop_duplicates(ARTICLE_ID).set_index(ARTICLE_ID)
-        self.art_ids_ = np.union1d(cat.index.to_numpy(np.int64), np.unique(arts).astype(np.int64))
+        self.art_ids_ = np.union1d(cat.index.to_numpy(np.int64), sorted_unique(arts).astype(np.int64))
         a_pos = np.searchsorted(self.art_ids_, arts).astype(np.int32)
         na = len(self.art_ids_)
         n1 = np.bincount(a_pos[age < 7], minlength=na).astype(np.float64)

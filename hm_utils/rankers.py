@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from .embedding_index import ArticleEmbeddings, variant_label
 from .history import (CustomerProfiles, anchor_mask, article_counts, as_transactions, customer_history,
@@ -290,7 +291,7 @@ class ImprovedRanker(Ranker):
         weeks = []
         for start in week_windows(transactions, self.tune_weeks, self.tune_days):
             inner_train, inner_val = split_week(transactions, start, self.tune_days)
-            keys = np.unique(inner_val[CUSTOMER_KEY].to_numpy())
+            keys = sorted_unique(inner_val[CUSTOMER_KEY].to_numpy())
             if inner_train.empty or len(keys) == 0:
                 continue
             if len(keys) > per_week:
@@ -342,11 +343,11 @@ class ImprovedRanker(Ranker):
         # neighbours of recent purchases among recently sold articles
         recent_ids = article_counts(transactions, days=self.neighbor_days).index.to_numpy(np.int64)
         recent_rows = emb.rows(recent_ids)
-        pool_rows = np.unique(recent_rows[recent_rows >= 0])
+        pool_rows = sorted_unique(recent_rows[recent_rows >= 0])
         first = he[he["rank"] < self.neighbor_items]
         self.nb_src_ = dense_lists(first[CUSTOMER_KEY].to_numpy(), first["rank"].to_numpy(),
                                    first["erow"].to_numpy(), n_rows, self.neighbor_items)
-        queries = np.unique(self.nb_src_[self.nb_src_ >= 0])
+        queries = sorted_unique(self.nb_src_[self.nb_src_ >= 0])
         self.nb_table_ = np.full((len(emb.article_ids), self.n_neighbors), PAD, np.int64)
         if len(queries) and len(pool_rows) and self.n_neighbors > 0:
             # exclude each query itself (by its row in the pool, when it is there)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .config import BOOTSTRAP_SAMPLES, CUSTOMER_KEY, SUBMISSION_K, WEEKS_SUBDIR
 from .embedding_index import ArticleEmbeddings
 from .ensembling import customer_queries, evaluate_ensembles, read_prediction_lists, subset_list
@@ -51,7 +52,7 @@ def rolling_ensembles(work_dir, transactions: pd.DataFrame, week_starts, names: 
     variant_names: list[str] = []
     for i, start in enumerate(starts):
         train, scored = split_week(transactions, start, days)
-        keys = np.unique(scored[CUSTOMER_KEY].to_numpy()).astype(np.int64)
+        keys = sorted_unique(scored[CUSTOMER_KEY].to_numpy()).astype(np.int64)
         lists = read_prediction_lists(work_dir, names, f"{WEEKS_SUBDIR}/{start.date()}", weights)
         queries = customer_queries(train, embeddings, query_mode) if embeddings is not None else None
         table, ens = evaluate_ensembles(lists, embeddings, queries, popular_articles(train), scored, variants,

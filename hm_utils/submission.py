@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .lists import PAD, fill_with_popular
 from .metrics import as_prediction_matrix
@@ -106,7 +107,7 @@ def make_submission(customers: pd.DataFrame, predictions, popular, customer_keys
     popular = np.asarray(popular, np.int64)
     filled = fill_with_popular(full, popular, k)
     if (filled == PAD).any():
-        raise ValueError(f"the fallback list has only {len(np.unique(popular))} distinct articles; "
+        raise ValueError(f"the fallback list has only {len(sorted_unique(popular))} distinct articles; "
                          f"{k} are needed to complete every customer's list")
     return pd.DataFrame({CUSTOMER_ID: customers[CUSTOMER_ID].astype("str").reset_index(drop=True),
                          PREDICTION: format_predictions(filled)})
@@ -198,7 +199,7 @@ def _check_rows(df: pd.DataFrame, customers: pd.DataFrame, articles: pd.DataFram
             from .lists import first_in_row
             repeated[ok_rows] = ~first_in_row(ids).all(axis=1)
         if articles is not None:
-            known_art = np.unique(articles[ARTICLE_ID].to_numpy(np.int64))
+            known_art = sorted_unique(articles[ARTICLE_ID].to_numpy(np.int64))
             unknown_article[ok_rows] = ~np.isin(ids, known_art).all(axis=1)
     problems |= repeated | unknown_article
     if problems.any():
@@ -219,7 +220,7 @@ def _check_rows(df: pd.DataFrame, customers: pd.DataFrame, articles: pd.DataFram
         if repeated[r]:
             vals, cnt = np.unique(row_ids, return_counts=True)
             _fail(r + 1, c, f"article {int(vals[cnt > 1][0]):010d} predicted more than once", where)
-        miss = row_ids[~np.isin(row_ids, np.unique(articles[ARTICLE_ID].to_numpy(np.int64)))]
+        miss = row_ids[~np.isin(row_ids, sorted_unique(articles[ARTICLE_ID].to_numpy(np.int64)))]
         _fail(r + 1, c, f"unknown article {int(miss[0]):010d} (not in articles.csv)", where)
     missing = ~pc.is_in(known_pa, value_set=cust_pa).to_numpy(zero_copy_only=False) if complete else None
     if complete and missing.any():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .synthetic_catalogue import COLOURS, INDEX_GROUPS, N_TASTE, PRICE_SCALE, PRODUCT_TYPES
 
 # --------------------------------------------------------------- calibration --
@@ -133,7 +134,7 @@ def _lapsed_share(cust: np.ndarray, day: np.ndarray, n_days: int, weeks: int = 8
     """Share of a week's buyers with no visit in the 4 weeks before it, pooled over the
     last ``weeks`` weeks (weeks counted back from the last day)."""
     week = (n_days - 1 - day) // 7
-    key = np.unique(cust.astype(np.int64) * (week.max() + 1) + week)      # (customer, week) with a visit
+    key = sorted_unique(cust.astype(np.int64) * (week.max() + 1) + week)      # (customer, week) with a visit
     c, w = key // (week.max() + 1), key % (week.max() + 1)
     # the customer's next older visit week (keys are sorted by customer, then week)
     older = np.full(len(key), np.iinfo(np.int64).max)

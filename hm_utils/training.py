@@ -45,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from .arrays import sorted_unique  # noqa: E402
 from .checks import require_columns  # noqa: E402
 from .config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE, POSITIVE  # noqa: E402
 from .feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
@@ -187,7 +188,7 @@ def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, see
     if validation_split <= 0:
         return TripletSplit(triplets, triplets.iloc[:0], "validation disabled (validation_split = 0)")
     keys = triplets[CUSTOMER_KEY].to_numpy() if CUSTOMER_KEY in triplets.columns else np.arange(n)
-    customers = np.unique(keys)
+    customers = sorted_unique(keys)
     if n < min_triplets or len(customers) < 2:
         return TripletSplit(triplets, triplets.iloc[:0], (f"only {n} triplets from {len(customers)} customers: too "
                                                           f"few for a validation split (need {min_triplets}); "
@@ -310,7 +311,7 @@ def cap_triplets(triplets: pd.DataFrame, max_triplets: int | None, seed: int) ->
 def _tabular_inputs(triplets: pd.DataFrame, articles: pd.DataFrame, variant: str):
     """(needed article ids int64 [m] sorted, articles with int64 ids, tabular [n, 11] or None,
     its (mean, variance) or None); ValueError naming triplet article ids not in ``articles``."""
-    needed = np.unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64).ravel()) if len(triplets) \
+    needed = sorted_unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64).ravel()) if len(triplets) \
         else np.zeros(0, np.int64)
     art = articles.copy()
     art[ARTICLE_ID] = art[ARTICLE_ID].astype(np.int64)
@@ -355,7 +356,7 @@ def triplet_rows(triplets: pd.DataFrame, ids: np.ndarray, ok: np.ndarray) -> tup
                      for c in (ANCHOR, POSITIVE, NEGATIVE)], axis=1) if len(triplets) else np.zeros((0, 3), np.int64)
     keep = (rows >= 0).all(axis=1)
     if (~keep).any():
-        bad = np.unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64)[~keep].ravel())
+        bad = sorted_unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64)[~keep].ravel())
         have = set(pos.index.tolist())
         bad = [int(a) for a in bad if a not in have][:5]
         warnings.warn(f"{(~keep).sum()} of {len(triplets)} triplets dropped: an article has no readable "
@@ -367,7 +368,7 @@ def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tu
     """The rows of ``trip``'s training and validation triplets (the split keeps order within each side)."""
     if not len(split.validation):
         return rows, rows[:0]
-    is_val = np.isin(trip[CUSTOMER_KEY].to_numpy(), np.unique(split.validation[CUSTOMER_KEY].to_numpy()))
+    is_val = np.isin(trip[CUSTOMER_KEY].to_numpy(), sorted_unique(split.validation[CUSTOMER_KEY].to_numpy()))
     return rows[~is_val], rows[is_val]
 
 
@@ -389,7 +390,7 @@ def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, s
         def make_ds(r, shuffle):
             return cached_triplet_dataset(r, feats_t, tab_t, s.batch_size, shuffle, s.seed)
         # evaluate only the articles of the triplets (a store holds every article)
-        used = np.unique(rows)
+        used = sorted_unique(rows)
 
         def embed():
             return _head_embeddings(head, feats, tab, used)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .arrays import sorted_unique
 from . import config as C
 from .config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_FILES, EMBEDDING_ORIGINAL, HOLDOUT_CUSTOMERS,
                      HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR)
@@ -230,7 +231,7 @@ def _read_embedding_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, np
                          f"{EMBEDDING_ORIGINAL!r}); found {names}")
     table = pq.read_table(path, columns=[ARTICLE_ID, emb_col])
     ids = _parse_article_ids(table[ARTICLE_ID], path)
-    if len(ids) != len(np.unique(ids)):
+    if len(ids) != len(sorted_unique(ids)):
         u, c = np.unique(ids, return_counts=True)
         raise ValueError(f"{path}: article {int(u[c > 1][0])} appears more than once")
     col = table[emb_col].combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32()))
