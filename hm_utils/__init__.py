@@ -8,7 +8,8 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
 - ``csv_files`` + ``csv_inputs``: the competition CSVs as people save them; ``loading``: compact parquet (polars),
   read back by ``workdir`` (the hand-off files between notebooks)
 - ``synthetic`` (+ ``synthetic_catalogue``, ``synthetic_transactions``, ``synthetic_images``): a learnable
-  synthetic dataset in the competition layout; ``data_stats``: its statistics beside the real data's
+  synthetic dataset in the competition layout; ``data_stats``: its statistics, ``calibration``: beside the
+  real data's; ``arrays``: distinct values by sorting
 - ``figures``: the one matplotlib set-up, data-overview and training figures; ``panels``: image panels;
   ``mining``: triplet mining (``negatives``: one sampler per strategy; ``purchases``: the arrays they share)
 - ``images``: photo decoding and the tf.data input pipeline (pad or stretch), the article -> image file lookup

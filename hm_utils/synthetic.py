@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(ensure_synthetic(args.profile, seed=args.seed, images=not args.no_images))
         return 0
-    from .data_stats import compare_statistics, folder_statistics, format_comparison
+    from .calibration import compare_statistics, format_comparison
+    from .data_stats import folder_statistics
 
     try:
         stats = folder_statistics(args.compare, baselines=not args.no_baselines, progress=True)

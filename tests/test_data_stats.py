@@ -1,4 +1,4 @@
-"""Tests of hm_utils.data_stats: every statistic on hand-built transaction tables with
+"""Tests of hm_utils.data_stats and hm_utils.calibration: every statistic on hand-built transaction tables with
 values worked out by hand, the comparison table, and the folder reader (competition
 layout, work directory, the real-data excerpt)."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from hm_utils import config as C
-from hm_utils.data_stats import (TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics, dataset_statistics,
-                                 folder_statistics, format_comparison)
+from hm_utils.calibration import TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics, format_comparison
+from hm_utils.data_stats import dataset_statistics, folder_statistics
 
 LAST = "2020-09-22"   # a Tuesday; week 0 = Sep 16..22, week 1 = Sep 9..15, week 2 = Sep 2..8, week 3 = Aug 26..Sep 1
 

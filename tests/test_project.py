@@ -60,3 +60,47 @@ def test_no_competition_data_committed():
         pytest.skip("not a git checkout")
     data = [t for t in tracked if t.endswith((".csv", ".jpg", ".parquet", ".keras"))]
     assert data == [], f"data files are committed: {data[:5]}"
+
+
+# ------------------------------------------------------------- package shape (docs/DESIGN.md) ---
+PACKAGE = REPO_ROOT / "hm_utils"
+MAX_MODULE_LINES = 600
+
+
+def test_every_module_is_small_enough_to_read_in_one_sitting():
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.glob("*.py")}
+    assert len(sizes) > 20
+    too_long = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
+def _imported_names(tree):
+    """(module, name) for every ``from X import name`` in a parsed file, relative or absolute."""
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = ("." * node.level) + (node.module or "")
+            for alias in node.names:
+                yield module, alias.name
+
+
+def test_no_module_imports_a_private_name_of_another():
+    import ast
+
+    files = [*PACKAGE.glob("*.py"), *(REPO_ROOT / "benchmarks").glob("*.py"), *(REPO_ROOT / "tests").glob("*.py")]
+    offenders = []
+    for path in files:
+        for module, name in _imported_names(ast.parse(path.read_text(encoding="utf-8"))):
+            own = module.lstrip(".").startswith(("hm_utils", "benchmarks")) or module.startswith(".")
+            if own and name.startswith("_") and name != "__future__":
+                offenders.append(f"{path.relative_to(REPO_ROOT)}: from {module} import {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_private_import_check_catches_one():
+    import ast
+
+    tree = ast.parse("from .lists import _secret\nfrom hm_utils.lists import top_by_score\n")
+    found = [(m, n) for m, n in _imported_names(tree) if n.startswith("_")]
+    assert found == [(".lists", "_secret")]

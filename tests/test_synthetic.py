@@ -339,7 +339,7 @@ def test_loader_reads_synthetic_data(tiny):
 
 
 # ------------------------------------------------- the real data's statistics --
-# Rows of hm_utils.data_stats.TARGETS judged at the tiny size (8,000 rows, 400 customers, 76 rows a week):
+# Rows of hm_utils.calibration.TARGETS judged at the tiny size (8,000 rows, 400 customers, 76 rows a week):
 # shares over rows and customers. Weekly rows (a week holds about 20 buyers and 2 or 3 new articles), the
 # years' shares (a few heavy shoppers move them), repurchase and concentration rows say nothing at that
 # size; the tiny catalogue (about 60 articles on sale) also repeats more.
@@ -365,7 +365,7 @@ def demo_stats(tmp_path_factory):
 
 
 def _judged(stats):
-    from hm_utils.data_stats import compare_statistics
+    from hm_utils.calibration import compare_statistics
 
     return compare_statistics(stats).set_index("key")
 
