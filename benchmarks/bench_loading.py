@@ -13,15 +13,22 @@ Steps:
 2. each method in its own fresh subprocess, one after the other,
    ``--repeat`` rounds:
 
-   - **ours**: ``hm_utils.loading.read_customers_csv`` (all 7 columns, checked)
-     then ``read_transactions_csv`` (``customer_id`` -> int32 ``customer_key``,
-     ``article_id`` int32, ``price`` float32, ``sales_channel_id`` int8, every
-     value checked);
+   - **ours**: ``hm_utils.loading.CustomerLookup.scan`` (one pass over the
+     customers' ids: count, empty, hex form, duplicates; then a lazy scan of
+     them) and ``read_transactions_csv`` with it (``customer_id`` -> int32
+     ``customer_key``, ``article_id`` int32, ``price`` float32,
+     ``sales_channel_id`` int8, every value checked): what ``prepare_data``
+     does for the transactions;
    - **polars**: the plain way with polars: a lazy ``scan_csv`` of both files,
      a left join on ``customer_id`` to the customers' row index (file order
-     kept), casts to the same types, ``collect()``, ``to_arrow()``;
-   - **polars_customers**: the same, but holding the whole customers table
-     (all 7 columns, collected) as ours does, since the conversion writes it too;
+     kept), casts to the same types, ``collect()``, ``to_arrow()``. Like ours,
+     it holds nothing of ``customers.csv`` before or after the query, and
+     its result is the same in-memory Arrow table;
+   - **ours_customers**: ``read_customers_csv`` (all 7 columns, checked, as a
+     pandas frame) then ``read_transactions_csv`` with that table, holding it
+     throughout (how a caller with the customers table converts);
+   - **polars_customers**: the polars way holding the whole customers table
+     (all 7 columns, collected), to compare with ours_customers;
    - **pandas**: ``pandas.read_csv(path)`` with default dtypes (no conversion).
 
 Each subprocess reports its wall time (``time.perf_counter``) and its peak
@@ -104,11 +111,11 @@ def _child(method: str, data_dir: Path) -> dict:
     from hm_utils import config as C
 
     path = data_dir / C.TRANSACTIONS_CSV
-    if method == "ours":
-        from hm_utils.loading import read_customers_csv, read_transactions_csv
+    if method in ("ours", "ours_customers"):
+        from hm_utils.loading import CustomerLookup, read_customers_csv, read_transactions_csv
         rss0 = _rss_gb()
         t0 = time.perf_counter()
-        customers = read_customers_csv(data_dir)
+        customers = CustomerLookup.scan(data_dir) if method == "ours" else read_customers_csv(data_dir)
         t1 = time.perf_counter()
         table = read_transactions_csv(data_dir, customers, progress=False)
         t2 = time.perf_counter()
@@ -171,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--append-results", action="store_true", help=f"append a section to {RESULTS.name}")
     ap.add_argument("--machine", default=None, help="machine description for the results section")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the methods, in turn (median reported)")
-    ap.add_argument("--child", choices=["ours", "polars", "polars_customers", "pandas"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ours", "polars", "ours_customers", "polars_customers", "pandas"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     size_gb = csv_path.stat().st_size / 1e9
     print(f"{csv_path}: {size_gb:.2f} GB")
 
-    methods = ("ours", "polars", "polars_customers", "pandas")
+    methods = ("ours", "polars", "ours_customers", "polars_customers", "pandas")
     runs = {m: [] for m in methods}
     for round_ in range(args.repeat):
         for method in methods:
@@ -214,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             runs[method].append(r)
             print(f"  {r['rows']:,} rows in {r['seconds']:.2f} s, peak RSS {r['peak_gb']:.2f} GB "
                   f"(after imports {r['rss_after_import_gb']:.2f} GB), result in memory {r['result_gb']:.3f} GB"
-                  + (f" (customers.csv {r['seconds_customers']:.2f} s)" if method == "ours" else ""))
+                  + (f" (customers.csv {r['seconds_customers']:.2f} s)" if method.startswith("ours") else ""))
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("seconds", "peak_gb", "result_gb")}
            for m in methods}
-    same = {r["fingerprint"] for r in runs["ours"] + runs["polars"] + runs["polars_customers"]}
+    same = {r["fingerprint"] for m in methods if m != "pandas" for r in runs[m]}
     same_text = "yes" if len(same) == 1 else f"NO ({', '.join(sorted(same))})"
-    labels = {"ours": "ours: read_customers_csv + read_transactions_csv", "polars": "polars: scan + join + casts",
+    labels = {"ours": "ours: CustomerLookup.scan + read_transactions_csv", "polars": "polars: scan + join + casts",
+              "ours_customers": "ours: read_customers_csv + read_transactions_csv",
               "polars_customers": "polars, holding the customers table too",
               "pandas": "pandas: read_csv, default dtypes"}
     print()
@@ -231,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"all rounds, wall s: " + "; ".join(f"{m} " + ", ".join(f"{r['seconds']:.1f}" for r in runs[m])
                                               for m in methods))
     print(f"ours and polars give the same table (row hashes): {same_text} ({', '.join(sorted(same))})")
+    for a, b in (("ours", "polars"), ("ours_customers", "polars_customers")):
+        tx, px = med[b]["seconds"] / med[a]["seconds"], med[b]["peak_gb"] / med[a]["peak_gb"]
+        print(f"{a} vs {b}: time {tx:.2f}x, peak {px:.2f}x (other / ours); ours at least as fast and as small: "
+              f"{'yes' if tx >= 1 and px >= 1 else 'NO'}")
     print(f"peak memory under 16 GB: ours {'yes' if med['ours']['peak_gb'] < 16 else 'NO'}")
 
     if args.append_results:
@@ -251,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"{med[m]['peak_gb'] / med['ours']['peak_gb']:.2f} |\n")
         lines.append("\nAll rounds, wall s: " + "; ".join(f"{m} " + ", ".join(f"{r['seconds']:.1f}" for r in runs[m])
                                                          for m in methods)
-                     + f". Ours and polars give the same table (row hashes): {same_text}.\n")
+                     + f". Ours and polars give the same table (row hashes): {same_text}. Holding the customers "
+                     f"table: polars/ours time "
+                     f"{med['polars_customers']['seconds'] / med['ours_customers']['seconds']:.2f}x, peak "
+                     f"{med['polars_customers']['peak_gb'] / med['ours_customers']['peak_gb']:.2f}x.\n")
         new = not RESULTS.exists()
         with open(RESULTS, "a") as f:
             if new:

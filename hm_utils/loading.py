@@ -31,7 +31,9 @@ Ids stay exact: ``article_id`` is read as a number whether written
 string in ``customers.parquet`` and is replaced by the int32 ``customer_key``
 in the transactions (31.8 million rows of 64-byte strings would need about
 2 GB; the key needs 127 MB). The key is joined on inside polars' streaming
-query, so those strings are never all held in memory.
+query, so those strings are never all held in memory; :meth:`CustomerLookup.scan`
+reads the customers' ids inside that same query too (nothing of ``customers.csv``
+is held before or after it), which is how :func:`prepare_data` converts them.
 
 Bad input: a missing file is a ``FileNotFoundError`` naming the file and the
 expected layout; a missing column is a ``ValueError`` naming the column and the
@@ -54,7 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import config as C
-from .csv_inputs import HEX64, Column, DataWarning, read_csv, require_header
+from .csv_files import sniff
+from .csv_inputs import HEX64, Column, DataWarning, _fast_frame, read_csv, require_header
 from .storage import write_json, write_parquet
 
 __all__ = ["CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
@@ -182,13 +185,14 @@ def read_customers_csv(data_dir: Path | str) -> pd.DataFrame:
 class CustomerLookup:
     """Maps ``customer_id`` strings to ``customer_key`` (int32, null when unknown).
 
-    Built once from ``customers`` (``customer_key`` int32, ``customer_id`` str; ids
-    unique and not null) as a two-column polars frame; a lookup is polars' own left
-    join of the ids on it, order kept, which runs inside the streaming query that
-    reads the transactions (its hash table holds the 1.37 M ids once; a polars
-    ``Enum`` cast was as fast but built a 0.33 GB map). ``competition_ids`` says
-    whether every id has the competition's form (64 lowercase hex digits); then ids
-    in the transactions must have it too.
+    Built from ``customers`` (``customer_key`` int32, ``customer_id`` str; ids unique
+    and not null) as a two-column polars frame, or by :meth:`scan` from the
+    customers' file as a lazy scan of it; a lookup is polars' own left join of the
+    ids on it, order kept, which runs inside the streaming query that reads the
+    transactions (its hash table holds the 1.37 M ids once; a polars ``Enum`` cast
+    was as fast but built a 0.33 GB map). ``competition_ids`` says whether every id
+    has the competition's form (64 lowercase hex digits); then ids in the
+    transactions must have it too.
     """
 
     def __init__(self, customers: pd.DataFrame):
@@ -197,13 +201,63 @@ class CustomerLookup:
             raise ValueError("customers: customer_id is empty on some rows")
         if ids.is_duplicated().any():
             raise ValueError(f"customers: customer_id {ids.filter(ids.is_duplicated())[0]!r} appears more than once")
-        self.frame = pl.DataFrame({C.CUSTOMER_ID: ids, C.CUSTOMER_KEY: customers[C.CUSTOMER_KEY].to_numpy(np.int32)})
+        self.frame: pl.DataFrame | pl.LazyFrame = pl.DataFrame(
+            {C.CUSTOMER_ID: ids, C.CUSTOMER_KEY: customers[C.CUSTOMER_KEY].to_numpy(np.int32)})
         self.competition_ids = len(ids) > 0 and bool(ids.str.contains(HEX64).all())
+
+    @classmethod
+    def scan(cls, data_dir: Path | str) -> "CustomerLookup":
+        """The lookup of the customers' file in ``data_dir`` (``customers.csv`` or its parquet copy) with
+        the keys :func:`read_customers_csv` gives (0..n-1 in file order, duplicate ids dropped, first
+        kept, with the same :class:`DataWarning`), holding no id: ``frame`` is a lazy scan of the
+        ``customer_id`` column, read again inside the query it is joined to.
+
+        One streaming pass over that column checks it first (row count, empty ids, ids of the
+        competition's form, distinct ids: counted on 64-bit hashes of the ids, and on the ids themselves
+        only when two hashes are equal). A file that needs more than the plain typed read (not
+        UTF-8, CR line ends, another separator, blank lines at its end, an empty or malformed id, a
+        mix of hex and other ids) goes through :func:`read_customers_csv` instead, with its repairs,
+        warnings and errors, and the lookup holds its ids. The other columns are not read here:
+        :func:`read_customers_csv` checks them.
+        """
+        path = _source_file(data_dir, C.CUSTOMERS_CSV)
+        spec = [Column(C.CUSTOMER_ID, "hex64", nonnull=True)]  # read as is: "" is counted as empty below
+        lf = None
+        if path.suffix == ".parquet":
+            lf = _parquet_frame(path, spec)
+        else:
+            csvf = sniff(path)
+            if not (csvf.needs_copy or csvf.notes or csvf.trailing_blank):
+                require_header(csvf.name, csvf.path, csvf.header, spec)
+                lf = _fast_frame(path, csvf, spec)
+        stats = None
+        if lf is not None:
+            ids = pl.col(C.CUSTOMER_ID)
+            try:
+                stats = lf.select(n=pl.len(), empty=ids.null_count() + (ids.str.len_bytes() == 0).sum(),
+                                  hex=ids.str.contains(HEX64).sum(),
+                                  distinct=ids.hash(0).n_unique()).collect().row(0, named=True)
+                if stats["distinct"] < stats["n"]:  # equal hashes: duplicate ids, or a hash collision
+                    stats["distinct"] = lf.select(ids.n_unique()).collect().item()
+            except pl.exceptions.PolarsError:  # e.g. not UTF-8 or a malformed line: the full read says what
+                stats = None
+        if stats is None or stats["empty"] or 0 < stats["hex"] < stats["n"]:
+            return cls(read_customers_csv(data_dir))
+        if stats["distinct"] < stats["n"]:
+            warnings.warn(f"{path.name}: {stats['n'] - stats['distinct']} duplicate customer_id rows dropped "
+                          f"(first kept)", DataWarning, stacklevel=2)
+            lf = lf.filter(pl.col(C.CUSTOMER_ID).is_first_distinct())
+        self = cls.__new__(cls)
+        self.frame = lf.with_row_index(C.CUSTOMER_KEY).select(C.CUSTOMER_ID, pl.col(C.CUSTOMER_KEY).cast(pl.Int32))
+        self.competition_ids = stats["n"] > 0 and stats["hex"] == stats["n"]
+        return self
 
     def join(self, lf: pl.LazyFrame, column: str = C.CUSTOMER_ID) -> pl.LazyFrame:
         """``lf`` with its string column ``column`` replaced by ``customer_key`` (Int32, null when unknown),
         rows in their order."""
-        right = self.frame.lazy().rename({C.CUSTOMER_ID: column}) if column != C.CUSTOMER_ID else self.frame.lazy()
+        right = self.frame.lazy()
+        if column != C.CUSTOMER_ID:
+            right = right.rename({C.CUSTOMER_ID: column})
         return lf.join(right, on=column, how="left", maintain_order="left").drop(column)
 
     def __call__(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -212,21 +266,23 @@ class CustomerLookup:
         return self.join(frame, "id").collect().to_series().to_arrow().cast(pa.int32())
 
 
-def read_transactions_csv(data_dir: Path | str, customers: pd.DataFrame, articles: pd.DataFrame | None = None,
-                          progress: bool = True) -> pa.Table:
+def read_transactions_csv(data_dir: Path | str, customers: pd.DataFrame | CustomerLookup,
+                          articles: pd.DataFrame | None = None, progress: bool = True) -> pa.Table:
     """``transactions_train.csv`` -> compact Arrow table (``TRANSACTIONS_SCHEMA``).
 
     One streaming polars query reads the file, replaces each ``customer_id``
-    by its ``customer_key`` (int32, from ``customers``, see :class:`CustomerLookup`)
-    and checks ``article_id`` against ``articles`` (when given), so the 64-byte
-    id strings are never all held. ``sales_channel_id`` is optional (null when
+    by its ``customer_key`` (int32, from ``customers``: the table of
+    :func:`read_customers_csv`, or a :class:`CustomerLookup`, e.g.
+    ``CustomerLookup.scan(data_dir)``, which holds no id) and checks
+    ``article_id`` against ``articles`` (when given), so the 64-byte id
+    strings are never all held. ``sales_channel_id`` is optional (null when
     absent). Rows naming a customer not in ``customers`` or an article not in
     ``articles`` are dropped with a :class:`DataWarning` giving the counts;
     identical rows are kept. ``progress`` is accepted for compatibility: the
     read is one polars query, with no loop to show.
     """
     path = _source_file(data_dir, C.TRANSACTIONS_CSV)
-    lookup = CustomerLookup(customers)
+    lookup = customers if isinstance(customers, CustomerLookup) else CustomerLookup(customers)
     known = pl.Series(articles[C.ARTICLE_ID].to_numpy(np.int32)) if articles is not None else None
     spec = [Column(C.CUSTOMER_ID, "hex64", nonnull=True) if c.name == C.CUSTOMER_ID and lookup.competition_ids
             else c for c in TRANSACTION_SPEC]
@@ -310,9 +366,12 @@ def prepare_data(data_dir: str | Path, work_dir: str | Path, source: str = "give
     data_dir, work_dir = Path(data_dir).resolve(), Path(work_dir)
     articles = read_articles_csv(data_dir)
     customers = read_customers_csv(data_dir)
+    with warnings.catch_warnings():  # read_customers_csv has stated them
+        warnings.simplefilter("ignore", DataWarning)
+        lookup = CustomerLookup.scan(data_dir)  # the same keys, no second copy of the ids
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        transactions = read_transactions_csv(data_dir, customers, articles, progress=progress)
+        transactions = read_transactions_csv(data_dir, lookup, articles, progress=progress)
     for w in caught:  # re-emit so the notebook shows them; keep the data ones for the summary
         warnings.warn(w.message, w.category, stacklevel=2)
     caught = [w for w in caught if issubclass(w.category, DataWarning)]
