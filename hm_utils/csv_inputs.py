@@ -106,7 +106,7 @@ def _empty_to_null(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr != "").then(expr)
 
 
-def _fast_frame(src: Path, csvf: CsvFile, columns: list[Column]) -> pl.LazyFrame:
+def strict_frame(src: Path, csvf: CsvFile, columns: list[Column]) -> pl.LazyFrame:
     """The strict typed read: numbers parsed by the CSV reader, dates as ISO ``YYYY-MM-DD`` only."""
     dtypes = {c.name: _DTYPES[c.kind] for c in columns if c.kind in ("int32", "int8", "float32")}
     exprs = []
@@ -168,7 +168,7 @@ def _read(csvf: CsvFile, columns: list[Column], finish, suspect) -> pl.DataFrame
     with utf8_source(csvf) as src:
         failure = None
         try:
-            df = finish(_fast_frame(src, csvf, columns)).collect()
+            df = finish(strict_frame(src, csvf, columns)).collect()
             if "_blank" in df.columns:  # blank lines are allowed at the end of the file only
                 k = csvf.trailing_blank
                 blank = df["_blank"]

@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 
 from . import config as C
 from .csv_files import sniff
-from .csv_inputs import HEX64, Column, DataWarning, _fast_frame, read_csv, require_header
+from .csv_inputs import HEX64, Column, DataWarning, strict_frame, read_csv, require_header
 from .storage import write_json, write_parquet
 
 __all__ = ["CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
@@ -229,7 +229,7 @@ class CustomerLookup:
             csvf = sniff(path)
             if not (csvf.needs_copy or csvf.notes or csvf.trailing_blank):
                 require_header(csvf.name, csvf.path, csvf.header, spec)
-                lf = _fast_frame(path, csvf, spec)
+                lf = strict_frame(path, csvf, spec)
         stats = None
         if lf is not None:
             ids = pl.col(C.CUSTOMER_ID)
