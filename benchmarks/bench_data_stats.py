@@ -31,7 +31,6 @@ import importlib.util
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,21 +39,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.memory import peak_rss_gb, rss_gb
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS_data_stats.md"
 REFERENCE_REV = "c5d1358"
-
-
-def _rss_gb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
-    except OSError:  # pragma: no cover - non-Linux
-        return 0.0
-
-
-def _max_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6      # KiB on Linux
 
 
 class PeakSampler:
@@ -66,11 +55,11 @@ class PeakSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_gb())
+            self.peak = max(self.peak, rss_gb())
             self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.peak = _rss_gb()
+        self.peak = rss_gb()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -78,7 +67,7 @@ class PeakSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_gb())
+        self.peak = max(self.peak, rss_gb())
 
 
 def load_reference(rev: str):
@@ -150,7 +139,7 @@ def main(argv=None) -> int:
     reference = load_reference(args.reference_rev)
     t0 = time.perf_counter()
     work, tx, customers, articles = load_inputs(args)
-    load_s, rss_loaded = time.perf_counter() - t0, _rss_gb()
+    load_s, rss_loaded = time.perf_counter() - t0, rss_gb()
     print(f"inputs: {work}: {len(tx):,} transactions, {len(customers):,} customers, {len(articles):,} articles "
           f"({load_s:.1f} s, RSS {rss_loaded:.2f} GB)", flush=True)
     methods = {"ours": dataset_statistics, "reference": reference.dataset_statistics}
@@ -161,9 +150,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             stats = methods[name](tx, customers, articles, baselines=not args.no_baselines)
             secs = time.perf_counter() - t0
-        res[name] = dict(stats=stats, secs=secs, peak=mem.peak, maxrss=_max_rss_gb())
+        res[name] = dict(stats=stats, secs=secs, peak=mem.peak, maxrss=peak_rss_gb())
         print(f"{name}: {secs:.2f} s, peak RSS during the call {mem.peak:.2f} GB "
-              f"(+{mem.peak - rss_loaded:.2f} GB over the loaded inputs), process peak {_max_rss_gb():.2f} GB",
+              f"(+{mem.peak - rss_loaded:.2f} GB over the loaded inputs), process peak {peak_rss_gb():.2f} GB",
               flush=True)
     ours, ref = res["ours"]["stats"], res["reference"]["stats"]
     keys = sorted(set(ours) | set(ref))
@@ -189,7 +178,7 @@ def main(argv=None) -> int:
             r = res[name]
             label = "ours (this tree)" if name == "ours" else f"reference (git {args.reference_rev})"
             lines.append(f"| {label} | {r['secs']:.2f} | {r['peak']:.2f} | {r['peak'] - rss_loaded:.2f} |")
-        lines += ["", f"Time reference/ours: **{ratio:.1f}x**. Process peak (ru_maxrss): {_max_rss_gb():.2f} GB. "
+        lines += ["", f"Time reference/ours: **{ratio:.1f}x**. Process peak (ru_maxrss): {peak_rss_gb():.2f} GB. "
                   f"Equality: {len(keys) - len(bad)} of {len(keys)} statistics agree within rtol {args.rtol:g} "
                   f"({exact} bit-identical){'; DIFFERENT: ' + ', '.join(bad) if bad else ''}."]
         if not RESULTS.exists():

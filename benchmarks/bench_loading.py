@@ -47,30 +47,16 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.memory import peak_rss_gb, rss_gb
+
 FULL = {"n_articles": 105_542, "n_customers": 1_371_980, "n_transactions": 31_788_324}
 RESULTS = Path(__file__).resolve().parent / "RESULTS_loading.md"
-
-
-def _rss_gb() -> float:
-    """Current resident set size of this process in GB (from /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
-    except OSError:  # pragma: no cover - non-Linux
-        return 0.0
-
-
-def _peak_gb() -> float:
-    """Peak resident set size of this process in GB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
 # ------------------------------------------------------------------ children --
@@ -113,35 +99,35 @@ def _child(method: str, data_dir: Path) -> dict:
     path = data_dir / C.TRANSACTIONS_CSV
     if method in ("ours", "ours_customers"):
         from hm_utils.loading import CustomerLookup, read_customers_csv, read_transactions_csv
-        rss0 = _rss_gb()
+        rss0 = rss_gb()
         t0 = time.perf_counter()
         customers = CustomerLookup.scan(data_dir) if method == "ours" else read_customers_csv(data_dir)
         t1 = time.perf_counter()
         table = read_transactions_csv(data_dir, customers, progress=False)
         t2 = time.perf_counter()
-        peak = _peak_gb()
+        peak = peak_rss_gb()
         return {"method": method, "seconds": t2 - t0, "seconds_customers": t1 - t0, "seconds_transactions": t2 - t1,
                 "rows": table.num_rows, "result_gb": table.nbytes / 1e9, "rss_after_import_gb": rss0,
                 "peak_gb": peak, "dtypes": {f.name: str(f.type) for f in table.schema},
                 "fingerprint": _fingerprint(table)}
     if method in ("polars", "polars_customers"):
         import polars  # noqa: F401  (imported before the clock starts, as for ours)
-        rss0 = _rss_gb()
+        rss0 = rss_gb()
         t0 = time.perf_counter()
         table, _customers = _polars_plain(data_dir, customers_table=method == "polars_customers")
         t1 = time.perf_counter()
-        peak = _peak_gb()
+        peak = peak_rss_gb()
         return {"method": method, "seconds": t1 - t0, "rows": table.num_rows, "result_gb": table.nbytes / 1e9,
                 "rss_after_import_gb": rss0, "peak_gb": peak, "dtypes": {f.name: str(f.type) for f in table.schema},
                 "fingerprint": _fingerprint(table)}
     if method == "pandas":
-        rss0 = _rss_gb()
+        rss0 = rss_gb()
         t0 = time.perf_counter()
         df = pd.read_csv(path)
         t1 = time.perf_counter()
         return {"method": method, "seconds": t1 - t0, "rows": len(df),
                 "result_gb": float(df.memory_usage(deep=True).sum()) / 1e9, "rss_after_import_gb": rss0,
-                "peak_gb": _peak_gb(), "dtypes": {c: str(t) for c, t in df.dtypes.items()}}
+                "peak_gb": peak_rss_gb(), "dtypes": {c: str(t) for c, t in df.dtypes.items()}}
     raise ValueError(f"unknown method {method!r}")
 
 
