@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .arrays import sorted_unique
+from .checks import require_columns
 from .config import ARTICLE_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .lists import PAD, first_in_row
 
@@ -106,9 +107,7 @@ def as_actual_pairs(actual) -> tuple[np.ndarray, np.ndarray]:
     length, sorted by (customer, article), without duplicates.
     """
     if isinstance(actual, pd.DataFrame):
-        missing = [c for c in (CUSTOMER_KEY, ARTICLE_ID) if c not in actual.columns]
-        if missing:
-            raise ValueError(f"actual purchases frame is missing column(s) {missing}; has {list(actual.columns)}")
+        require_columns(actual, (CUSTOMER_KEY, ARTICLE_ID), "actual purchases frame")
         cust = actual[CUSTOMER_KEY].to_numpy(dtype=np.int64)
         art = actual[ARTICLE_ID].to_numpy(dtype=np.int64)
     elif isinstance(actual, (Mapping, pd.Series)):

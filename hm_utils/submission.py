@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .arrays import sorted_unique
+from .checks import require_columns
 from .config import ARTICLE_ID, CUSTOMER_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from .lists import PAD, fill_with_popular
 from .metrics import as_prediction_matrix
@@ -91,9 +92,7 @@ def make_submission(customers: pd.DataFrame, predictions, popular, customer_keys
     Output: DataFrame ``customer_id`` (str), ``prediction`` (str), in the
     order of ``customers``.
     """
-    for c in (CUSTOMER_KEY, CUSTOMER_ID):
-        if c not in customers.columns:
-            raise ValueError(f"customers frame is missing column {c!r}; has {list(customers.columns)}")
+    require_columns(customers, (CUSTOMER_KEY, CUSTOMER_ID), "customers frame")
     keys, mat = as_prediction_matrix(predictions, customer_keys, k)
     all_keys = customers[CUSTOMER_KEY].to_numpy(np.int64)
     full = np.full((len(all_keys), k), PAD, np.int64)
