@@ -228,13 +228,18 @@ def triplet_accuracy(anchor, positive, negative) -> float:
     Kalenichenko, Philbin 2015) trains for. Returns a float in [0, 1];
     ``nan`` for ``n = 0``.
     """
+    correct = triplet_correct(anchor, positive, negative)
+    return float("nan") if len(correct) == 0 else float(correct.mean())
+
+
+def triplet_correct(anchor, positive, negative) -> np.ndarray:
+    """bool [n]: row ``i`` has ``||a - p||^2 < ||a - n||^2`` (squared L2 in float64), the rows
+    :func:`triplet_accuracy` counts; inputs as there. ValueError on mismatched shapes."""
     a = np.asarray(anchor, dtype=np.float64)
     p = np.asarray(positive, dtype=np.float64)
     n = np.asarray(negative, dtype=np.float64)
     if a.ndim != 2 or a.shape != p.shape or a.shape != n.shape:
         raise ValueError(f"anchor, positive, negative must be [n, d] arrays of one shape; got {a.shape}, {p.shape}, {n.shape}")
-    if a.shape[0] == 0:
-        return float("nan")
     d_ap = ((a - p) ** 2).sum(axis=1)
     d_an = ((a - n) ** 2).sum(axis=1)
-    return float((d_ap < d_an).mean())
+    return d_ap < d_an

@@ -391,3 +391,18 @@ def test_cap_triplets_checks_columns_and_samples_with_the_seed():
     assert capped.equals(trip.sample(n=4, random_state=7).reset_index(drop=True))
     with pytest.raises(KeyError, match=r"triplets table is missing column\(s\) \['negative'\]"):
         T.cap_triplets(trip.drop(columns="negative"), None, 0)
+
+
+def test_rows_accuracy_in_blocks_equals_the_whole_count():
+    # 4 articles on a line; triplet (anchor, positive, negative) correct when the positive is nearer
+    emb = np.array([[0.0], [1.0], [2.0], [5.0]], np.float32)
+    rows = np.array([[0, 1, 3], [0, 3, 1], [1, 2, 3], [2, 1, 3], [3, 2, 0], [0, 2, 1]], np.int64)
+    # correct: yes, no, yes, yes, yes, no -> 4 of 6
+    for block in (1, 2, 4, 65_536):
+        assert T.rows_accuracy(emb, rows, block=block) == 4 / 6
+    rng = np.random.default_rng(1)
+    big = rng.normal(size=(50, 7)).astype(np.float32)
+    many = rng.integers(0, 50, size=(1_001, 3))
+    from hm_utils.metrics import triplet_accuracy
+    assert T.rows_accuracy(big, many, block=97) == triplet_accuracy(big[many[:, 0]], big[many[:, 1]], big[many[:, 2]])
+    assert np.isnan(T.rows_accuracy(big, many[:0]))
