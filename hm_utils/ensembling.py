@@ -161,9 +161,9 @@ ENSEMBLE_VARIANTS = {
 
 @dataclass(frozen=True)
 class EnsembleSettings:
-    """Notebook 07's settings, built from the profile, notebook 06's metrics and the notebook's
-    parameters (:meth:`from_profile`), passed whole and recorded whole (``asdict``) in
-    ``metrics/07_ensembling.json``.
+    """Notebook 07's settings, built from the profile, the held-out split notebook 06 wrote
+    (:class:`hm_utils.workdir.HoldoutSplit`) and the notebook's parameters (:meth:`from_profile`),
+    passed whole and recorded whole (``asdict``) in ``metrics/07_ensembling.json``.
 
     ``holdout_days``: the held-out week's length (06's); ``input_rankers``: 06's rankers to
     ensemble; ``submission_files``: extra submission CSVs as input lists; ``input_weights``:
@@ -195,21 +195,20 @@ class EnsembleSettings:
                              f"{sorted(ENSEMBLE_VARIANTS)}")
 
     @classmethod
-    def from_profile(cls, profile, ranking: dict | None = None, *, seed: int = 42, holdout_days=None,
+    def from_profile(cls, profile, split=None, *, seed: int = 42, holdout_days=None,
                      input_rankers=None, submission_files=None, input_weights=None, ensemble_embedding=None,
                      query_mode=None, ensemble_variant=None, bootstrap_samples=None, block_size=None,
                      threads=None) -> "EnsembleSettings":
-        """Settings from a :class:`hm_utils.config.Profile` and notebook 06's metrics dict
-        ``ranking`` (its ``holdout_days``, ``main_rankers`` / ``rankers`` and
+        """Settings from a :class:`hm_utils.config.Profile` and notebook 06's split file ``split``
+        (:func:`hm_utils.workdir.read_holdout_split`: its ``days``, ``rankers`` and
         ``bootstrap_samples``); an override of None means "06's value, else the profile's,
         else the default"."""
-        ranking = ranking or {}
         if holdout_days is None:
-            holdout_days = ranking.get("holdout_days", profile.holdout_days)
+            holdout_days = split.days if split is not None else profile.holdout_days
         if input_rankers is None:
-            input_rankers = ranking.get("main_rankers", ranking.get("rankers", []))
+            input_rankers = split.rankers if split is not None else ()
         if bootstrap_samples is None:
-            bootstrap_samples = ranking.get("bootstrap_samples", 1000)
+            bootstrap_samples = split.bootstrap_samples if split is not None else 1000
         return cls(profile=profile.name, seed=int(seed), holdout_days=int(holdout_days),
                    input_rankers=tuple(input_rankers), submission_files=tuple(str(p) for p in submission_files or ()),
                    input_weights=dict(input_weights or {}), ensemble_embedding=ensemble_embedding,

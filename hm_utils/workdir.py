@@ -276,13 +276,16 @@ class HoldoutSplit:
     (``YYYY-MM-DD``) of every rolling week scored, oldest first -- the last one
     starts the held-out week (:func:`hm_utils.history.week_windows`); ``customers``:
     int64 [n] sorted keys of the customers who bought in the held-out week (the
-    customers scored). The training rows of the held-out week are every transaction
+    customers scored); ``rankers``: the rankers 06 scored and wrote prediction lists for
+    (ablations left out), which 07 ensembles; ``bootstrap_samples``: resamples per interval. The training rows of the held-out week are every transaction
     before ``holdout_start``; its rows, those from ``holdout_start`` for ``days`` days
     (:func:`hm_utils.history.split_week`).
     """
     days: int
     week_starts: tuple[str, ...]
     customers: np.ndarray = field(repr=False, compare=False)
+    rankers: tuple[str, ...] = ()
+    bootstrap_samples: int = 1000
 
     @property
     def holdout_start(self) -> pd.Timestamp:
@@ -292,7 +295,7 @@ class HoldoutSplit:
 
 def write_holdout_split(work_dir, split: HoldoutSplit) -> Path:
     """Write ``split`` atomically: :data:`~hm_utils.config.HOLDOUT_SPLIT` (JSON: days,
-    week_starts, holdout_start, customers = their number) and the customer keys in
+    week_starts, holdout_start, customers = their number, rankers, bootstrap_samples) and the customer keys in
     :data:`~hm_utils.config.HOLDOUT_CUSTOMERS` (one int64 column ``customer_key``).
     Returns the JSON path."""
     if not split.week_starts:
@@ -301,7 +304,8 @@ def write_holdout_split(work_dir, split: HoldoutSplit) -> Path:
     work_dir = Path(work_dir)
     write_parquet(pd.DataFrame({CUSTOMER_KEY: keys}), work_dir / HOLDOUT_CUSTOMERS)
     return write_json({"days": int(split.days), "week_starts": [str(w) for w in split.week_starts],
-                       "holdout_start": str(split.week_starts[-1]), "customers": int(len(keys))},
+                       "holdout_start": str(split.week_starts[-1]), "customers": int(len(keys)),
+                       "rankers": [str(r) for r in split.rankers], "bootstrap_samples": int(split.bootstrap_samples)},
                       work_dir / HOLDOUT_SPLIT)
 
 
@@ -315,7 +319,8 @@ def read_holdout_split(work_dir) -> HoldoutSplit:
     if len(keys) != meta["customers"]:
         raise ValueError(f"{path}: {len(keys)} customers, but {work_dir / HOLDOUT_SPLIT} records "
                          f"{meta['customers']}; rerun 06_candidate_ranking")
-    return HoldoutSplit(int(meta["days"]), tuple(meta["week_starts"]), keys)
+    return HoldoutSplit(int(meta["days"]), tuple(meta["week_starts"]), keys, tuple(meta.get("rankers", ())),
+                        int(meta.get("bootstrap_samples", 1000)))
 
 
 def predictions_path(work_dir, name: str, subdir: str = HOLDOUT_SUBDIR) -> Path:

@@ -241,12 +241,15 @@ def test_ensemble_settings_from_profile_and_06s_metrics():
     from hm_utils.config import get_profile
     from hm_utils.ensembling import EnsembleSettings
 
+    from hm_utils.workdir import HoldoutSplit
+
     profile = get_profile("tiny")
-    ranking = {"holdout_days": 5, "rankers": ["a", "b", "c"], "main_rankers": ["a", "b"], "bootstrap_samples": 50}
+    ranking = HoldoutSplit(5, ("2020-09-16",), np.array([1, 2]), rankers=("a", "b"), bootstrap_samples=50)
     s = EnsembleSettings.from_profile(profile, ranking, seed=7)
     assert (s.holdout_days, s.input_rankers, s.bootstrap_samples, s.query_mode) == (5, ("a", "b"), 50, "profile")
     assert s.embedding_name(["combined", "image_only"]) == "image_only" and s.embedding_name([]) is None
-    s = EnsembleSettings.from_profile(profile, {"rankers": ["a"]}, holdout_days=3, input_rankers=["x"],
+    s = EnsembleSettings.from_profile(profile, HoldoutSplit(7, ("2020-09-16",), np.array([1]), ("a",)),
+                                      holdout_days=3, input_rankers=["x"],
                                       input_weights={"x": 2.0}, query_mode="anchor", ensemble_embedding="combined")
     assert (s.holdout_days, s.input_rankers, s.bootstrap_samples) == (3, ("x",), 1000)
     assert s.embedding_name(["image_only"]) == "combined"

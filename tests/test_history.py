@@ -66,10 +66,12 @@ def test_holdout_split_round_trip_and_it_reproduces_split_holdout(tmp_path):
     train, hold = split_holdout(tx, days=7)
     weeks = week_windows(tx, 3, 7)
     assert [str(w.date()) for w in weeks] == ["2020-01-08", "2020-01-15", "2020-01-22"]
-    split = HoldoutSplit(7, tuple(str(w.date()) for w in weeks), np.unique(hold["customer_key"]))
+    split = HoldoutSplit(7, tuple(str(w.date()) for w in weeks), np.unique(hold["customer_key"]),
+                         rankers=("popularity", "learned"), bootstrap_samples=200)
     write_holdout_split(tmp_path, split)
     back = read_holdout_split(tmp_path)
     assert back == split and back.holdout_start == pd.Timestamp("2020-01-22")
+    assert back.rankers == ("popularity", "learned") and back.bootstrap_samples == 200
     assert np.array_equal(back.customers, split.customers) and back.customers.dtype == np.int64
     week_train, week_rows = split_week(tx, back.holdout_start, back.days)
     pd.testing.assert_frame_equal(week_train, train)
