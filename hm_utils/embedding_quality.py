@@ -79,8 +79,13 @@ def mean_pairwise_cosine(vectors, ok=None, center: bool = False, sample: int = 1
     """Mean cosine over all pairs of distinct rows among a seeded sample of at
     most ``sample`` ok rows (centred with the mean of ALL ok rows when
     ``center``). Near 1: the vectors crowd in one direction. NaN below 2 rows."""
-    u = unit_vectors(vectors, ok, center)
-    rows = np.flatnonzero(_checked(vectors, ok)[1])
+    v, ok = _checked(vectors, ok)
+    return _pairwise_cosine(unit_vectors(v, ok, center), ok, sample, seed)
+
+
+def _pairwise_cosine(u: np.ndarray, ok: np.ndarray, sample: int, seed: int) -> float:
+    """:func:`mean_pairwise_cosine` of unit rows ``u`` float32 [n, d] (already centred or not)."""
+    rows = np.flatnonzero(ok)
     if len(rows) > sample:
         rows = np.random.default_rng(seed).choice(rows, size=sample, replace=False)
     if len(rows) < 2:
@@ -113,7 +118,7 @@ def random_vectors(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 # ---------------------------------------------------------------- neighbours ---
 def neighbour_measures(vectors, ok, articles: pd.DataFrame, center: bool = False, k: int = 5, seed: int = 0,
-                       max_queries: int | None = None, batch_size: int = 512) -> dict:
+                       max_queries: int | None = None, batch_size: int = 512, _units: dict | None = None) -> dict:
     """Nearest neighbours by cosine among the ok rows (a query never finds itself).
 
     Queries: every ok row, or a seeded sample of ``max_queries`` of them (the
@@ -124,10 +129,12 @@ def neighbour_measures(vectors, ok, articles: pd.DataFrame, center: bool = False
     ``sibling_in_top{k}`` (share of the sibling queries whose nearest / one of
     whose ``k`` nearest is a sibling; chance is about siblings / n_articles),
     ``mean_cosine_raw`` and ``mean_cosine_centred`` (:func:`mean_pairwise_cosine`).
-    Shares are NaN without queries.
+    Shares are NaN without queries. (``_units``: a dict ``{center: unit_vectors(v, ok, center)}``
+    filled here, so that :func:`quality_table` scales each source once per centring.)
     """
     v, ok = _checked(vectors, ok, articles)
-    u = unit_vectors(v, ok, center)
+    units = {} if _units is None else _units
+    u = _unit(units, v, ok, center)
     rng = np.random.default_rng(seed)
     cand = rng.permutation(np.flatnonzero(ok))  # random order: exact ties broken at random
     q = np.arange(len(cand)) if max_queries is None or len(cand) <= max_queries else \
@@ -147,12 +154,122 @@ def neighbour_measures(vectors, ok, articles: pd.DataFrame, center: bool = False
            "nn_same_product": share(same_prod[:, 0], sib),
            "nn_same_type": share(ptype[np.maximum(idx[:, 0], 0)] == ptype[q], query),
            f"sibling_in_top{k}": share(same_prod.any(axis=1), sib)}
-    out["mean_cosine_raw"] = mean_pairwise_cosine(v, ok, False, seed=seed)
-    out["mean_cosine_centred"] = mean_pairwise_cosine(v, ok, True, seed=seed)
+    out["mean_cosine_raw"] = _pairwise_cosine(_unit(units, v, ok, False), ok, 1000, seed)
+    out["mean_cosine_centred"] = _pairwise_cosine(_unit(units, v, ok, True), ok, 1000, seed)
     return out
 
 
+def _unit(units: dict, v: np.ndarray, ok: np.ndarray, center: bool) -> np.ndarray:
+    """``unit_vectors(v, ok, center)``, kept in ``units`` (checked ``v`` and ``ok`` of one source)."""
+    if bool(center) not in units:
+        units[bool(center)] = unit_vectors(v, ok, center)
+    return units[bool(center)]
+
+
 # ----------------------------------------------------------------- retrieval ---
+class PurchaseQueries:
+    """Transactions prepared once for :func:`purchase_pairs` and :func:`retrieval_measures`.
+
+    The sorts over all transaction rows (by customer and day; by day) do not depend
+    on the vectors, so one object can serve every source and both centrings (pass it
+    as ``purchases`` to :func:`retrieval_measures`; :func:`quality_table` builds one
+    per call); pairs and popularity ranks are kept per distinct ``ok`` mask (a source
+    sharing its mask with an earlier one reuses them). Inputs: transactions (``customer_key``,
+    ``article_id``, ``t_dat``) and the articles table (``article_id``). Transactions
+    naming an article missing from the table are ignored with a warning (once).
+    """
+
+    def __init__(self, transactions: pd.DataFrame, articles: pd.DataFrame):
+        from .history import as_transactions
+
+        tx = as_transactions(transactions)
+        self.n_articles = len(articles)
+        rows = lookup_rows(articles[ARTICLE_ID].to_numpy(), tx[ARTICLE_ID].to_numpy())
+        if (rows < 0).any():
+            unknown = sorted_unique(tx[ARTICLE_ID].to_numpy()[rows < 0])
+            warnings.warn(f"{int((rows < 0).sum())} transaction rows name {len(unknown)} article(s) missing from "
+                          f"the articles table (e.g. {unknown[:5].tolist()}); they are ignored", stacklevel=3)
+        cust = tx[CUSTOMER_KEY].to_numpy(np.int64)
+        day = tx[T_DAT].to_numpy().astype("datetime64[D]").astype(np.int64)
+        # by day, stable (file order within a day): the popularity counts run along it
+        by_day = np.argsort(day, kind="stable")
+        self.day_sorted, self.rows_by_day = day[by_day], rows[by_day]
+        # then by customer, stable: (customer, day, file order), as np.lexsort((day, cust))
+        order = by_day[np.argsort(cust[by_day], kind="stable")]
+        self.c, self.d, self.r = cust[order], day[order], rows[order]
+        n = len(order)
+        starts = np.flatnonzero(np.r_[True, (self.c[1:] != self.c[:-1]) | (self.d[1:] != self.d[:-1])]) \
+            if n else np.zeros(0, np.int64)
+        self.starts = starts  # first row of each (customer, day) group
+        self.group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n])) if n else np.zeros(0, np.int64)
+        self._pairs: dict = {}
+        self._queries: dict = {}
+
+    def pairs(self, ok) -> pd.DataFrame:
+        """:func:`purchase_pairs` for this ``ok`` bool [n_articles] (computed once per mask)."""
+        ok = np.asarray(ok, bool).reshape(-1)
+        key = ok.tobytes()
+        if key not in self._pairs:
+            self._pairs[key] = self._compute_pairs(ok)
+        return self._pairs[key]
+
+    def _compute_pairs(self, ok: np.ndarray) -> pd.DataFrame:
+        c, d, r, group = self.c, self.d, self.r, self.group
+        if not len(r):
+            return pd.DataFrame({"target": [], "previous": [], "day": [], CUSTOMER_KEY: []}, dtype=np.int64)
+        has = (r >= 0) & ok[np.maximum(r, 0)]
+        last_ok = np.maximum.reduceat(np.where(has, np.arange(len(r)), -1), self.starts)
+        # latest ok row of any earlier group; it belongs to this customer only if its customer matches
+        before = np.r_[-1, np.maximum.accumulate(last_ok)[:-1]][group]
+        keep = has & (before >= 0) & (c[np.maximum(before, 0)] == c)
+        tgt, prev = r[keep], r[before[keep]]
+        dif = tgt != prev
+        tgt, prev, g = tgt[dif], prev[dif], group[keep][dif]
+        # a (customer, day, target) once, the first in this order (as DataFrame.drop_duplicates):
+        # one (customer, day) is one group, so sort by (group, target) stably and keep each run's first
+        o = np.lexsort((tgt, g))
+        first = np.r_[True, (g[o][1:] != g[o][:-1]) | (tgt[o][1:] != tgt[o][:-1])] if len(o) else np.zeros(0, bool)
+        uniq = np.zeros(len(o), bool)
+        uniq[o] = first
+        sel = np.flatnonzero(keep)[dif][uniq]
+        return pd.DataFrame({"target": tgt[uniq], "previous": prev[uniq], "day": d[sel], CUSTOMER_KEY: c[sel]})
+
+    def queries(self, ok, max_queries: int | None, seed: int) -> tuple:
+        """The sampled queries of :func:`retrieval_measures` and their popularity ranks (they do not
+        depend on the vectors): ``(target, previous, day)`` int64 [q] sorted by (day, target), and the
+        number of candidates with more (``greater`` float [q]) and as many (``equal``) purchases
+        strictly before the query's day."""
+        ok = np.asarray(ok, bool).reshape(-1)
+        key = (ok.tobytes(), max_queries, int(seed))
+        if key not in self._queries:
+            self._queries[key] = self._compute_queries(ok, max_queries, seed)
+        return self._queries[key]
+
+    def _compute_queries(self, ok: np.ndarray, max_queries: int | None, seed: int) -> tuple:
+        pairs = self.pairs(ok)
+        if max_queries is not None and len(pairs) > max_queries:
+            pairs = pairs.sample(n=int(max_queries), random_state=int(seed))
+        pairs = pairs.sort_values(["day", "target"], kind="stable").reset_index(drop=True)
+        q = len(pairs)
+        tgt, prev, qday = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day"))
+        # popularity: purchase counts before each query day, added day by day
+        tx_rows, tx_day = self.rows_by_day, self.day_sorted
+        counts = np.zeros(self.n_articles, np.int64)
+        pg, pe, done = np.zeros(q), np.zeros(q), 0
+        for dd in sorted_unique(qday):
+            upto = int(np.searchsorted(tx_day, dd, side="left"))
+            add = tx_rows[done:upto]
+            counts += np.bincount(add[add >= 0], minlength=self.n_articles)
+            done = upto
+            sel = np.flatnonzero(qday == dd)
+            cand = np.sort(counts[ok])
+            ct, cp = counts[tgt[sel]], counts[prev[sel]]
+            hi, lo = np.searchsorted(cand, ct, "right"), np.searchsorted(cand, ct, "left")
+            pg[sel] = len(cand) - hi - (cp > ct)          # the previous article is not a candidate
+            pe[sel] = hi - lo - 1 - (cp == ct)             # minus the target itself
+        return tgt, prev, qday, pg, pe
+
+
 def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd.DataFrame:
     """Purchases that follow an earlier purchase of an article with a vector.
 
@@ -164,33 +281,10 @@ def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd
     (customer, day, article) is counted once. Output columns: ``target``,
     ``previous`` (int64 rows of ``articles``), ``day`` (int64 days since
     1970), ``customer_key``. Transactions naming an article missing from the
-    table are ignored with a warning.
+    table are ignored with a warning. Several masks on the same transactions:
+    build one :class:`PurchaseQueries` and call its ``pairs``.
     """
-    from .history import as_transactions
-
-    tx = as_transactions(transactions)
-    ok = np.asarray(ok, bool)
-    rows = lookup_rows(articles[ARTICLE_ID].to_numpy(), tx[ARTICLE_ID].to_numpy())
-    if (rows < 0).any():
-        unknown = sorted_unique(tx[ARTICLE_ID].to_numpy()[rows < 0])
-        warnings.warn(f"{int((rows < 0).sum())} transaction rows name {len(unknown)} article(s) missing from the "
-                      f"articles table (e.g. {unknown[:5].tolist()}); they are ignored", stacklevel=2)
-    cust = tx[CUSTOMER_KEY].to_numpy(np.int64)
-    day = tx[T_DAT].to_numpy().astype("datetime64[D]").astype(np.int64)
-    order = np.lexsort((day, cust))  # stable: within a day, file order
-    c, d, r = cust[order], day[order], rows[order]
-    has = (r >= 0) & ok[np.maximum(r, 0)]
-    if not len(r):
-        return pd.DataFrame({"target": [], "previous": [], "day": [], CUSTOMER_KEY: []}, dtype=np.int64)
-    group = np.cumsum(np.r_[True, (c[1:] != c[:-1]) | (d[1:] != d[:-1])]) - 1  # (customer, day) groups
-    last_ok = np.full(group[-1] + 1, -1, np.int64)
-    np.maximum.at(last_ok, group, np.where(has, np.arange(len(r)), -1))
-    # latest ok row of any earlier group; it belongs to this customer only if its customer matches
-    before = np.r_[-1, np.maximum.accumulate(last_ok)[:-1]][group]
-    keep = has & (before >= 0) & (c[np.maximum(before, 0)] == c)
-    out = pd.DataFrame({"target": r[keep], "previous": r[before[keep]], "day": d[keep], CUSTOMER_KEY: c[keep]})
-    out = out[out["target"] != out["previous"]]
-    return out.drop_duplicates([CUSTOMER_KEY, "day", "target"]).reset_index(drop=True)
+    return PurchaseQueries(transactions, articles).pairs(ok)
 
 
 def _expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarray:
@@ -200,7 +294,8 @@ def _expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarr
 
 
 def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.DataFrame, center: bool = False,
-                       ks=RECALL_KS, max_queries: int | None = 2000, seed: int = 0, batch_size: int = 256) -> dict:
+                       ks=RECALL_KS, max_queries: int | None = 2000, seed: int = 0, batch_size: int = 256,
+                       purchases: PurchaseQueries | None = None, _units: dict | None = None) -> dict:
     """Next-purchase retrieval: does the previous purchase's vector find the next one?
 
     Queries are :func:`purchase_pairs` (a seeded sample of ``max_queries``).
@@ -212,16 +307,18 @@ def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.Dat
     queries, by their number of purchases (transaction rows, all customers)
     strictly BEFORE the query's day: nothing from the future. Output dict with
     ``n_retrieval_queries`` and those shares (NaN without queries).
+    ``purchases``: a :class:`PurchaseQueries` of these transactions and articles, to
+    share its sorts (and per-mask pairs) between calls; built here when None.
     """
     v, ok = _checked(vectors, ok, articles)
-    pairs = purchase_pairs(transactions, articles, ok)
-    if max_queries is not None and len(pairs) > max_queries:
-        pairs = pairs.sample(n=int(max_queries), random_state=int(seed))
-    pairs = pairs.sort_values(["day", "target"], kind="stable").reset_index(drop=True)
-    q = len(pairs)
+    if purchases is None:
+        purchases = PurchaseQueries(transactions, articles)
+    elif purchases.n_articles != len(articles):
+        raise ValueError(f"purchases were prepared for {purchases.n_articles} articles, not {len(articles)}")
+    tgt, prev, qday, pg, pe = purchases.queries(ok, max_queries, seed)
+    q = len(tgt)
     out = {"n_retrieval_queries": int(q)}
-    tgt, prev, qday = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day"))
-    u = unit_vectors(v, ok, center)
+    u = _unit({} if _units is None else _units, v, ok, center)
     greater, equal = np.zeros(q), np.zeros(q)
     for s in range(0, q, batch_size):
         b = np.arange(s, min(s + batch_size, q))
@@ -231,24 +328,6 @@ def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.Dat
         t = sims[np.arange(len(b)), tgt[b]][:, None]
         greater[b] = (sims > t + TIE_TOL).sum(axis=1)
         equal[b] = (np.abs(sims - t) <= TIE_TOL).sum(axis=1) - 1
-    # popularity: purchase counts before each query day, added day by day
-    tx_rows = lookup_rows(articles[ARTICLE_ID].to_numpy(), transactions[ARTICLE_ID].to_numpy())
-    tx_day = pd.to_datetime(transactions[T_DAT]).to_numpy().astype("datetime64[D]").astype(np.int64)
-    o = np.argsort(tx_day, kind="stable")
-    tx_rows, tx_day = tx_rows[o], tx_day[o]
-    counts = np.zeros(len(articles), np.int64)
-    pg, pe, done = np.zeros(q), np.zeros(q), 0
-    for dd in sorted_unique(qday):
-        upto = int(np.searchsorted(tx_day, dd, side="left"))
-        add = tx_rows[done:upto]
-        counts += np.bincount(add[add >= 0], minlength=len(articles))
-        done = upto
-        sel = np.flatnonzero(qday == dd)
-        cand = np.sort(counts[ok])
-        ct, cp = counts[tgt[sel]], counts[prev[sel]]
-        hi, lo = np.searchsorted(cand, ct, "right"), np.searchsorted(cand, ct, "left")
-        pg[sel] = len(cand) - hi - (cp > ct)          # the previous article is not a candidate
-        pe[sel] = hi - lo - 1 - (cp == ct)             # minus the target itself
     for k in ks:
         out[f"recall@{k}"] = float(_expected_recall(greater, equal, k).mean()) if q else float("nan")
     for k in ks:
@@ -263,14 +342,20 @@ def quality_table(sources: dict, articles: pd.DataFrame, transactions: pd.DataFr
     """One row per source (index ``source``): ``centred``, the :func:`neighbour_measures`
     (at most ``neighbour_queries`` queries) and, given ``transactions``, the
     :func:`retrieval_measures` (at most ``max_queries``). ``sources``: ``{name:
-    (vectors float [n, d], ok bool [n] or None)}``, rows aligned with ``articles``."""
+    (vectors float [n, d], ok bool [n] or None)}``, rows aligned with ``articles``. The
+    transactions are sorted once (:class:`PurchaseQueries`) for all sources, and sources sharing
+    an ``ok`` mask share its purchase pairs and popularity ranks."""
     rows = []
+    purchases = PurchaseQueries(transactions, articles) if transactions is not None and sources else None
     for name, (vectors, ok) in sources.items():
+        units: dict = {}  # this source's unit vectors, raw and centred, made once
         row = {"source": name, "centred": bool(center),
-               **neighbour_measures(vectors, ok, articles, center, seed=seed, max_queries=neighbour_queries)}
-        if transactions is not None:
+               **neighbour_measures(vectors, ok, articles, center, seed=seed, max_queries=neighbour_queries,
+                                    _units=units)}
+        if purchases is not None:
             row.update(retrieval_measures(vectors, ok, articles, transactions, center, max_queries=max_queries,
-                                          seed=seed))
+                                          seed=seed, purchases=purchases, _units=units))
+        del units
         rows.append(row)
     cols = ["source", "centred"] + NEIGHBOUR_COLUMNS + (RETRIEVAL_COLUMNS if transactions is not None else [])
     return pd.DataFrame(rows, columns=cols).set_index("source")

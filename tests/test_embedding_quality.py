@@ -203,6 +203,44 @@ def test_quality_table_and_plot():
     assert "| ret | False | 5 |" in markdown_table(with_tx)
 
 
+def _random_shop(seed=0, n=40, rows=3000):
+    """Articles with vectors (a few missing) and transactions with repeats within a day."""
+    rng = np.random.default_rng(seed)
+    arts = _articles(rng.integers(0, 15, n).astype(str), rng.choice(["Top", "Shoe", "Dress"], n))
+    days = np.datetime64("2020-01-01") + rng.integers(0, 30, rows)
+    tx = pd.DataFrame({CUSTOMER_KEY: rng.integers(0, 60, rows), T_DAT: pd.to_datetime(days),
+                       ARTICLE_ID: arts[ARTICLE_ID].to_numpy()[rng.integers(0, n, rows)]})
+    ok = rng.random(n) > 0.2
+    return arts, tx, rng.standard_normal((n, 3)).astype(np.float32), ok
+
+
+def test_quality_table_shared_mask_same_as_each_source_alone():
+    # the transactions are sorted once per table and pairs / popularity kept per ok mask:
+    # two sources sharing a mask (and one with another mask) must get exactly the rows each gets alone
+    arts, tx, vec, ok = _random_shop()
+    other = ok.copy()
+    other[np.flatnonzero(ok)[:5]] = False
+    sources = {"a": (vec, ok), "b": (vec[:, ::-1] * 3, ok.copy()), "c": (vec, other), "d": (vec[:, :2], ok)}
+    for center in (False, True):
+        for mq in (None, 50):
+            both = quality_table(sources, arts, tx, center=center, max_queries=mq, seed=3)
+            alone = pd.concat([quality_table({k: v}, arts, tx, center=center, max_queries=mq, seed=3)
+                               for k, v in sources.items()])
+            pd.testing.assert_frame_equal(both, alone, check_exact=True)
+    assert both.loc["a", "n_retrieval_queries"] == 50
+    assert both.loc["a", "popularity_recall@12"] == both.loc["b", "popularity_recall@12"]
+
+
+def test_purchase_pairs_once_per_day_and_article():
+    # customer 0 buys a0 on day 1, then a1 twice and a2 on day 2, a1 again on day 3
+    tx = _tx([(0, "2020-01-01", 0), (0, "2020-01-02", 1), (0, "2020-01-02", 2), (0, "2020-01-02", 1),
+              (0, "2020-01-03", 1)])
+    p = purchase_pairs(tx, RET_ARTICLES, np.ones(6, bool))
+    day1 = np.datetime64("2020-01-01", "D").astype(np.int64)
+    # day 2: a1 and a2 after a0 (a1 once); day 3: a1 after the last row of day 2, which is a1: a repurchase
+    assert list(zip(p["day"] - day1 + 1, p["target"], p["previous"])) == [(2, 1, 0), (2, 2, 0)]
+
+
 def test_catalogue_command(tmp_path, capsys):
     catalogue = REPO_ROOT.parent / "shared" / "hm_catalogue"
     if not (catalogue / "articles.csv").is_file():
