@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sorted_unique"]
+__all__ = ["run_starts", "sorted_unique"]
 
 
 def sorted_unique(x) -> np.ndarray:
@@ -20,9 +20,14 @@ def sorted_unique(x) -> np.ndarray:
     this keeps each). Returns a 1-D array [n_distinct].
     """
     s = np.sort(np.asarray(x).ravel())
-    if len(s) == 0:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
+    return s[run_starts(s)]
+
+
+def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """bool [n]: element ``i`` of the sorted 1-D ``sorted_keys`` starts a run of equal values
+    (the first element always does; an empty input gives an empty mask)."""
+    first = np.empty(len(sorted_keys), dtype=bool)
+    if len(first):
+        first[0] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    return first

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .arrays import sorted_unique
+from .arrays import run_starts, sorted_unique
 from . import config as C
 from .calibration import COMPETITION_YEARS, REAL_TOP_FRACTIONS, TARGETS
 from .checks import require_columns
@@ -117,15 +117,6 @@ def _days(t_dat: pd.Series) -> tuple[np.ndarray, np.datetime64]:
     return (dates - first).astype(np.int64), first
 
 
-def _boundaries(sorted_keys: np.ndarray) -> np.ndarray:
-    """bool [n]: element ``i`` of the sorted keys starts a run of equal keys."""
-    first = np.empty(len(sorted_keys), dtype=bool)
-    if len(first):
-        first[0] = True
-        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-    return first
-
-
 def _unique_counts(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(keys, return_counts=True)`` for int64 keys in ``0..bound-1``:
     the distinct keys ascending and how often each occurs."""
@@ -134,7 +125,7 @@ def _unique_counts(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray
         uniq = np.flatnonzero(counts)
         return uniq.astype(np.int64), counts[uniq]
     s = np.sort(keys)
-    first = _boundaries(s)
+    first = run_starts(s)
     starts = np.flatnonzero(first)
     return s[starts], np.diff(np.append(starts, len(s)))
 
@@ -204,7 +195,7 @@ def _customer_stats(x: dict, out: dict) -> None:
     cd = cust * n_days                                     # (customer, date), sorted in place
     cd += day
     cd.sort()
-    first = _boundaries(cd)
+    first = run_starts(cd)
     n_cd = int(first.sum())
     days = np.bincount(cd[first] // n_days)                # distinct dates per customer
     del cd, first
@@ -239,9 +230,9 @@ def _pair_stats(x: dict, out: dict) -> None:
         key += chan_code
         del price_code, chan_code, pair
         key.sort()
-        identical = n - int(_boundaries(key).sum())
+        identical = n - int(run_starts(key).sum())
         key //= n_days * n_pc                              # the (customer, article) pair, still sorted
-        starts = np.flatnonzero(_boundaries(key))
+        starts = np.flatnonzero(run_starts(key))
         del key
         counts = np.diff(np.append(starts, n))
     else:   # a NaN price (never equal to itself) or a key too wide to pack: sort column by column

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .arrays import sorted_unique
+from .arrays import run_starts, sorted_unique
 from . import config
 from .checks import require_columns
 from .config import ARTICLE_ID, T_DAT
@@ -58,12 +58,7 @@ def as_day(value) -> int | None:
 
 def segment_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """Start index (int64) of every run of equal values in a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    flag = np.empty(len(sorted_keys), dtype=bool)
-    flag[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=flag[1:])
-    return np.flatnonzero(flag)
+    return np.flatnonzero(run_starts(sorted_keys))
 
 
 def first_per_segment(seg: np.ndarray, rand: np.ndarray, k: int = 1) -> np.ndarray:

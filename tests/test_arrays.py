@@ -17,3 +17,11 @@ def test_sorted_unique_equals_np_unique_on_random_keys():
     for dtype in (np.int8, np.int32, np.int64, np.uint16):
         x = rng.integers(0, 100, 5_000).astype(dtype)
         np.testing.assert_array_equal(sorted_unique(x), np.unique(x))
+
+
+def test_run_starts_by_hand():
+    from hm_utils.arrays import run_starts
+
+    assert run_starts(np.array([1, 1, 2, 5, 5, 5])).tolist() == [True, False, True, True, False, False]
+    assert run_starts(np.array([], dtype=np.int64)).tolist() == []
+    assert run_starts(np.array([7])).tolist() == [True]
