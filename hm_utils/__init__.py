@@ -28,7 +28,7 @@ One concern per module (docs/DESIGN.md has the full module map and the data flow
   ``candidates``, ``ranker_features``, ``learned_ranker`` (the learned ranker), ``evaluation``,
   ``intervals`` and ``rolling_ensembles`` (rolling weeks, intervals, ablations), ``submission`` (build,
   write, read and validate submission files), ``ensembling`` (``EnsembleSettings``, merging lists) and
-  ``ensemble_kernels`` (its array kernels), ``ranking_plots``
+  ``ensemble_kernels`` (its compiled per-customer kernel), ``ranking_plots``
 - ``pipeline`` (the papermill runner; ``kernel_console``: what it shows of a kernel), ``report`` (the HTML
   report), ``kaggle`` (the upload folder), ``notebook_tools`` (strip and check notebooks)
 

@@ -1,35 +1,37 @@
-"""The array kernels behind :func:`hm_utils.ensembling.ensemble`: per block of customers, with no
-Python loop over customers.
+"""The compiled kernel behind :func:`hm_utils.ensembling.ensemble`: one pass per customer, no
+intermediate arrays.
 
-:class:`BlockEnsembler` holds what the blocks share (the lists aligned as int article codes, the
-reciprocal rank of every (list, position) slot, the candidates' unit embeddings) and turns one block
-of customers into their ``k`` best articles (:meth:`BlockEnsembler.run_block`): one row sort of
-``code << slot_bits | list << 4 | position`` puts an article's copies side by side, so reciprocal
-ranks and votes are sums over short runs; each distinct (query, article) pair is scored once where it
-pays; :func:`top_slots` picks the best ``k`` from one row sort of packed ``(-score, position)`` keys
-with an exact pass for near ties. The score is the one of :mod:`hm_utils.ensembling` (reciprocal-rank
-fusion, Cormack, Clarke & Buettcher 2009, plus the cosine of triplet-trained embeddings, Schroff et al.
-2015).
+:class:`BlockEnsembler` holds what the blocks of customers share (the lists aligned side by side as
+positions in the embeddings, each position's article code, the reciprocal rank of every column, the
+candidates' unit embeddings) and turns one block of customers into their ``k`` best articles
+(:meth:`BlockEnsembler.run_block`) with :func:`ensemble_rows`, a loop compiled by numba (Lam, Pitrou &
+Seibert 2015, "Numba: a LLVM-based Python JIT compiler"). Per customer it:
+
+1. walks the ``L * 12`` entries in list order and merges the copies of an article (a stamp array over
+   article codes: no sort), adding its reciprocal ranks in list order and counting its lists (a
+   repeat inside one list counts once);
+2. scores each distinct article once: ``w_sim * cos + w_rank * rank + w_vote * vote`` (the score of
+   :mod:`hm_utils.ensembling`: reciprocal-rank fusion, Cormack, Clarke & Buettcher 2009, plus the
+   cosine of triplet-trained embeddings, Schroff et al. 2015). A cosine is one float32 dot product
+   of unit rows, kept per (query, article) pair: customers sharing a query (an anchor article,
+   customers taken in anchor order) pay for each pair once;
+3. keeps the best ``k`` by insertion into a ``k``-slot array: higher score first, and on equal
+   float64 scores the article whose first copy comes first (list by list, position by position).
+
+The kernel releases the GIL, so blocks run in threads. It is compiled on first use and cached on
+disk (``cache=True``, in ``__pycache__`` beside this file or numba's user cache directory).
 """
 from __future__ import annotations
 
-import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import pandas as pd
 
 from .config import SUBMISSION_K
 from .lists import PAD
-
-POS_BITS = 4                   # a position 0..11 in a list
-WINDOW_EXTRA = 8               # entries past the k-th kept for the exact tie-breaking pass
-GATHER_COST = 24               # one gathered (query, article) dot costs about as much as this many
-#                                entries of a dense [articles x queries] matrix product (d = 550, one
-#                                core: ~150 ns against ~8 ns on this project's 2-core AVX-512 VM)
-_INT64_MAX = np.iinfo(np.int64).max
-_SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
 
 
 def union_keys(key_arrays) -> np.ndarray:
@@ -45,106 +47,110 @@ def union_keys(key_arrays) -> np.ndarray:
     return s[keep]
 
 
-def blas_single_thread():
-    """Context keeping BLAS on one thread (many small matrix products, two cores shared);
-    a no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        from contextlib import nullcontext
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _dot(a, b):
+    """float32 dot product of two float32 [d] rows (vectorised: the sum's order is the compiler's)."""
+    s = np.float32(0.0)
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
 
 
-def _row_positions(b: int, m: int) -> np.ndarray:
-    """int64 [b * m] read-only: 0 .. m-1 repeated b times."""
-    return _tiled(np.arange(m, dtype=np.int64), b)
+_ROUND = 2.0 ** 52             # adding and taking away 2**52 rounds a float64 below it to an integer
 
 
-def _tiled(row: np.ndarray, b: int) -> np.ndarray:
-    """``np.tile(row, b)``, read-only, cached (a few sizes and rows per run)."""
-    return _tiled_cached(row.tobytes(), row.dtype.str, b)
+@numba.njit(nogil=True, cache=True)
+def _rint(x):
+    """``np.rint`` of a float64 (half to even) for |x| < 2 ** 52, without a libm call: in
+    round-to-nearest-even arithmetic ``(x + 2**52) - 2**52`` is x rounded to an integer."""
+    if x >= 0.0:
+        return (x + _ROUND) - _ROUND
+    return -((-x + _ROUND) - _ROUND)
 
 
-@functools.lru_cache(maxsize=32)
-def _tiled_cached(raw: bytes, dtype: str, b: int) -> np.ndarray:
-    out = np.tile(np.frombuffer(raw, dtype), b)
-    out.flags.writeable = False
-    return out
+@numba.njit(nogil=True, cache=True)
+def ensemble_rows(pos, code_of_pos, pad, rr_of_col, list_of_col, n_lists, w_sum,
+                  scorable, queries, query_of_row, use_sim, w_sim, w_rank, w_vote, ids_pad, out):
+    """Ensemble the customers ``rows`` of the aligned lists (see the module docstring).
 
-
-@functools.lru_cache(maxsize=16)
-def _row_starts(b: int, m: int, w: int) -> np.ndarray:
-    """int64 [b * w] read-only: i * m repeated w times, for i in 0 .. b-1."""
-    out = np.repeat(np.arange(b, dtype=np.int64) * m, w)
-    out.flags.writeable = False
-    return out
-
-
-def top_slots(score: np.ndarray, slot: np.ndarray, drop: np.ndarray, b: int, m: int, k: int,
-               slot_bits: int) -> np.ndarray:
-    """Per row, the slots of the ``k`` best-scored entries, best first; ties (equal
-    float64 scores) go to the smaller slot. int64 [b, k], -1 past a row's last entry.
-
-    ``score`` float64 [b * m] (finite; overwritten), ``slot`` int [b * m] (distinct among
-    a row's competing entries, < 2 ** slot_bits), ``drop`` int: flat indices of the
-    entries that do not compete; all row-major.
-
-    One row sort of int64 keys -- ``-score`` as an order-preserving integer whose last
-    ``pos_bits`` bits are replaced by the entry's position in its row -- keeps the best
-    ``k + WINDOW_EXTRA``; inside that window a second sort by (run of equal truncated
-    keys, the replaced bits, slot) restores the exact order. A row where the run holding
-    the k-th best may go on past the window is ordered by ``np.lexsort`` instead.
+    ``pos`` int32 [b, m]: the block's customers' entries, each article as a position (-1: PAD);
+    ``code_of_pos`` int32 [>= max pos + 1]: a position's
+    article code (``0 .. n_scorable - 1`` for articles with an embedding, rows of ``scorable``;
+    then the others, below ``pad``); ``rr_of_col`` float64 [m]: ``w_l / (position + 1)`` of each
+    column; ``list_of_col`` int64 [m]; ``w_sum``: the lists' weights' sum; ``scorable`` float32
+    [n_scorable, d] unit rows; ``queries`` float32 [u, d] unit rows and ``query_of_row`` int64 [b]
+    each customer's row of ``queries`` (-1: none; equal values share cosines, so give customers
+    sharing a query adjacent places); ``use_sim``: score cosines at all; ``ids_pad`` int64
+    [pad + 1]: code -> article id (PAD for ``pad``). Writes ``out`` int32 [b, k]: the best ``k``
+    ids per customer, best first, PAD past the last distinct candidate.
     """
-    pb = max(int(m - 1).bit_length(), 1)
-    pmask = (1 << pb) - 1
-    out_key = np.int64(_INT64_MAX & ~pmask)             # after every finite score
-    np.subtract(0.0, score, out=score)                  # -score, and 0.0 (never -0.0) for 0
-    full = score.view(np.int64)
-    sign = full >> 63
-    sign &= _SIGN_OFF
-    full ^= sign                                        # int64 in the order of the float64 -score
-    pos = _row_positions(b, m)
-    tkey = full & ~np.int64(pmask)
-    tkey |= pos
-    tkey[drop] = out_key | pos[drop]
-    w = min(m, k + WINDOW_EXTRA)
-    top = np.sort(tkey.reshape(b, m), axis=1)[:, :w]
-    none = out_key >> pb                                # the truncated key of entries that do not compete
-    kw, kk = min(k, w), min(k + 1, w)
-    trunc = top[:, :kk] >> pb                           # the best k + 1
-    at = top[:, :kw] & pmask
-    at += _row_starts(b, m, kw).reshape(b, kw)          # flat index of each entry
-    out = slot.take(at).astype(np.int64)
-    out[trunc[:, :kw] == none] = -1
-    # rows where two of the best k + 1 share a truncated key: order their window exactly
-    tied = np.flatnonzero(((trunc[:, 1:] == trunc[:, :-1]) & (trunc[:, 1:] != none)).any(axis=1))
-    if len(tied):
-        tt = top[tied] >> pb
-        ta = (top[tied] & pmask) + (tied * m)[:, None]
-        run = np.zeros(tt.size, np.int64)               # rises by one at each new truncated key in a row
-        np.subtract(tt.ravel()[1:], tt.ravel()[:-1], out=run[1:])
-        np.minimum(run, 1, out=run)
-        np.maximum(run, 0, out=run)                     # (a new row may start lower: 0 there)
-        np.cumsum(run, out=run)
-        key = run.reshape(tt.shape) << (pb + slot_bits)
-        key |= (full.take(ta) & pmask) << slot_bits    # the bits the position replaced
-        key |= slot.take(ta)
-        best = np.sort(key, axis=1)[:, :kw] & ((1 << slot_bits) - 1)
-        n_real = (tt != none).sum(axis=1)
-        out[tied] = np.where(np.arange(kw) < n_real[:, None], best, -1)
-        if w < m:      # the run holding the k-th best may go on past the window: np.lexsort
-            bad = tied[(tt[:, w - 1] == tt[:, kw - 1]) & (tt[:, w - 1] != none)]
-            if len(bad):
-                compete = np.ones(b * m, bool)
-                compete[drop] = False
-                f, sl, c = full.reshape(b, m)[bad], slot.reshape(b, m)[bad], compete.reshape(b, m)[bad]
-                order = np.lexsort((sl, f, ~c), axis=1)[:, :k]
-                exact = np.take_along_axis(sl, order, axis=1).astype(np.int64)
-                out[bad] = np.where(np.take_along_axis(c, order, axis=1), exact, -1)
-    if out.shape[1] < k:
-        out = np.concatenate([out, np.full((b, k - out.shape[1]), -1, np.int64)], axis=1)
-    return out
+    b, k = out.shape[0], out.shape[1]
+    m = pos.shape[1]
+    n_scorable = scorable.shape[0]
+    seen = np.full(pad, -1, np.int64)            # code -> the block customer it was last seen for
+    slot_of = np.zeros(pad, np.int64)            # code -> its slot in that customer's distinct articles
+    cache_query = np.full(n_scorable, -1, np.int64)   # code -> query row whose cosine cache_sim holds
+    cache_sim = np.zeros(n_scorable, np.float32)
+    code = np.empty(m, np.int64)                 # per distinct article of the customer, in first-copy order
+    total = np.empty(m, np.float64)
+    votes = np.empty(m, np.int64)
+    last_list = np.empty(m, np.int64)
+    top_score = np.empty(k, np.float64)
+    top_slot = np.empty(k, np.int64)
+    for i in range(b):
+        n_u = 0
+        for col in range(m):
+            p = pos[i, col]
+            if p < 0:
+                continue
+            c = code_of_pos[p]
+            if c >= pad:
+                continue
+            lst = list_of_col[col]
+            if seen[c] != i:
+                seen[c] = i
+                slot_of[c] = n_u
+                code[n_u] = c
+                total[n_u] = rr_of_col[col]
+                votes[n_u] = 1
+                last_list[n_u] = lst
+                n_u += 1
+            else:
+                j = slot_of[c]
+                if last_list[j] != lst:
+                    total[j] += rr_of_col[col]
+                    votes[j] += 1
+                    last_list[j] = lst
+        q = query_of_row[i] if use_sim else -1
+        n_top = 0
+        for j in range(n_u):
+            rank = _rint(total[j] / w_sum * 1e9) / 1e9       # round(total / w_sum, 9), as numpy does it
+            c = code[j]
+            if q >= 0 and c < n_scorable:
+                if cache_query[c] != q:
+                    cache_query[c] = q
+                    cache_sim[c] = _dot(scorable[c], queries[q])
+                s = np.float64(cache_sim[c])
+            else:
+                s = rank
+            if w_sim != 1.0:
+                s *= w_sim
+            s += rank if w_rank == 1.0 else w_rank * rank
+            if w_vote != 0.0:
+                s += w_vote * (votes[j] / n_lists)
+            if n_top == k and s <= top_score[k - 1]:
+                continue                                 # ties keep the earlier article
+            t = n_top if n_top < k else k - 1
+            while t > 0 and top_score[t - 1] < s:
+                top_score[t] = top_score[t - 1]
+                top_slot[t] = top_slot[t - 1]
+                t -= 1
+            top_score[t] = s
+            top_slot[t] = j
+            if n_top < k:
+                n_top += 1
+        for t in range(k):
+            out[i, t] = ids_pad[code[top_slot[t]]] if t < n_top else ids_pad[pad]
 
 
 class BlockEnsembler:
@@ -155,16 +161,16 @@ class BlockEnsembler:
     :class:`~hm_utils.embedding_index.ArticleEmbeddings` or None), ``queries`` (``keys int64 [b] ->
     float32 [b, d]`` unit rows, or None), the score weights, ``k``, and ``query_rows`` (None, or
     ``keys int64 [b] -> int64 [b]``: each customer's query as a row of ``embeddings``, -1 none,
-    when the queries are embedding rows, e.g. anchors: then customers are taken in query order
-    and each distinct (query, article) pair is scored once).
+    when the queries are embedding rows, e.g. anchors: then customers are taken in query order,
+    so that each distinct (query, article) pair is scored once).
 
-    ``pos`` int32 [n, L * 12]: the lists aligned side by side (list ``l`` in columns
-    ``l*12 .. l*12+11``), each entry as its article's row in the embeddings (-1 PAD,
-    ``n_known + j`` the j-th id the embeddings lack). ``key_of_pos`` maps that to the
-    article's code shifted left by ``slot_bits``; codes are ``0 .. n_scorable-1`` for the
-    candidates with an embedding (``scorable``: their unit vectors, one contiguous
-    [n_scorable, d] matrix), then the other candidates, then PAD (the largest, so it
-    sorts last). A block's sort keys are ``code << slot_bits | list << 4 | position``.
+    ``keys`` int64 [n]: the union of the lists' customers, sorted; ``perm`` int64 [n] (None: the
+    identity): the order customers are worked in (by query row); ``pos`` int32 [n, L * 12]: row
+    ``r`` holds customer ``keys[perm[r]]``'s lists side by side (list ``l`` in columns
+    ``l*12 .. l*12+11``), each entry as its article's row in the embeddings (-1 PAD, ``n_known +
+    j`` the j-th id the embeddings lack). ``code_of_pos`` maps that to the article's code: ``0 ..
+    n_scorable-1`` for the candidates with an embedding (``scorable``: their unit vectors, one
+    contiguous [n_scorable, d] matrix), then the other candidates; ``pad`` is PAD's code.
     """
 
     def __init__(self, lists, embeddings, queries, w_sim, w_rank, w_vote, k, query_rows=None):
@@ -175,205 +181,103 @@ class BlockEnsembler:
         self.k, self.w_sim, self.w_rank, self.w_vote = k, float(w_sim), float(w_rank), float(w_vote)
         w = np.asarray([pl.weight for pl in lists], np.float64)
         self.w_sum = max(float(w.sum()), 1e-12)
-        self.slot_bits = max(int(L - 1).bit_length(), 1) + POS_BITS
-        slots = 1 << self.slot_bits
-        self.rr_of_slot = np.zeros(slots)                # w_l / (position + 1), by slot
-        self.col_of_slot = np.zeros(slots, np.int64)     # slot -> column of the aligned matrix
-        for i in range(L):
-            s = (i << POS_BITS) + np.arange(SUBMISSION_K)
-            self.rr_of_slot[s] = w[i] / (np.arange(SUBMISSION_K) + 1.0)
-            self.col_of_slot[s] = i * SUBMISSION_K + np.arange(SUBMISSION_K)
-        self.slot_of_col = np.concatenate([(i << POS_BITS) + np.arange(SUBMISSION_K) for i in range(L)])
-        # customers: the union of the lists', and each list's rows in it (None: the same rows)
+        positions = np.arange(SUBMISSION_K)
+        self.rr_of_col = np.concatenate([w[i] / (positions + 1.0) for i in range(L)])
+        self.list_of_col = np.repeat(np.arange(L, dtype=np.int64), SUBMISSION_K)
         self.keys = union_keys([pl.customer_keys for pl in lists])
         n = len(self.keys)
-        rows_in_union = [None if len(pl.customer_keys) == n and np.array_equal(pl.customer_keys, self.keys)
-                         else np.searchsorted(self.keys, pl.customer_keys) for pl in lists]
+        # similarity: per-customer queries, and the embedding row behind each when known
+        self.use_sim = embeddings is not None and queries is not None and self.w_sim != 0
+        self.embeddings, self.queries = embeddings, queries
+        self.query_rows, self.perm = None, None
+        if self.use_sim and query_rows is not None:
+            rows = np.asarray(query_rows(self.keys), np.int64)
+            self.perm = np.argsort(rows, kind="stable")
+            self.query_rows = rows[self.perm]
+            self.query_matrix = np.ascontiguousarray(embeddings.matrix, np.float32)
+        # each list's rows as rows of pos (None: the same rows)
+        inv = None
+        if self.perm is not None:
+            inv = np.empty(n, np.int64)
+            inv[self.perm] = np.arange(n)
+        targets = []
+        for pl in lists:
+            same = len(pl.customer_keys) == n and np.array_equal(pl.customer_keys, self.keys)
+            where = None if same else np.searchsorted(self.keys, pl.customer_keys)
+            targets.append(where if inv is None else (inv if where is None else inv[where]))
         # the aligned candidate matrix as positions in the embeddings (one hash lookup per
-        # entry, the lists in parallel): -1 PAD, n_known + j the j-th id they lack
+        # entry, in row chunks on the CPUs): -1 PAD, n_known + j the j-th id they lack
         known = embeddings.article_ids if embeddings is not None else np.zeros(0, np.int64)
         n_known = len(known)
         index = pd.Index(known)
         self.pos = np.full((n, self.m), -1, np.int32)
+        chunk = 1 << 18
+        jobs = [(i, s) for i in range(L) for s in range(0, len(lists[i].customer_keys), chunk)]
 
-        def lookup(i):
-            pl, where = lists[i], rows_in_union[i]
-            flat = pl.matrix.ravel()
+        def lookup(job):
+            i, s = job
+            part, where = lists[i].matrix[s:s + chunk], targets[i]
+            flat = part.ravel()
             c = index.get_indexer(flat) if n_known else np.full(flat.size, -1, np.intp)
             miss = np.flatnonzero(c < 0)
             miss = miss[flat[miss] != PAD]
             dest = self.pos[:, i * SUBMISSION_K:(i + 1) * SUBMISSION_K]
             if where is None:
-                np.copyto(dest, c.reshape(pl.matrix.shape), casting="unsafe")
+                np.copyto(dest[s:s + len(part)], c.reshape(part.shape), casting="unsafe")
             else:
-                dest[where] = c.reshape(pl.matrix.shape)
+                dest[where[s:s + len(part)]] = c.reshape(part.shape)
             used = np.zeros(n_known + 1, bool)           # the last entry is a sink for -1
             used[c] = True
-            rows = miss // SUBMISSION_K
-            return used[:-1], flat[miss], (rows if where is None else where[rows]), miss % SUBMISSION_K
+            rows = s + miss // SUBMISSION_K
+            return i, used[:-1], flat[miss], (rows if where is None else where[rows]), miss % SUBMISSION_K
 
-        threads = min(os.cpu_count() or 1, 4, L)
+        threads = min(os.cpu_count() or 1, 4, len(jobs))
         if threads > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                found = list(pool.map(lookup, range(L)))
+                found = list(pool.map(lookup, jobs))
         else:
-            found = [lookup(i) for i in range(L)]
-        used = np.logical_or.reduce([f[0] for f in found]) if n_known else np.zeros(0, bool)
-        other = np.concatenate([f[1] for f in found])
+            found = [lookup(j) for j in jobs]
+        used = np.logical_or.reduce([f[1] for f in found]) if n_known else np.zeros(0, bool)
+        other = np.concatenate([f[2] for f in found])
         extra = np.sort(pd.unique(other)) if len(other) else np.zeros(0, np.int64)
-        for i, (_, ids_i, rows_i, cols_i) in enumerate(found):
+        for i, _, ids_i, rows_i, cols_i in found:
             if len(ids_i):
                 self.pos[rows_i, i * SUBMISSION_K + cols_i] = n_known + np.searchsorted(extra, ids_i)
         del found, other
-        # codes: the scorable candidates (an embedding) first, then the other candidates, then PAD
+        # codes: the scorable candidates (an embedding) first, then the other candidates; PAD last
         has = embeddings.has_embedding if embeddings is not None else np.zeros(0, bool)
         scorable = np.flatnonzero(used & has)
         unscorable = np.flatnonzero(used & ~has)
         self.n_scorable = ns = len(scorable)
         self.ids = np.concatenate([known[scorable], known[unscorable], extra]).astype(np.int64)
         self.pad = len(self.ids)
-        self.ids_pad = np.append(self.ids, PAD)         # code -> article id; the PAD code -> PAD
-        kd = np.int32 if (self.pad + 1) << self.slot_bits < 2 ** 31 else np.int64
-        self.key_dtype = kd
-        # position -> code << slot_bits (the last entry, reached by -1, is PAD's)
-        self.key_of_pos = np.full(n_known + len(extra) + 1, self.pad, kd)
-        self.key_of_pos[scorable] = np.arange(ns)
-        self.key_of_pos[unscorable] = ns + np.arange(len(unscorable))
-        self.key_of_pos[n_known:n_known + len(extra)] = ns + len(unscorable) + np.arange(len(extra))
-        self.key_of_pos <<= kd(self.slot_bits)
-        # similarity: per-customer queries, and the embedding row behind each when known
-        self.use_sim = embeddings is not None and queries is not None and self.w_sim != 0
-        self.embeddings, self.queries = embeddings, queries
-        self.query_rows = None
+        self.ids_pad = np.append(self.ids, PAD).astype(np.int64)    # code -> article id; PAD's code -> PAD
+        self.code_of_pos = np.full(n_known + len(extra) + 1, self.pad, np.int32)
+        self.code_of_pos[scorable] = np.arange(ns)
+        self.code_of_pos[unscorable] = ns + np.arange(len(unscorable))
+        self.code_of_pos[n_known:n_known + len(extra)] = ns + len(unscorable) + np.arange(len(extra))
+        self.scorable = np.zeros((0, 1), np.float32)
         if self.use_sim:
-            self.scorable = embeddings.matrix[scorable]
-            if query_rows is not None:
-                self.query_rows = query_rows(self.keys)
+            self.scorable = np.ascontiguousarray(embeddings.matrix[scorable], np.float32)
 
-    def order(self) -> np.ndarray | None:
-        """Customers by query row (so that a block shares few anchors); None: as they are."""
-        if self.query_rows is None:
-            return None
-        return np.argsort(self.query_rows, kind="stable")
-
-    def block_queries(self, rows):
-        """(V float32 [u, d] distinct query vectors, qi int64 [b] row of V per customer, -1 none)."""
+    def block_queries(self, start: int, stop: int):
+        """(V float32 [u, d] C-contiguous query vectors, qi int64 [b] row of V per customer of
+        rows ``start .. stop - 1`` of ``pos``, -1 none)."""
+        if not self.use_sim:
+            return self.scorable, np.full(stop - start, -1, np.int64)
         if self.query_rows is not None:
-            qr = self.query_rows[rows]                  # sorted: the customers are in query-row order
-            new = np.empty(len(qr), bool)
-            new[:1] = True
-            np.not_equal(qr[1:], qr[:-1], out=new[1:])
-            uq = qr[new]
-            qi = np.cumsum(new) - 1
-            if len(uq) and uq[0] < 0:
-                uq, qi = uq[1:], qi - 1
-            return self.embeddings.matrix[uq], qi
-        q = np.asarray(self.queries(self.keys[rows]), np.float32)
+            return self.query_matrix, self.query_rows[start:stop]
+        keys = self.keys[start:stop] if self.perm is None else self.keys[self.perm[start:stop]]
+        q = np.ascontiguousarray(self.queries(keys), np.float32)
         has = np.abs(q).sum(axis=1) > 0
-        qi = np.where(has, np.cumsum(has) - 1, -1)
-        return q[has], qi
+        return q, np.where(has, np.arange(len(q)), -1).astype(np.int64)
 
-    def similarities(self, rows, code) -> np.ndarray:
-        """float32 [b * m] cosine of each entry's article with its customer's query; NaN
-        where there is none (the article has no embedding, or the customer no query).
-        ``code`` int [b * m] article codes of the block, row-major.
-
-        Each distinct (query, article) pair is scored once where it pays: a query shared
-        by c customers of the block (up to c * m pairs) with ``c * m * GATHER_COST >=
-        n_scorable`` gets every scorable article's cosine from one dense matrix product,
-        looked up by all its customers; the other customers get one gather-and-dot per entry.
-        """
-        V, qi = self.block_queries(rows)
-        b, m, ns = len(qi), self.m, self.n_scorable
-        # a query shared by c customers asks for up to c * m pairs
-        pairs = np.bincount(qi[qi >= 0], minlength=len(V)) * m
-        dense = np.flatnonzero(pairs * GATHER_COST >= ns)
-        col = np.full(len(V) + 1, len(dense), np.intp)      # query -> column of S; none -> the NaN column
-        col[dense] = np.arange(len(dense))
-        qcol = col[qi]
-        nc = len(dense) + 1
-        S = np.full((self.pad + 1, nc), np.nan, np.float32)    # rows: codes (no embedding: NaN)
-        if len(dense):
-            np.matmul(self.scorable, V[dense].T, out=S[:ns, :-1])
-        idx = np.multiply(code, nc, dtype=np.intp)
-        idx.reshape(b, m)[...] += qcol[:, None]
-        sim = S.ravel().take(idx)
-        sparse = np.flatnonzero((qcol == nc - 1) & (qi >= 0))
-        sim2, code2 = sim.reshape(b, m), code.reshape(b, m)
-        for s in range(0, len(sparse), 4):      # 4 rows at a time keep the gathered slab in L2 cache
-            r = sparse[s:s + 4]
-            c = code2[r]
-            ok = c < ns
-            vec = self.scorable.take(np.where(ok, c, 0).astype(np.intp), axis=0)   # [4, m, d]
-            sim2[r] = np.where(ok, np.matmul(vec, V[qi[r], :, None])[:, :, 0], np.float32(np.nan))
-        return sim
-
-    def run_block(self, rows) -> np.ndarray:
-        """int32 [b, k] ensembled ids of the customers ``rows`` (a slice or int array);
-        PAD where a row has fewer than k distinct candidates.
-
-        All per-entry work is on flat row-major arrays (contiguous, so each numpy call
-        is one vector loop); runs never cross rows.
-        """
-        kd, sb, k, m = self.key_dtype, self.slot_bits, self.k, self.m
-        keys = self.key_of_pos.take(self.pos[rows], mode="wrap")    # [b, m] code << sb, column layout
-        b = keys.shape[0]
-        n_e = b * m
-        keys.ravel()[...] |= _tiled(self.slot_of_col.astype(kd), b)
-        row_off = np.arange(b) * m
-        sk = np.sort(keys, axis=1).ravel()              # by article, then list, then position
-        x = sk[1:] ^ sk[:-1]
-        same = np.empty(n_e, bool)                      # same[i]: entry i+1 repeats entry i's article
-        np.less(x, 1 << sb, out=same[:-1])
-        same[m - 1::m] = False                          # never across rows
-        start = np.empty(n_e, bool)                     # an article's first (earliest) copy in its row
-        start[0] = True
-        np.logical_not(same[:-1], out=start[1:])
-        code = sk >> kd(sb)
-        is_pad = None
-        if (code[m - 1::m] == self.pad).any():          # PAD sorts last in a row
-            is_pad = code == self.pad
-            start &= ~is_pad
-        slot = np.bitwise_and(sk, (1 << sb) - 1, dtype=np.intp)
-        rr = self.rr_of_slot.take(slot)
-        nxt = np.flatnonzero(same)
-        dup = nxt[x[nxt] < (1 << POS_BITS)] + 1        # a repeat inside one list counts once for it
-        rr[dup] = 0.0
-        # per article, at its first copy: the sum of its reciprocal ranks (and lists), in list order
-        total = rr.copy()
-        votes = cnt = None
-        if self.w_vote != 0:
-            cnt = np.ones(n_e)
-            cnt[dup] = 0.0
-            if is_pad is not None:
-                cnt[is_pad] = 0.0
-            votes = cnt.copy()
-        idx, step = nxt, 1
-        while len(idx):
-            total[idx] += rr[idx + step]
-            if votes is not None:
-                votes[idx] += cnt[idx + step]
-            idx = idx[same[idx + step]]
-            step += 1
-        total /= self.w_sum                             # rank = round(total / w_sum, 9), as np.round does it
-        total *= 1e9
-        np.rint(total, out=total)
-        total /= 1e9
-        rank = total
-        if self.use_sim:
-            sim = self.similarities(rows, code)
-            score = np.where(np.isnan(sim), rank, sim)
-        else:
-            score = rank.copy()
-        if self.w_sim != 1:
-            score *= self.w_sim
-        score += rank if self.w_rank == 1 else self.w_rank * rank
-        if votes is not None:
-            score += self.w_vote * (votes / self.n_lists)
-        drop = nxt + 1                                  # later copies of an article do not compete
-        if is_pad is not None:
-            drop = np.union1d(drop, np.flatnonzero(is_pad))
-        top = top_slots(score, slot, drop, b, m, k, sb)       # [b, k] slots, -1 = none
-        ok = top >= 0
-        col = self.col_of_slot[np.where(ok, top, 0)] + row_off[:, None]
-        return self.ids_pad[np.where(ok, keys.ravel()[col] >> kd(sb), self.pad)].astype(np.int32)
+    def run_block(self, start: int, stop: int) -> np.ndarray:
+        """int32 [b, k] ensembled ids of rows ``start .. stop - 1`` of ``pos`` (customers
+        ``keys[perm[start:stop]]``); PAD where a row has fewer than k distinct candidates."""
+        V, qi = self.block_queries(start, stop)
+        out = np.empty((stop - start, self.k), np.int32)
+        ensemble_rows(self.pos[start:stop], self.code_of_pos, self.pad, self.rr_of_col, self.list_of_col,
+                      self.n_lists, self.w_sum, self.scorable, V, qi, self.use_sim, self.w_sim, self.w_rank,
+                      self.w_vote, self.ids_pad, out)
+        return out

@@ -17,16 +17,14 @@ Cormack, Clarke & Buettcher (2009), "Reciprocal rank fusion outperforms
 Condorcet and individual rank learning methods"; the similarity term uses the
 triplet-trained embeddings (FaceNet loss, Schroff et al. 2015).
 
-Everything is vectorized over blocks of customers (:func:`ensemble`, with the
-array kernels of :mod:`hm_utils.ensemble_kernels`; the first, simpler
-vectorisation, ``ensemble_blockwise``, is the reference
-``benchmarks/bench_ensembling.py`` and the tests compare against): articles
-become int codes, one row sort puts the copies of an article side by side so
-that reciprocal ranks and votes are sums over short runs, each distinct
-(query, article) pair is scored once (one dense matrix product for the queries
-many customers share, e.g. an anchor article), and the top 12 come from a row
-sort of packed (score, position) keys with an exact pass for near ties.
-``ensemble`` works on several blocks at once in threads.
+Each customer is one pass of a compiled loop (:func:`ensemble`, with the kernel
+of :mod:`hm_utils.ensemble_kernels`; the first, vectorised numpy version,
+``ensemble_blockwise``, is the reference ``benchmarks/bench_ensembling.py`` and
+the tests compare against): articles become int codes, a stamp array merges an
+article's copies while reciprocal ranks and votes are added in list order,
+each distinct (query, article) pair is scored once (customers sharing an anchor
+article are taken together), and the top 12 are kept by insertion.
+``ensemble`` works on several blocks of customers at once in threads.
 
 Notebook 07's settings are one :class:`EnsembleSettings`.
 """
@@ -45,7 +43,7 @@ from tqdm.auto import tqdm
 from .arrays import sorted_unique
 from .config import CUSTOMER_KEY, SUBMISSION_K
 from .embedding_index import ArticleEmbeddings
-from .ensemble_kernels import BlockEnsembler, blas_single_thread
+from .ensemble_kernels import BlockEnsembler
 from .lists import PAD, fill_with_popular, iter_blocks
 from .metrics import as_prediction_matrix
 from .submission import read_submission_predictions
@@ -109,32 +107,27 @@ def ensemble(lists: list[PredictionList], embeddings: ArticleEmbeddings | None,
     scores): the article whose first appearance (list by list, position by
     position) comes first.
 
-    How, per block of ``block_size`` customers, with no Python loop over
-    customers: articles become int codes; one row sort of ``code << bits | list
-    << 4 | position`` puts the copies of an article side by side, so reciprocal
-    ranks and votes are sums over short runs (added in list order, as a
-    per-customer loop would); each distinct (query, article) pair is scored
-    once -- one dense ``[articles x queries]`` matrix product for the queries a
-    block asks for often (customers are taken in anchor order with
-    :class:`AnchorQueries`), one gather-and-dot per entry for the others; the
-    top ``k`` come from one more row sort of packed ``(-score, position)`` keys
-    and an exact pass over a small window
-    (:func:`hm_utils.ensemble_kernels.top_slots`). Same lists as the first
-    vectorisation (``ensemble_blockwise`` in ``benchmarks/bench_ensembling.py``)
-    bar float32 rounding of the cosines (a different summation order); same rank
-    and vote values.
+    How, per block of ``block_size`` customers, in one compiled pass per customer
+    (:func:`hm_utils.ensemble_kernels.ensemble_rows`): the entries are merged by
+    article (reciprocal ranks and votes added in list order, as a per-customer
+    loop would), each distinct article scored once -- its cosine with the query
+    computed once per distinct (query, article) pair, customers being taken in
+    anchor order with :class:`AnchorQueries` -- and the best ``k`` kept by
+    insertion. Same lists as the first vectorisation (``ensemble_blockwise`` in
+    ``benchmarks/bench_ensembling.py``) bar float32 rounding of the cosines (a
+    different summation order); same rank and vote values.
     """
     query_rows = queries.rows if isinstance(queries, AnchorQueries) and queries.embeddings is embeddings else None
     ens = BlockEnsembler(lists, embeddings, queries, w_sim, w_rank, w_vote, k, query_rows)
     n = len(ens.keys)
     out = np.empty((n, k), np.int32)
-    order = ens.order()
-    blocks = [slice(s, e) if order is None else order[s:e] for s, e in iter_blocks(n, block_size, "", False)]
+    blocks = list(iter_blocks(n, block_size, "", False))
     threads = min(os.cpu_count() or 1, 4) if threads is None else max(int(threads), 1)
     bar = tqdm(total=n, desc="ensembling", unit="customer", leave=False, disable=not progress or len(blocks) < 2)
-    with blas_single_thread(), ThreadPoolExecutor(max_workers=threads) as pool:
-        for rows, res in zip(blocks, pool.map(ens.run_block, blocks) if threads > 1 else map(ens.run_block, blocks)):
-            out[rows] = res
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        work = (lambda se: ens.run_block(*se))
+        for (s, e), res in zip(blocks, pool.map(work, blocks) if threads > 1 else map(work, blocks)):
+            out[slice(s, e) if ens.perm is None else ens.perm[s:e]] = res
             bar.update(len(res))
     bar.close()
     short = np.flatnonzero((out == PAD).any(axis=1))

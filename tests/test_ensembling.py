@@ -168,44 +168,69 @@ def test_fast_ensemble_unknown_article_repeat_inside_a_list_and_votes_by_hand():
     assert (ensemble_blockwise(lists, emb, q, POPULAR, w_sim=0.0, w_rank=0.0, w_vote=1.0)[1] == mat).all()
 
 
-def test_fast_ensemble_dense_and_gathered_similarities_agree(monkeypatch):
-    import hm_utils.ensemble_kernels as kernels
-
+def test_fast_ensemble_anchor_and_plain_queries_threads_and_blocks_agree():
     lists, emb, q = _hand_case()
     plain = lambda keys: q(keys)   # noqa: E731  - a plain function: no anchor rows, one query per customer
     results = []
-    for cost in (0, 10 ** 9):      # 0: every pair gathered; huge: every query dense
-        monkeypatch.setattr(kernels, "GATHER_COST", cost)
-        for queries in (q, plain):
-            for threads, block in ((1, 2048), (2, 1)):
-                results.append(ensemble(lists, emb, queries, POPULAR, threads=threads, block_size=block)[1])
+    for queries in (q, plain):     # anchor rows (cosines shared per anchor) or one query vector per customer
+        for threads, block in ((1, 2048), (2, 1)):
+            results.append(ensemble(lists, emb, queries, POPULAR, threads=threads, block_size=block)[1])
     assert all((r == results[0]).all() for r in results)
     assert results[0][0, :5].tolist() == [1, 3, 4, 5, 2] and results[0][1, :2].tolist() == [2, 4]
 
 
-def test_top_slots_exact_order_ties_and_window_overflow():
-    from hm_utils.ensemble_kernels import top_slots
+def _kernel_case(pos_rows, rr, lists_of_col, sims=None, k=3, w_sim=1.0, w_rank=1.0, w_vote=0.0, weights_sum=1.0):
+    """Run ``ensemble_rows`` on hand-built aligned rows: codes are positions (no extra ids), code c's
+    unit vector has cosine ``sims[c]`` with the one query (None: no similarity)."""
+    from hm_utils.ensemble_kernels import ensemble_rows
 
-    one_up = np.nextafter(1.0, 2.0)
-    # row 0: 1.0 (slot 9), 1.0 + 1 ulp (slot 3), 1.0 (slot 0), 0.5 (slot 1), dropped 2.0 (slot 2)
-    # row 1: only two competing entries
-    m = 24
-    score = np.full(2 * m, -5.0)
-    slot = np.tile(np.arange(m), 2)
-    score[[0, 1, 2, 3, 4]] = [1.0, one_up, 1.0, 0.5, 2.0]
-    slot[[0, 1, 2, 3, 4]] = [9, 3, 0, 1, 2]
-    drop = np.concatenate([[4], np.arange(5, m), m + np.arange(2, m)])
-    score[m:m + 2] = [0.25, 0.75]
-    out = top_slots(score.copy(), slot, drop, 2, m, 5, 6)
-    # the 1-ulp difference beats the slot; equal scores go to the smaller slot; 4 entries compete
-    assert out[0].tolist() == [3, 0, 9, 1, -1]
-    assert out[1].tolist() == [1, 0, -1, -1, -1]
-    # 16 scores 1 ulp apart share their truncated key, more than the window holds past k = 2
-    score = 1.0 + np.arange(m) * (one_up - 1.0)
-    score[16:] = 0.0
-    slot = np.random.default_rng(0).permutation(m)
-    out = top_slots(score.copy(), slot, np.zeros(0, np.int64), 1, m, 2, 6)
-    assert out[0].tolist() == [slot[15], slot[14]]
+    pos = np.asarray(pos_rows, np.int32)
+    n_codes = int(pos.max()) + 1
+    code_of_pos = np.append(np.arange(n_codes, dtype=np.int32), n_codes)
+    ids_pad = np.append(np.arange(n_codes, dtype=np.int64) + 100, -1)
+    use_sim = sims is not None
+    if use_sim:   # 2-d unit vectors at the angle giving each cosine with the query (1, 0)
+        sims = np.asarray(sims, np.float64)
+        scorable = np.stack([sims, np.sqrt(1 - sims ** 2)], axis=1).astype(np.float32)
+        queries = np.array([[1.0, 0.0]], np.float32)
+    else:
+        scorable, queries = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
+    out = np.empty((len(pos), k), np.int32)
+    ensemble_rows(pos, code_of_pos, n_codes, np.asarray(rr, np.float64),
+                  np.asarray(lists_of_col, np.int64), int(max(lists_of_col)) + 1, weights_sum, scorable, queries,
+                  np.zeros(len(pos), np.int64), use_sim, w_sim, w_rank, w_vote, ids_pad, out)
+    return out
+
+
+def test_kernel_merges_copies_keeps_ties_in_first_appearance_order_and_pads():
+    # two lists of two columns: reciprocal ranks 1, 1/2 per list (weights 1, sum 2)
+    rr, lists_of_col = [1.0, 0.5, 1.0, 0.5], [0, 0, 1, 1]
+    # customer 0: article 0 at a0 and b1 -> (1 + 1/2) / 2 = 0.75; 1 at a1 -> 0.25; 2 at b0 -> 0.5
+    # customer 1: 3 at a0 and b0 (1.0); PAD; 0 at b1 (0.25): two distinct, the third slot is PAD
+    out = _kernel_case([[0, 1, 2, 0], [3, -1, 3, 0]], rr, lists_of_col, w_sim=0.0, weights_sum=2.0)
+    assert out.tolist() == [[100, 102, 101], [103, 100, -1]]
+    # equal scores: the first appearance wins (1 at a1 before 2 at b1); 1 ulp more beats it
+    out = _kernel_case([[0, 1, 3, 2]], rr, lists_of_col, w_sim=0.0, weights_sum=2.0)
+    assert out.tolist() == [[100, 103, 101]]
+    out = _kernel_case([[0, 1, 3, 2]], [1.0, 0.5, 1.0, np.nextafter(0.5, 1.0)], lists_of_col, w_sim=0.0,
+                       weights_sum=2.0, k=4)
+    assert out.tolist() == [[100, 103, 101, 102]]   # rounding to 9 decimals makes 1 ulp a tie again
+    # a repeat inside one list counts once for it: 1 twice in b scores 1/2 like 0, not 3/4
+    out = _kernel_case([[0, 2, 1, 1]], rr, lists_of_col, w_sim=0.0, weights_sum=2.0)
+    assert out.tolist() == [[100, 101, 102]]
+    # votes count lists
+    out = _kernel_case([[1, 0, 0, 2]], rr, lists_of_col, w_sim=0.0, w_rank=0.0, w_vote=1.0, weights_sum=2.0)
+    assert out.tolist() == [[100, 101, 102]]        # 0 in both lists (vote 1), 1 and 2 in one (1/2 each)
+
+
+def test_kernel_scores_cosine_plus_rank_by_hand():
+    # one list of three: ranks 1, 1/2, 1/3; cosines 0.1, 0.9, 0.5
+    # scores: 0.1 + 1 = 1.1, 0.9 + 0.5 = 1.4, 0.5 + 0.333333333 = 0.833...: order 1, 0, 2
+    out = _kernel_case([[0, 1, 2]], [1.0, 0.5, 1 / 3], [0, 0, 0], sims=[0.1, 0.9, 0.5])
+    assert out.tolist() == [[101, 100, 102]]
+    # similarity alone (w_rank 0): 1 (0.9), 2 (0.5), 0 (0.1)
+    out = _kernel_case([[0, 1, 2]], [1.0, 0.5, 1 / 3], [0, 0, 0], sims=[0.1, 0.9, 0.5], w_rank=0.0)
+    assert out.tolist() == [[101, 102, 100]]
 
 
 def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
