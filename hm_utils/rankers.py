@@ -50,6 +50,7 @@ from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from .embedding_index import ArticleEmbeddings, variant_label
 from .history import (CustomerProfiles, anchor_mask, article_counts, as_transactions, customer_history,
+                      customer_rows,
                       leave_one_out_cosine, popular_articles, split_week, week_windows)
 from .lists import PAD, dense_lists, fill_with_popular, iter_blocks, rank_within, top_by_score
 from .metrics import average_precision_at_k
@@ -270,6 +271,7 @@ class ImprovedRanker(Ranker):
         self.tune_days, self.tune_customers, self.block_size, self.seed = tune_days, tune_customers, block_size, seed
         self.chunk_size, self.tune_weeks = chunk_size, tune_weeks
         self.tuning_ = None
+        self._only_keys = None                     # set while a tuning week is fitted (customer_rows)
         if name:
             self.name = name
 
@@ -296,7 +298,11 @@ class ImprovedRanker(Ranker):
                 continue
             if len(keys) > per_week:
                 keys = np.sort(np.random.default_rng(self.seed).choice(keys, per_week, replace=False))
-            Ranker.fit(self, inner_train)
+            self._only_keys = keys                 # the week's state only for the customers it scores
+            try:
+                Ranker.fit(self, inner_train)
+            finally:
+                self._only_keys = None
             comp = self.components(keys)
             for g, w in enumerate(self.weight_grid):
                 mat = fill_with_popular(self._combine(comp, w, self.k), self.popular_, self.k)
@@ -324,7 +330,9 @@ class ImprovedRanker(Ranker):
         pos = np.empty(len(c), np.float64)
         pos[np.lexsort((self.pop_ids_, -c))] = np.arange(len(c))
         self.pop_score_ = (np.log1p(c) / np.log1p(c.max()) - 1e-9 * pos) if len(c) else c
-        h = customer_history(transactions)
+        # a tuning week scores a sample of customers: their state from their rows alone (customer_rows)
+        h = customer_history(customer_rows(transactions, getattr(self, "_only_keys", None)),
+                             reference_date=transactions[T_DAT].max())
         h["w"] = h["n"] * 0.5 ** (h["age_days"] / self.half_life_days)
         # repurchase candidates with their recency-weighted score
         rep = h[h["age_days"] < self.repurchase_days]

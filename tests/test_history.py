@@ -7,7 +7,7 @@ import pytest
 
 from hm_utils.embedding_index import ArticleEmbeddings
 from hm_utils.evaluation import RankingSettings
-from hm_utils.history import anchor_mask, customer_history, split_holdout, split_week, week_windows
+from hm_utils.history import anchor_mask, customer_history, customer_rows, split_holdout, split_week, week_windows
 from hm_utils.rankers import OriginalRanker
 from hm_utils.workdir import HoldoutSplit, read_holdout_split, write_holdout_split
 
@@ -102,3 +102,34 @@ def test_ranking_settings_from_profile_and_overrides():
         RankingSettings.from_profile("tiny", eval_week=3)
     with pytest.raises(ValueError, match="at least 1"):
         RankingSettings.from_profile("tiny", eval_weeks=0)
+
+
+def test_customer_history_by_hand_and_the_pandas_fallback_agrees():
+    # customer 0: article 30 twice (days 1, 5), 20 once (day 5), 10 once (day 5), 40 once (day 2);
+    # customer 2: article 10 once (day 3). Order: last desc, then n desc, then article asc.
+    day = pd.Timestamp("2020-01-01")
+    rows = [(1, 0, 30), (5, 0, 30), (5, 0, 20), (5, 0, 10), (2, 0, 40), (3, 2, 10)]
+    tx = pd.DataFrame({"t_dat": [day + pd.Timedelta(days=d) for d, _, _ in rows],
+                       "customer_key": np.array([c for _, c, _ in rows], np.int32),
+                       "article_id": np.array([a for _, _, a in rows], np.int32)})
+    h = customer_history(tx)
+    assert h[["customer_key", "article_id", "n", "rank"]].values.tolist() == [
+        [0, 30, 2, 0], [0, 10, 1, 1], [0, 20, 1, 2], [0, 40, 1, 3], [2, 10, 1, 0]]
+    assert h["age_days"].tolist() == [0.0, 0.0, 0.0, 3.0, 2.0]
+    assert h["last"].dtype == tx["t_dat"].dtype and h["n"].dtype == np.int64
+    # a time of day sends it to the pandas groupby: the same table apart from the dates themselves
+    late = customer_history(tx.assign(t_dat=tx["t_dat"] + pd.Timedelta(hours=1)))
+    pd.testing.assert_frame_equal(late.drop(columns="last"), h.drop(columns="last"))
+    assert (late["last"] - h["last"]).eq(pd.Timedelta(hours=1)).all()
+
+
+def test_customer_rows_keep_whole_histories_of_the_asked_customers():
+    tx = _transactions()
+    keys = np.array([2, 5, 40])                                # 40 never bought
+    sub = customer_rows(tx, keys)
+    assert set(sub["customer_key"]) <= {2, 5} and len(sub) == tx["customer_key"].isin(keys).sum()
+    full = customer_history(tx)
+    part = customer_history(sub, reference_date=tx["t_dat"].max())
+    pd.testing.assert_frame_equal(part.reset_index(drop=True),
+                                  full[full["customer_key"].isin(keys)].reset_index(drop=True))
+    assert customer_rows(tx, None) is tx and len(customer_rows(tx, [])) == 0
