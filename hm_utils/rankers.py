@@ -41,20 +41,47 @@ is :mod:`hm_utils.learned_ranker`.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from .embedding_index import ArticleEmbeddings, variant_label
 from .history import (CustomerProfiles, anchor_mask, article_counts, as_transactions, customer_history,
-                      customer_rows,
-                      leave_one_out_cosine, popular_articles, split_week, week_windows)
+                      customer_rows, leave_one_out_cosine, popular_articles, split_week, week_windows)
 from .lists import PAD, dense_lists, fill_with_popular, iter_blocks, rank_within, top_by_score
 from .metrics import average_precision_at_k
 from .similarity import top_k
+
+
+def map_blocks(fn, blocks, n: int, size: int, desc: str, workers: int | None = None) -> None:
+    """Call ``fn((start, end))`` for every block of ``blocks``, ``workers`` at a time in threads
+    (None: one per CPU; 1 or a single block: in this thread), with a tqdm bar over the ``n`` rows
+    when there is more than one block of ``size``. While several run, BLAS is held to one thread
+    each (threadpoolctl), so the threads share the cores instead of oversubscribing them. ``fn``
+    writes its block's results itself (into disjoint rows); results do not depend on ``workers``."""
+    from threadpoolctl import threadpool_limits      # scikit-learn's dependency, as in learned_ranker
+
+    blocks = list(blocks)
+    workers = max(1, min(workers or (os.cpu_count() or 1), len(blocks)))
+    bar = tqdm(total=n, desc=desc, unit="customer", leave=False, disable=n <= size)
+
+    def run(block):
+        fn(block)
+        bar.update(block[1] - block[0])
+
+    if workers == 1:
+        for b in blocks:
+            run(b)
+    else:
+        with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, blocks))
+    bar.close()
 
 
 # --------------------------------------------------------------- rankers ---
@@ -253,7 +280,7 @@ class ImprovedRanker(Ranker):
       candidate matrix; cosine to the shared pool by one matrix product per
       ``block_size`` customers, to the ~27 personal candidates by a gather of
       their rows (:meth:`ArticleEmbeddings.dot`); scores and per-row sorts
-      vectorized.
+      vectorized; ``workers`` chunks at a time in threads (None: one per CPU).
     """
     name = "improved"
 
@@ -262,14 +289,15 @@ class ImprovedRanker(Ranker):
                  repurchase_days: int = 28, neighbor_items: int = 3, n_neighbors: int = 5,
                  neighbor_days: int = 28, tune: bool = True, weight_grid: list[BlendWeights] | None = None,
                  tune_days: int = 7, tune_customers: int = 20_000, block_size: int = 1024, seed: int = 0,
-                 name: str | None = None, chunk_size: int = 32_768, tune_weeks: int = 3):
+                 name: str | None = None, chunk_size: int = 32_768, tune_weeks: int = 3,
+                 workers: int | None = None):
         self.embeddings = embeddings
         self.n_candidates, self.k, self.weights = n_candidates, k, weights or BlendWeights()
         self.half_life_days, self.profile_items = half_life_days, profile_items
         self.repurchase_days, self.neighbor_items, self.n_neighbors = repurchase_days, neighbor_items, n_neighbors
         self.neighbor_days, self.tune, self.weight_grid = neighbor_days, tune, weight_grid or DEFAULT_WEIGHT_GRID
         self.tune_days, self.tune_customers, self.block_size, self.seed = tune_days, tune_customers, block_size, seed
-        self.chunk_size, self.tune_weeks = chunk_size, tune_weeks
+        self.chunk_size, self.tune_weeks, self.workers = chunk_size, tune_weeks, workers
         self.tuning_ = None
         self._only_keys = None                     # set while a tuning week is fitted (customer_rows)
         if name:
@@ -424,13 +452,20 @@ class ImprovedRanker(Ranker):
         return top_by_score(comp["cand"], score, k)
 
     def _predict(self, keys):
-        # customers in chunks so that the [chunk, ~130] candidate arrays stay small at full scale
+        # customers in chunks so that the [chunk, ~130] candidate arrays stay small at full scale;
+        # chunks run in threads, one per core (numpy releases the GIL; BLAS one thread each), and
+        # each chunk's lists depend on that chunk alone
         out = np.full((len(keys), self.k), PAD, np.int32)
         personal = np.zeros(len(keys), bool)
-        for s, e in iter_blocks(len(keys), self.chunk_size, f"{self.name}: customers"):
+
+        def run(block):
+            s, e = block
             comp = self.components(keys[s:e])
             out[s:e] = self._combine(comp, self.weights, self.k)
             personal[s:e] = comp["personal"]
+
+        map_blocks(run, iter_blocks(len(keys), self.chunk_size, "", progress=False), len(keys), self.chunk_size,
+                   f"{self.name}: customers", self.workers)
         return out, personal
 
 
