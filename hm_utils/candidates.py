@@ -44,7 +44,7 @@ from .config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, T_DAT
 from .embedding_index import ArticleEmbeddings
 from .history import as_transactions, customer_history
 from .lists import PAD, dense_lists
-from .similarity import top_k
+from .rankers import neighbour_ids
 
 BASE_SOURCES = ("own", "same_product", "popular", "trending", "bought_together")
 _BITS = 31  # article ids < 2**31
@@ -220,7 +220,7 @@ class CandidateGenerator:
             if q_ok.any() and len(pool_rows) and s.n_neighbors > 0:
                 pos = np.minimum(np.searchsorted(pool_rows, q_rows[q_ok]), len(pool_rows) - 1)
                 self_row = np.where(pool_rows[pos] == q_rows[q_ok], pos, -1)
-                idx, _ = top_k(emb.matrix[q_rows[q_ok]], emb.matrix[pool_rows], s.n_neighbors, exclude_self=self_row)
+                idx = neighbour_ids(emb.matrix[q_rows[q_ok]], emb.matrix[pool_rows], s.n_neighbors, self_row)
                 table[q_ok] = np.where(idx >= 0, emb.article_ids[pool_rows[np.maximum(idx, 0)]], PAD)
             self.neighbours_[name] = (seeds.astype(np.int64), table)
 

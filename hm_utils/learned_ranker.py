@@ -115,7 +115,7 @@ class LearnedRanker(Ranker):
         t = as_transactions(transactions)
         h = customer_history(customer_rows(t, keys), reference_date=t[T_DAT].max())
         gen = CandidateGenerator(self.articles, self.embeddings, self.settings).fit(transactions, h)
-        fb = FeatureBuilder(self.articles, self.customers, self.embeddings, gen.names).fit(transactions, h)
+        fb = FeatureBuilder(self.articles, self.customers, self.embeddings, gen.names).fit(transactions, h, keys)
         return gen, fb
 
     def training_set(self, transactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:

@@ -106,9 +106,13 @@ class FeatureBuilder:
                       + [c for n in self.embeddings for c in embedding_feature_names(n)])
 
     # -- fitting ------------------------------------------------------------
-    def fit(self, transactions: pd.DataFrame, history: pd.DataFrame | None = None) -> "FeatureBuilder":
+    def fit(self, transactions: pd.DataFrame, history: pd.DataFrame | None = None,
+            keys=None) -> "FeatureBuilder":
         """``transactions``: all before the scored week (``t_dat``, ``customer_key``,
-        ``article_id``, ``price``); ``history``: their :func:`hm_utils.history.customer_history`."""
+        ``article_id``, ``price``); ``history``: their :func:`hm_utils.history.customer_history`
+        (or only ``keys``' rows of it). ``keys``: the only customers :meth:`transform` will see
+        (None: any); the per-customer statistics then come from their rows alone (the same
+        values for them), the per-article ones from all rows."""
         t = as_transactions(transactions)
         if t.empty:
             raise ValueError("feature builder: cannot fit on empty transactions")
@@ -144,6 +148,12 @@ class FeatureBuilder:
         self.art_prod_ = (attr[PRODUCT_CODE].fillna(-1).to_numpy(np.int64) if PRODUCT_CODE in attr.columns
                           else np.full(na, -1, np.int64))
         # customers
+        if keys is not None:                    # a label week's sample: its customers' rows only
+            asked = np.zeros(n_rows, bool)
+            keys = np.asarray(keys, np.int64)
+            asked[keys[(keys >= 0) & (keys < n_rows)]] = True
+            sel = asked[cust]
+            cust, age, price, ok_price, a_pos = cust[sel], age[sel], price[sel], ok_price[sel], a_pos[sel]
         c_n = np.bincount(cust, minlength=n_rows).astype(np.float64)
         c_last = np.full(n_rows, np.nan)
         by_cust = pd.Series(age).groupby(cust, sort=False).min()

@@ -84,6 +84,24 @@ def map_blocks(fn, blocks, n: int, size: int, desc: str, workers: int | None = N
     bar.close()
 
 
+def neighbour_ids(query, matrix, k: int, exclude_self=None, workers: int | None = None) -> np.ndarray:
+    """:func:`hm_utils.similarity.top_k`'s indices (int64 [q, k], -1 when fewer), the queries split
+    into ``workers`` parts run in threads (:func:`map_blocks`; None: one per CPU). Each query's
+    neighbours come from its own row of the product, so the split changes no index."""
+    out = np.full((len(query), k), -1, np.int64)
+    if len(query) == 0:
+        return out
+    ex = None if exclude_self is None else np.asarray(exclude_self, np.int64)
+    size = max(1024, -(-len(query) // (workers or os.cpu_count() or 1)))
+
+    def run(block):
+        s, e = block
+        out[s:e] = top_k(query[s:e], matrix, k, exclude_self=None if ex is None else ex[s:e])[0]
+
+    map_blocks(run, iter_blocks(len(query), size, "", progress=False), len(query), len(query), "", workers)
+    return out
+
+
 # --------------------------------------------------------------- rankers ---
 class Ranker:
     """Base class: ``fit(transactions)``, then ``predict(customer_keys) -> int32 [n, k]``."""
@@ -390,7 +408,7 @@ class ImprovedRanker(Ranker):
             pos = np.searchsorted(pool_rows, queries)
             pos_c = np.minimum(pos, len(pool_rows) - 1)
             self_row = np.where(pool_rows[pos_c] == queries, pos_c, -1)
-            idx, _ = top_k(emb.matrix[queries], emb.matrix[pool_rows], self.n_neighbors, exclude_self=self_row)
+            idx = neighbour_ids(emb.matrix[queries], emb.matrix[pool_rows], self.n_neighbors, self_row)
             self.nb_table_[queries] = np.where(idx >= 0, emb.article_ids[pool_rows[np.maximum(idx, 0)]], PAD)
 
     # -- prediction ---------------------------------------------------------

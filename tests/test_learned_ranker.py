@@ -207,3 +207,36 @@ def test_learned_ranker_with_nothing_to_learn_falls_back_and_says_so():
     # own articles first, most recent first: customer 0 C1 (day 20); customer 1 A3 (day 30), B1 (day 1)
     assert m[0, 0] == C1 and m[1, :2].tolist() == [A3, B1]
     assert all(len(set(row)) == 12 for row in m.tolist() if -1 not in row) and r.personal_.tolist() == [True, True, False]
+
+
+def test_fitting_for_a_sample_of_customers_gives_them_the_same_candidates_and_features():
+    # the label weeks fit generator and features on the sampled customers' rows (customer_rows, keys):
+    # every candidate and feature of those customers must equal the full fit's
+    from hm_utils.history import customer_history, customer_rows
+
+    t, arts, customers, emb = synthetic_shop()
+    keys = np.array([3, 17, 40, 41, 99])
+    full_gen = CandidateGenerator(arts, {"e": emb}).fit(t)
+    full_fb = FeatureBuilder(arts, customers, {"e": emb}, full_gen.names).fit(t)
+    h = customer_history(customer_rows(t, keys), reference_date=t["t_dat"].max())
+    assert 0 < len(h) < len(customer_history(t))
+    gen = CandidateGenerator(arts, {"e": emb}).fit(t, h)
+    fb = FeatureBuilder(arts, customers, {"e": emb}, gen.names).fit(t, h, keys)
+    a, b = full_gen.generate(keys), gen.generate(keys)
+    assert np.array_equal(a.customer_key, b.customer_key) and np.array_equal(a.article_id, b.article_id)
+    assert np.array_equal(a.sources, b.sources) and len(a) > 5 * len(keys)
+    np.testing.assert_array_equal(full_fb.transform(a), fb.transform(b))        # NaNs in the same places
+    # and the fitted ranker's training rows are those of a fit without the restriction
+    r = LearnedRanker(arts, customers, {"e": emb}, train_weeks=1, max_train_customers=30, backend="sklearn")
+    X, y, groups, _ = r.training_set(t)
+    start = week_windows(t, 1)[0]
+    inner, label = split_week(t, start)
+    sample = np.sort(np.random.default_rng(0).choice(np.unique(label["customer_key"]), 30, replace=False))
+    g = CandidateGenerator(arts, {"e": emb}).fit(inner)
+    c = g.generate(sample)
+    truth = set(zip(label["customer_key"], label["article_id"]))
+    pos = {k for k, a_ in zip(c.customer_key, c.article_id) if (k, a_) in truth}
+    keep = np.isin(c.customer_key, list(pos))
+    ref = FeatureBuilder(arts, customers, {"e": emb}, g.names).fit(inner).transform(
+        type(c)(c.customer_key[keep], c.article_id[keep], c.sources[keep], c.names))
+    np.testing.assert_array_equal(X, ref)

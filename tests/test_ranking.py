@@ -343,3 +343,17 @@ def test_improved_tuning_pools_several_weeks_before_the_fit_end():
     from hm_utils.history import split_week, week_windows
     n = sum(split_week(t, s)[1]["customer_key"].nunique() for s in week_windows(t, 3))
     assert (imp.tuning_["customer_weeks"] == n).all()
+
+
+def test_neighbour_ids_in_threads_are_top_k_indices():
+    from hm_utils.rankers import neighbour_ids
+    from hm_utils.similarity import top_k
+
+    rng = np.random.default_rng(3)
+    q, m = rng.standard_normal((2500, 8)).astype(np.float32), rng.standard_normal((300, 8)).astype(np.float32)
+    ex = rng.integers(-1, 300, 2500)
+    want = top_k(q, m, 5, exclude_self=ex)[0]
+    got = neighbour_ids(q, m, 5, ex, workers=2)                    # two parts of 1,250 queries
+    assert np.array_equal(got, want) and not (got == ex[:, None]).any()
+    assert neighbour_ids(q[:0], m, 5).shape == (0, 5)
+    assert np.array_equal(neighbour_ids(q[:3], m[:2], 5, workers=2)[:, 2:], np.full((3, 3), -1))
