@@ -22,6 +22,13 @@ is the process's maximum RSS (``resource.getrusage``).
 
     python -m benchmarks.bench_ranking --scale 0.02
     python -m benchmarks.bench_ranking --scale 1.0     # competition scale, ~1.5 GB
+
+``--history``: instead, every ranker's first step, :func:`hm_utils.history.customer_history`
+(each customer's distinct articles, newest first), on ``31,788,324 * scale`` random transactions
+over two years: the integer-sort path against the pandas groupby + four-key sort it replaced
+(``history._history_by_pandas``), in the same process; the two tables must be identical.
+
+    python -m benchmarks.bench_ranking --history --scale 1.0   # ~5 GB
 """
 from __future__ import annotations
 
@@ -92,6 +99,35 @@ def baseline(emb_df: pd.DataFrame, anchors, candidates, popular):
     return np.array(out, dtype=np.int64)
 
 
+def history_bench(scale: float, seed: int = 0) -> int:
+    """customer_history: the sort path against the pandas path on random transactions; 0 when identical."""
+    from hm_utils import history
+
+    rng = np.random.default_rng(seed)
+    n = max(int(31_788_324 * scale), 10_000)
+    n_cust = max(int(N_CUSTOMERS * scale), 1_000)
+    ids = np.sort(rng.choice(np.arange(108_775_015, 959_461_001, 7), max(int(N_ARTICLES * scale), 500),
+                             replace=False))
+    day0 = np.datetime64("2018-09-20", "ms")
+    tx = pd.DataFrame({"t_dat": day0 + rng.integers(0, 734, n).astype("timedelta64[D]"),
+                       "customer_key": rng.zipf(1.3, n).astype(np.int64) % n_cust,
+                       "article_id": ids[rng.zipf(1.2, n) % len(ids)]})
+    tx = tx.astype({"customer_key": np.int32, "article_id": np.int32})
+    print(f"history: {n:,} transactions, {n_cust:,} customers, {len(ids):,} articles")
+    t = time.perf_counter()
+    ours_h = history.customer_history(tx)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    base = history._history_by_pandas(tx)
+    base["age_days"] = ((tx["t_dat"].max() - base["last"]) / pd.Timedelta(days=1)).astype(np.float64)
+    base["rank"] = history.rank_within(base["customer_key"].to_numpy())
+    t_base = time.perf_counter() - t
+    same = ours_h.equals(base)
+    print(f"customer_history: ours {t_ours:.1f} s, pandas groupby + sort {t_base:.1f} s "
+          f"({t_base / t_ours:.1f}x); {len(ours_h):,} pairs; identical: {same}; peak RSS {peak_rss_mb():,.0f} MB")
+    return 0 if same else 1
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -101,7 +137,10 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=0.02, help="fraction of competition size (1.0 = 1.37M customers)")
     p.add_argument("--baseline-customers", type=int, default=2_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--history", action="store_true", help="time customer_history against the pandas path instead")
     args = p.parse_args(argv)
+    if args.history:
+        return history_bench(args.scale, args.seed)
 
     t = time.perf_counter()
     ids, mat, has, anchors, candidates, popular = make_data(args.scale, args.seed)
