@@ -379,19 +379,26 @@ def evaluate_rankers(rankers: list[Ranker], train: pd.DataFrame, holdout: pd.Dat
     return table, results
 
 
-def predict_all(rankers: list[Ranker], transactions: pd.DataFrame, customer_keys, work_dir=None
-                ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def predict_all(rankers: list[Ranker], transactions: pd.DataFrame, customer_keys, work_dir=None,
+                release: bool = True) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Fit every ranker on ``transactions`` (all of them: the submission setting) and predict
     for ``customer_keys`` (every customer). With ``work_dir``, each ranker's lists are written
-    to ``predictions/full/<name>.parquet``. Returns ``({name: int32 [n, 12]}, table of
-    ranker, coverage, seconds)``."""
+    to ``predictions/full/<name>.parquet``. With ``release`` (the default), each ranker's
+    earlier fitted state is dropped before it is refitted, and its new state once its lists
+    are made (:meth:`hm_utils.rankers.Ranker.release`), so that only one ranker's state is
+    in memory at a time (at competition scale they add up to several GB). Returns
+    ``({name: int32 [n, 12]}, table of ranker, coverage, seconds)``."""
     keys = np.asarray(customer_keys, np.int64)
     out, rows = {}, []
     for r in tqdm(rankers, desc="fit on all transactions", unit="ranker"):
         t0 = time.perf_counter()
+        if release:
+            r.release()
         mat = r.fit(transactions).predict(keys)
         rows.append({"ranker": r.name, "coverage": float(np.mean(r.personal_)) if len(keys) else float("nan"),
                      "seconds": time.perf_counter() - t0})
+        if release:
+            r.release()
         out[r.name] = mat
         if work_dir is not None:
             write_predictions(work_dir, r.name, keys, mat, FULL_SUBDIR)

@@ -120,6 +120,19 @@ class Ranker:
     def _fit(self, transactions):  # pragma: no cover - overridden
         pass
 
+    #: fitted attributes :meth:`release` keeps: small records a notebook reports afterwards
+    KEPT_ON_RELEASE = ("tuning_", "backend_", "note_", "personal_")
+
+    def release(self) -> "Ranker":
+        """Drop the fitted state: every attribute whose name ends in ``_`` except those in
+        :attr:`KEPT_ON_RELEASE` (at competition scale a fitted ranker holds up to a few GB:
+        histories, candidate tables, a training set). The settings stay (the tuned ``weights``
+        too); ``predict`` needs ``fit`` again (RuntimeError until then). Returns self."""
+        for name in [a for a in vars(self) if a.endswith("_") and not a.endswith("__")
+                     and a not in self.KEPT_ON_RELEASE]:
+            delattr(self, name)
+        return self
+
     def predict(self, customer_keys) -> np.ndarray:
         """int32 [n, k] article ids for the customers (int array [n]); sets ``personal_`` bool [n]."""
         if not hasattr(self, "popular_"):

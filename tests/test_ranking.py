@@ -284,6 +284,23 @@ def test_predict_all_writes_full_predictions(tmp_path):
     assert table["coverage"].tolist() == [0.0]
 
 
+def test_predict_all_releases_each_rankers_state_and_keeps_what_is_reported(tmp_path):
+    own = tx([(20, 0, 139)])
+    t = pd.concat([background(days=21), own], ignore_index=True)
+    tuned = BlendWeights(sim=1.0, pop=1.0, rep=5.0)
+    imp = ImprovedRanker(None, n_candidates=20, tune=False, weights=tuned)
+    kept = ImprovedRanker(None, n_candidates=20, tune=False, weights=tuned)
+    preds, _ = predict_all([imp], t, np.array([0, 99]))
+    same, _ = predict_all([kept], t, np.array([0, 99]), release=False)
+    assert np.array_equal(preds["improved"], same["improved"]) and preds["improved"][0, 0] == 139
+    # released: no fitted arrays left, the reported records and settings stay, predict needs fit again
+    assert not hasattr(imp, "popular_") and not hasattr(imp, "rep_ids_") and hasattr(kept, "rep_ids_")
+    assert imp.personal_.tolist() == [True, False] and imp.tuning_ is None and imp.weights == tuned
+    with pytest.raises(RuntimeError, match="call fit"):
+        imp.predict([0])
+    assert imp.fit(t).predict([0, 99]).tolist() == preds["improved"].tolist()
+
+
 def test_plots_draw_one_bar_per_ranker():
     from hm_utils.ranking_plots import plot_map_scores, plot_tuning_grid
 
