@@ -30,21 +30,19 @@ import numba
 import numpy as np
 import pandas as pd
 
+from .arrays import sorted_unique
 from .config import SUBMISSION_K
 from .lists import PAD
 
 
 def union_keys(key_arrays) -> np.ndarray:
-    """Sorted distinct values of several int arrays (sort-based: numpy's hash-based
-    ``np.unique`` is several times slower on millions of keys)."""
+    """Sorted distinct values of several int arrays, int64 (the first array itself when all
+    are the same strictly increasing keys, else :func:`hm_utils.arrays.sorted_unique`)."""
     first = np.asarray(key_arrays[0])
     if all(a is first or np.array_equal(a, first) for a in key_arrays[1:]) and \
             (len(first) < 2 or bool((first[1:] > first[:-1]).all())):
         return first.astype(np.int64, copy=False)
-    s = np.sort(np.concatenate(key_arrays)).astype(np.int64, copy=False)
-    keep = np.ones(len(s), bool)
-    keep[1:] = s[1:] != s[:-1]
-    return s[keep]
+    return sorted_unique(np.concatenate(key_arrays)).astype(np.int64, copy=False)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
