@@ -164,14 +164,18 @@ def customer_rows(transactions: pd.DataFrame, keys=None) -> pd.DataFrame:
     for a sample of customers (a tuning or label week) needs no one else's history."""
     if keys is None:
         return transactions
-    cust = transactions[CUSTOMER_KEY].to_numpy()
-    keys = np.asarray(keys, np.int64)
+    return transactions[customer_mask(transactions[CUSTOMER_KEY].to_numpy(), keys)]
+
+
+def customer_mask(cust, keys) -> np.ndarray:
+    """bool [n]: whether each of the customer keys ``cust`` (int [n]) is one of ``keys`` (int [k]),
+    by a lookup table over the key range; negative keys match nothing."""
+    cust, keys = np.asarray(cust), np.asarray(keys, np.int64)
     if len(cust) == 0 or len(keys) == 0:
-        return transactions.iloc[:0]
-    n_rows = int(max(cust.max(), keys.max())) + 1
-    mask = np.zeros(n_rows, bool)
-    mask[keys[keys >= 0]] = True
-    return transactions[mask[np.maximum(cust, 0)] & (cust >= 0)]
+        return np.zeros(len(cust), bool)
+    table = np.zeros(max(int(cust.max()), int(keys.max()), 0) + 1, bool)
+    table[keys[keys >= 0]] = True
+    return table[np.maximum(cust, 0)] & (cust >= 0)
 
 
 def _history_by_pandas(transactions: pd.DataFrame) -> pd.DataFrame:

@@ -48,7 +48,7 @@ from .arrays import sorted_unique
 from .candidates import Candidates, encode_pairs
 from .config import ARTICLE_ID, CUSTOMER_KEY, PRICE, PRODUCT_CODE, T_DAT
 from .embedding_index import ArticleEmbeddings
-from .history import CustomerProfiles, as_transactions, customer_history, leave_one_out_cosine
+from .history import CustomerProfiles, as_transactions, customer_history, customer_mask, leave_one_out_cosine
 from .lists import PAD, dense_lists
 
 ATTRIBUTES = ["product_type_no", "graphical_appearance_no", "colour_group_code", "perceived_colour_value_id",
@@ -149,10 +149,7 @@ class FeatureBuilder:
                           else np.full(na, -1, np.int64))
         # customers
         if keys is not None:                    # a label week's sample: its customers' rows only
-            asked = np.zeros(n_rows, bool)
-            keys = np.asarray(keys, np.int64)
-            asked[keys[(keys >= 0) & (keys < n_rows)]] = True
-            sel = asked[cust]
+            sel = customer_mask(cust, keys)
             cust, age, price, ok_price, a_pos = cust[sel], age[sel], price[sel], ok_price[sel], a_pos[sel]
         c_n = np.bincount(cust, minlength=n_rows).astype(np.float64)
         c_last = np.full(n_rows, np.nan)

@@ -7,7 +7,7 @@ import pytest
 
 from hm_utils.embedding_index import ArticleEmbeddings
 from hm_utils.evaluation import RankingSettings
-from hm_utils.history import anchor_mask, customer_history, customer_rows, split_holdout, split_week, week_windows
+from hm_utils.history import anchor_mask, customer_history, customer_mask, customer_rows, split_holdout, split_week, week_windows
 from hm_utils.rankers import OriginalRanker
 from hm_utils.workdir import HoldoutSplit, read_holdout_split, write_holdout_split
 
@@ -133,3 +133,12 @@ def test_customer_rows_keep_whole_histories_of_the_asked_customers():
     pd.testing.assert_frame_equal(part.reset_index(drop=True),
                                   full[full["customer_key"].isin(keys)].reset_index(drop=True))
     assert customer_rows(tx, None) is tx and len(customer_rows(tx, [])) == 0
+
+
+def test_customer_mask_by_hand():
+    # customer 3 twice, 7 once; -1 (no customer) and 0 not asked; the asked 9 and -2 are absent
+    cust = np.array([3, -1, 0, 7, 3])
+    assert customer_mask(cust, [3, 7, 9, -2]).tolist() == [True, False, False, True, True]
+    assert customer_mask(cust, []).tolist() == [False] * 5
+    assert customer_mask(np.zeros(0, np.int64), [1]).tolist() == []
+    assert customer_mask(np.array([-1, -3]), [-1]).tolist() == [False, False]
