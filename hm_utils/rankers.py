@@ -108,13 +108,15 @@ class Ranker:
     name = "ranker"
     k = SUBMISSION_K
 
-    def fit(self, transactions: pd.DataFrame) -> "Ranker":
+    def fit(self, transactions: pd.DataFrame, **options) -> "Ranker":
+        """Fit on ``transactions``; ``options`` go to the subclass's ``_fit`` (e.g.
+        :class:`ImprovedRanker`'s ``only_keys``; TypeError where it takes none)."""
         transactions = as_transactions(transactions)
         if transactions.empty:
             raise ValueError(f"{self.name}: cannot fit on empty transactions")
         self.popular_ = popular_articles(transactions, self.k, days=7)
         self.fit_end_ = transactions[T_DAT].max()
-        self._fit(transactions)
+        self._fit(transactions, **options)
         return self
 
     def _fit(self, transactions):  # pragma: no cover - overridden
@@ -330,7 +332,6 @@ class ImprovedRanker(Ranker):
         self.tune_days, self.tune_customers, self.block_size, self.seed = tune_days, tune_customers, block_size, seed
         self.chunk_size, self.tune_weeks, self.workers = chunk_size, tune_weeks, workers
         self.tuning_ = None
-        self._only_keys = None                     # set while a tuning week is fitted (customer_rows)
         if name:
             self.name = name
 
@@ -357,11 +358,7 @@ class ImprovedRanker(Ranker):
                 continue
             if len(keys) > per_week:
                 keys = np.sort(np.random.default_rng(self.seed).choice(keys, per_week, replace=False))
-            self._only_keys = keys                 # the week's state only for the customers it scores
-            try:
-                Ranker.fit(self, inner_train)
-            finally:
-                self._only_keys = None
+            Ranker.fit(self, inner_train, only_keys=keys)   # the week's state only for the customers it scores
             comp = self.components(keys)
             for g, w in enumerate(self.weight_grid):
                 mat = fill_with_popular(self._combine(comp, w, self.k), self.popular_, self.k)
@@ -375,7 +372,9 @@ class ImprovedRanker(Ranker):
         best = table.sort_values("map12", ascending=False, kind="stable").iloc[0]
         return BlendWeights(float(best["sim"]), float(best["pop"]), float(best["rep"])), table
 
-    def _fit(self, transactions):
+    def _fit(self, transactions, only_keys=None):
+        """``only_keys``: the only customers :meth:`components` will be asked about (a tuning
+        week's sample); their state then comes from their rows alone (:func:`customer_rows`)."""
         n_rows = int(transactions[CUSTOMER_KEY].max()) + 1
         self.n_rows_ = n_rows
         counts = article_counts(transactions, days=7)
@@ -389,9 +388,7 @@ class ImprovedRanker(Ranker):
         pos = np.empty(len(c), np.float64)
         pos[np.lexsort((self.pop_ids_, -c))] = np.arange(len(c))
         self.pop_score_ = (np.log1p(c) / np.log1p(c.max()) - 1e-9 * pos) if len(c) else c
-        # a tuning week scores a sample of customers: their state from their rows alone (customer_rows)
-        h = customer_history(customer_rows(transactions, getattr(self, "_only_keys", None)),
-                             reference_date=transactions[T_DAT].max())
+        h = customer_history(customer_rows(transactions, only_keys), reference_date=transactions[T_DAT].max())
         h["w"] = h["n"] * 0.5 ** (h["age_days"] / self.half_life_days)
         # repurchase candidates with their recency-weighted score
         rep = h[h["age_days"] < self.repurchase_days]
