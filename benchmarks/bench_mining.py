@@ -6,7 +6,7 @@ Builds transactions with numpy (no dependence on the synthetic generator),
 shaped like the competition's: ``1.37 M * scale`` customers with heavy-tailed
 activity, ``31.8 M * scale`` rows, ``105 k * scale`` articles with Zipf-like
 popularity in ~20 product groups of very unequal size, dates over two years.
-Times ``hm_utils.mining.mine_triplets(strategy="original")`` on all of it, and
+Times ``hm_utils.triplets.mining.mine_triplets(strategy="original")`` on all of it, and
 the plain per-customer way (``groupby(customer).apply`` with
 ``value_counts``) on a random subset of customers, extrapolated per customer to
 all of them; prints both and their ratio, and the process's peak memory.
@@ -33,8 +33,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from hm_utils.mining import MiningSettings, mine_triplets
-from hm_utils.negatives import STRATEGIES
+from hm_utils.triplets.mining import MiningSettings, mine_triplets
+from hm_utils.triplets.strategies import STRATEGIES
 
 FULL_CUSTOMERS, FULL_ROWS, FULL_ARTICLES = 1_371_980, 31_788_324, 105_542
 N_GROUPS, N_DAYS = 20, 734
@@ -116,7 +116,7 @@ def polars_original(tx: pd.DataFrame, articles: pd.DataFrame, seed: int = 42, la
     Random draws use polars' own ``sample`` (so they differ from ours); everything
     else is deterministic and checked against ours in :func:`check_against_polars`.
     Returns {"triplets", "anchors", "candidates", "least", "bought"} (polars frames) and
-    "skipped" (the same reasons as :class:`hm_utils.mining.MiningResult`).
+    "skipped" (the same reasons as :class:`hm_utils.triplets.mining.MiningResult`).
     """
     import polars as pl
 

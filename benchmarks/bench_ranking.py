@@ -1,4 +1,4 @@
-"""Benchmark: the original ranker's ranking step (hm_utils.rankers.rank_by_anchor)
+"""Benchmark: the original ranker's ranking step (hm_utils.ranking.rankers.rank_by_anchor)
 against the original notebook's per-customer loop.
 
 Random data shaped like the competition's, built here: ``1,371,980 * scale``
@@ -9,8 +9,8 @@ none and get the popular list).
 
 * ours: anchors -> embedding rows -> one [block, 550] x [550, 100] matrix
   product per block of customers -> ``argpartition`` -> 12 per row, then the
-  popular fill (:func:`hm_utils.rankers.rank_by_anchor` +
-  :func:`hm_utils.lists.fill_with_popular`), over *all* customers;
+  popular fill (:func:`hm_utils.ranking.rankers.rank_by_anchor` +
+  :func:`hm_utils.core.lists.fill_with_popular`), over *all* customers;
 * baseline: the original loop, per customer: boolean-mask lookup of the
   anchor's row in the embeddings DataFrame, cosine similarity of that one
   vector with the candidate matrix, ``argsort``, 12 best. Timed on
@@ -23,7 +23,7 @@ is the process's maximum RSS (``resource.getrusage``).
     python -m benchmarks.bench_ranking --scale 0.02
     python -m benchmarks.bench_ranking --scale 1.0     # competition scale, ~1.5 GB
 
-``--history``: instead, every ranker's first step, :func:`hm_utils.history.customer_history`
+``--history``: instead, every ranker's first step, :func:`hm_utils.data.purchase_history.customer_history`
 (each customer's distinct articles, newest first), on ``31,788,324 * scale`` random transactions
 over two years: the integer-sort path against the pandas groupby + four-key sort it replaced
 (``history._history_by_pandas``), in the same process; the two tables must be identical.
@@ -41,9 +41,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.lists import fill_with_popular
-from hm_utils.rankers import rank_by_anchor
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.core.lists import fill_with_popular
+from hm_utils.ranking.rankers import rank_by_anchor
 
 N_CUSTOMERS = 1_371_980
 N_ARTICLES = 105_542
@@ -101,8 +101,7 @@ def baseline(emb_df: pd.DataFrame, anchors, candidates, popular):
 
 def history_bench(scale: float, seed: int = 0) -> int:
     """customer_history: the sort path against the pandas path on random transactions; 0 when identical."""
-    from hm_utils import history
-
+    from hm_utils.data import purchase_history as history
     rng = np.random.default_rng(seed)
     n = max(int(31_788_324 * scale), 10_000)
     n_cust = max(int(N_CUSTOMERS * scale), 1_000)

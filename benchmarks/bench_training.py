@@ -4,7 +4,7 @@ Same model (frozen backbone + the original head), same triplets, same batch
 size, in the same process:
 
 * **cached** (our way): every article's image goes once through the frozen
-  backbone (:func:`hm_utils.feature_cache.compute_feature_cache`); an epoch then
+  backbone (:func:`hm_utils.model.feature_cache.compute_feature_cache`); an epoch then
   trains only the head on gathered features.
 * **baseline** (plain): every epoch decodes the three images of every triplet
   from disk (the same ``tf.data`` reduced-scale decoder) and runs them through
@@ -42,7 +42,7 @@ N_ARTICLES_FULL = 105_542
 
 def _image_paths(n: int, workdir: Path) -> list[str]:
     """n image paths: hm_sample's real photos in turn, or generated 1750 x 1166 JPEGs."""
-    from hm_utils.config import SHARED_SAMPLE
+    from hm_utils.core.config import SHARED_SAMPLE
 
     real = sorted((Path(os.environ.get("HM_SAMPLE_DIR", SHARED_SAMPLE)) / "images").glob("*/*.jpg"))
     if not real:
@@ -67,10 +67,10 @@ def bench_backbone(name: str, n_triplets: int, n_articles: int, image_size, batc
     import keras
     import tensorflow as tf
 
-    from hm_utils.feature_cache import compute_feature_cache
-    from hm_utils.losses import TripletLoss
-    from hm_utils.model import assemble_embedding_model, build_backbone, build_head, build_siamese
-    from hm_utils.triplet_datasets import cached_triplet_dataset, image_triplet_dataset
+    from hm_utils.model.feature_cache import compute_feature_cache
+    from hm_utils.model.losses import TripletLoss
+    from hm_utils.model.siamese import assemble_embedding_model, build_backbone, build_head, build_siamese
+    from hm_utils.model.triplet_datasets import cached_triplet_dataset, image_triplet_dataset
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hm_utils.config import SHARED_SAMPLE
+from hm_utils.core.config import SHARED_SAMPLE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +26,7 @@ def tiny_series(tmp_path_factory) -> Path:
 
     Set ``HM_TINY_WORK_DIR`` to reuse an existing run while developing.
     """
-    from hm_utils.pipeline import run_series
+    from hm_utils.runner.series import run_series
 
     reuse = os.environ.get("HM_TINY_WORK_DIR")
     if reuse:

@@ -1,7 +1,7 @@
-"""hm_utils.arrays: the sort-based distinct values used instead of numpy 2.4's hash-based np.unique."""
+"""hm_utils.core.arrays: the sort-based distinct values used instead of numpy 2.4's hash-based np.unique."""
 import numpy as np
 
-from hm_utils.arrays import sorted_unique
+from hm_utils.core.arrays import sorted_unique
 
 
 def test_sorted_unique_by_hand():
@@ -20,7 +20,7 @@ def test_sorted_unique_equals_np_unique_on_random_keys():
 
 
 def test_run_starts_by_hand():
-    from hm_utils.arrays import run_starts
+    from hm_utils.core.arrays import run_starts
 
     assert run_starts(np.array([1, 1, 2, 5, 5, 5])).tolist() == [True, False, True, True, False, False]
     assert run_starts(np.array([], dtype=np.int64)).tolist() == []

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.checks import MissingColumnError, require_columns
-from hm_utils.storage import atomic_path, write_parquet
+from hm_utils.core import config as C
+from hm_utils.core.checks import MissingColumnError, require_columns
+from hm_utils.core.storage import atomic_path, write_parquet
 
 
 def test_image_relpath_and_format():

@@ -1,4 +1,4 @@
-"""Tests of hm_utils.data_stats and hm_utils.calibration: every statistic on hand-built transaction tables with
+"""Tests of hm_utils.data.statistics and hm_utils.data.published_stats: every statistic on hand-built transaction tables with
 values worked out by hand, the comparison table, and the folder reader (competition
 layout, work directory, the real-data excerpt)."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.calibration import TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics, format_comparison
-from hm_utils.data_stats import dataset_statistics, folder_statistics
+from hm_utils.core import config as C
+from hm_utils.data.published_stats import TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics, format_comparison
+from hm_utils.data.statistics import dataset_statistics, folder_statistics
 
 LAST = "2020-09-22"   # a Tuesday; week 0 = Sep 16..22, week 1 = Sep 9..15, week 2 = Sep 2..8, week 3 = Aug 26..Sep 1
 
@@ -201,9 +201,9 @@ def test_every_band_holds_its_real_value():
 
 # ------------------------------------------------------------------ folders --
 def test_folder_statistics_reads_both_layouts(tmp_path):
-    from hm_utils.loading import prepare_data
-    from hm_utils.workdir import load_articles, load_customers, load_transactions
-    from hm_utils.synthetic import generate_synthetic
+    from hm_utils.data.loading import prepare_data
+    from hm_utils.core.workdir import load_articles, load_customers, load_transactions
+    from hm_utils.synthetic.generate import generate_synthetic
 
     data = generate_synthetic(tmp_path / "syn", 60, 50, 900, seed=3, images=False, progress=False)
     from_csv = folder_statistics(data, baselines=False)
@@ -277,7 +277,7 @@ def test_sorting_and_counting_paths_agree(monkeypatch, shop):
     """Keys are counted with np.bincount when their range is small and by sorting otherwise, and the
     (customer, article, date, price, channel) key is packed into one int64 unless too wide: the
     hand-checked shop gives the same statistics down every path."""
-    import hm_utils.data_stats as ds
+    import hm_utils.data.statistics as ds
 
     monkeypatch.setattr(ds, "_DENSE_MAX", 0)
     monkeypatch.setattr(ds, "_DENSE_PER_KEY", 0)
@@ -293,7 +293,7 @@ def test_sorting_and_counting_paths_agree(monkeypatch, shop):
 def test_baselines_on_rows_sorted_by_date(monkeypatch):
     """Rows sorted by date (notebook 01's file) are split by position instead of split_holdout's
     masks: the same scores by hand as in test_baselines_by_hand, and split_holdout is not called."""
-    import hm_utils.history as history
+    import hm_utils.data.purchase_history as history
 
     def no_split(*args, **kwargs):
         raise AssertionError("split_holdout called on rows sorted by date")
@@ -304,3 +304,15 @@ def test_baselines_on_rows_sorted_by_date(monkeypatch):
     assert s["map12_repurchase"] == pytest.approx((0.5 + 1 + 1) / 5)
     one_week = SHOP[SHOP[C.T_DAT] >= "2020-09-16"].sort_values(C.T_DAT, kind="stable")
     assert math.isnan(dataset_statistics(one_week, baselines=True)["map12_popularity"])   # nothing to fit on
+
+
+def test_real_data_is_compared_not_judged():
+    stats = {t.key: t.real * 3 for t in TARGETS}          # every value three times the published one
+    judged = compare_statistics(stats)
+    assert judged["pass"].notna().sum() > 30 and not judged["pass"].dropna().any()
+    compared = compare_statistics(stats, verdict=False)
+    assert compared["pass"].isna().all()
+    assert np.allclose(compared["ratio"].dropna(), 3.0) and compared["ratio"].notna().sum() > 30
+    rec = calibration_record(compared)
+    assert (rec["n_judged"], rec["n_pass"], rec["failed"]) == (0, 0, [])
+    assert format_comparison(compared).splitlines()[-1].startswith("a comparison with the full data, not a verdict")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hm_utils import efficientnet_lite as E
-from hm_utils import torch_pickle as T
-from hm_utils.config import REPO_ROOT
+from hm_utils.model import efficientnet_lite as E
+from hm_utils.model import torch_pickle as T
+from hm_utils.core.config import REPO_ROOT
 
 CATALOGUE = REPO_ROOT.parent / "shared" / "hm_catalogue"
 
@@ -215,7 +215,7 @@ def test_mapping_errors_name_the_tensor(state_dict):
 def _photos():
     if not (CATALOGUE / "articles.csv").is_file():
         pytest.skip(f"real photos not found at {CATALOGUE} (../shared/hm_catalogue beside the checkout)")
-    from hm_utils.images import load_image
+    from hm_utils.data.images import load_image
     return np.stack([load_image(CATALOGUE / "images" / a[:3] / f"{a}.jpg", (224, 224)) for a in PHOTOS])
 
 
@@ -225,7 +225,7 @@ def _top5_hits(net, x) -> list[bool]:
 
 
 def test_imagenet_head_names_the_products(weights_cache):
-    from hm_utils.model import build_imagenet_classifier
+    from hm_utils.model.siamese import build_imagenet_classifier
 
     x = _photos()
     net = build_imagenet_classifier("efficientnet_lite0", (224, 224))
@@ -293,8 +293,7 @@ def test_cache_folder_default_and_missing_package(monkeypatch, tmp_path):
 
 
 def test_backbone_from_model_module(weights_cache):
-    from hm_utils import model as M
-
+    from hm_utils.model import siamese as M
     bb = M.build_backbone("efficientnet_lite0", (96, 64), pooling="avg", weights="imagenet")
     assert bb.output_shape == (None, 1280) and not bb.trainable
     flat = M.build_backbone("efficientnet_lite0", (96, 64), pooling="flatten", weights=None, seed=1)

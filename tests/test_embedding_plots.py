@@ -1,4 +1,4 @@
-"""hm_utils.embedding_plots: the numbers behind the figures, and that figures are drawn."""
+"""hm_utils.plots.embeddings: the numbers behind the figures, and that figures are drawn."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from hm_utils.embedding_plots import (  # noqa: E402
+from hm_utils.plots.embeddings import (  # noqa: E402
     OTHER, plot_embedding_maps, plot_explained_variance, plot_similarity_histograms, plot_zero_share, project_2d,
     top_categories,
 )
@@ -89,7 +89,7 @@ def test_top_categories_and_maps():
 
 
 def test_cosine_summary_hand_values():
-    from hm_utils.embedding_plots import cosine_summary
+    from hm_utils.plots.embeddings import cosine_summary
     df = cosine_summary({"m": (np.array([0.9, 0.5, np.nan]), np.array([0.1, 0.7, 0.3]))})
     assert df.loc["m", "n"] == 2
     assert df.loc["m", "mean_ap"] == pytest.approx(0.7)
@@ -109,7 +109,7 @@ def _images_frame(tmp_path, ids, missing=()):
 
 
 def test_triplet_figure_titles_carry_both_models_cosines(tmp_path):
-    from hm_utils.embedding_plots import plot_triplets_with_cosines
+    from hm_utils.plots.embeddings import plot_triplets_with_cosines
     images = _images_frame(tmp_path, [1, 2, 3, 4], missing=(4,))
     trip = pd.DataFrame({"anchor": [1, 2], "positive": [2, 3], "negative": [3, 4]})
     cos = {"image_only": (np.array([0.91, 0.5]), np.array([0.12, 0.4])),
@@ -127,7 +127,7 @@ def test_triplet_figure_titles_carry_both_models_cosines(tmp_path):
 
 
 def test_neighbour_gallery_layout(tmp_path):
-    from hm_utils.embedding_plots import plot_neighbour_gallery
+    from hm_utils.plots.embeddings import plot_neighbour_gallery
     images = _images_frame(tmp_path, [1, 2, 3, 4])
     fig = plot_neighbour_gallery([1, 2], np.array([[2, 3, -1], [1, 4, 3]]),
                                  np.array([[0.9, 0.5, np.nan], [0.9, 0.7, 0.1]]), images)
@@ -142,7 +142,7 @@ def test_plotting_modules_never_load_tensorflow_and_share_one_setup():
     """Importing and using the plotting modules leaves TensorFlow unloaded; matplotlib comes from figures.pyplot
     (the Agg backend outside a notebook)."""
     code = ("import sys\n"
-            "import hm_utils.figures as F, hm_utils.embedding_plots, hm_utils.panels, hm_utils.reporting\n"
+            "import hm_utils.plots.figures as F, hm_utils.plots.embeddings, hm_utils.plots.panels, hm_utils.core.notebook_outputs\n"
             "plt = F.pyplot()\n"
             "fig = F.plot_training({'m': {'epoch': [1], 'loss': [0.2], 'val_loss': [0.3], 'seconds': [1.0]}})\n"
             "print('tensorflow' in sys.modules, plt.get_backend().lower(), len(fig.axes))\n")
@@ -152,7 +152,7 @@ def test_plotting_modules_never_load_tensorflow_and_share_one_setup():
 
 
 def test_visualization_settings_defaults_overrides_and_unknown_names():
-    from hm_utils.embedding_plots import VisualizationSettings
+    from hm_utils.plots.embeddings import VisualizationSettings
 
     d = VisualizationSettings.from_parameters(n_queries=None, tsne_points=None)
     assert (d.triplet_indices, d.n_random_triplets, d.query_articles, d.n_queries, d.k_neighbours,

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_ensembling import align_lists, ensemble_blockwise, rank_scores, row_group_sum
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.ensembling import PredictionList, anchor_queries, ensemble, read_submission_lists
-from hm_utils.submission import make_submission, write_submission
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ensemble.ensembling import PredictionList, anchor_queries, ensemble, read_submission_lists
+from hm_utils.ranking.submission import make_submission, write_submission
 
 POPULAR = np.arange(900, 912)
 
@@ -89,10 +89,10 @@ def test_submission_file_as_input_list(tmp_path):
 
 
 def test_notebook_helpers_score_lists_and_variants(tmp_path):
-    from hm_utils.ensembling import (
+    from hm_utils.ensemble.ensembling import (
         combine_tables, customer_queries, evaluate_ensembles, read_prediction_lists, score_lists, subset_list,
     )
-    from hm_utils.workdir import write_predictions
+    from hm_utils.core.workdir import write_predictions
 
     # customer 0 bought {1, 2}; customer 1 bought {5}
     hold = pd.DataFrame({"customer_key": [0, 0, 1], "article_id": [1, 2, 5]})
@@ -182,7 +182,7 @@ def test_fast_ensemble_anchor_and_plain_queries_threads_and_blocks_agree():
 def _kernel_case(pos_rows, rr, lists_of_col, sims=None, k=3, w_sim=1.0, w_rank=1.0, w_vote=0.0, weights_sum=1.0):
     """Run ``ensemble_rows`` on hand-built aligned rows: codes are positions (no extra ids), code c's
     unit vector has cosine ``sims[c]`` with the one query (None: no similarity)."""
-    from hm_utils.ensemble_kernels import ensemble_rows
+    from hm_utils.ensemble.kernels import ensemble_rows
 
     pos = np.asarray(pos_rows, np.int32)
     n_codes = int(pos.max()) + 1
@@ -263,10 +263,10 @@ def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
 def test_ensemble_settings_from_profile_and_06s_metrics():
     from dataclasses import asdict
 
-    from hm_utils.config import get_profile
-    from hm_utils.ensembling import EnsembleSettings
+    from hm_utils.core.config import get_profile
+    from hm_utils.ensemble.ensembling import EnsembleSettings
 
-    from hm_utils.workdir import HoldoutSplit
+    from hm_utils.core.workdir import HoldoutSplit
 
     profile = get_profile("tiny")
     ranking = HoldoutSplit(5, ("2020-09-16",), np.array([1, 2]), rankers=("a", "b"), bootstrap_samples=50)

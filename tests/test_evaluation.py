@@ -5,16 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.config import AP_BY_CUSTOMER_WEEK, RANKERS_BY_WEEK, WEIGHTS_BY_WEEK
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
+from hm_utils.core.config import AP_BY_CUSTOMER_WEEK, RANKERS_BY_WEEK, WEIGHTS_BY_WEEK
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ranking.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
                                  random_embeddings_like, slice_masks)
-from hm_utils.history import split_holdout, split_week, week_windows
-from hm_utils.intervals import (ablation_comparisons, compare, interval_verdict, interval_word,
+from hm_utils.data.purchase_history import split_holdout, split_week, week_windows
+from hm_utils.core.intervals import (ablation_comparisons, compare, interval_verdict, interval_word,
                                 paired_bootstrap, summarize)
-from hm_utils.metrics import hits_at_k, map_at_k, recall_at_k
-from hm_utils.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
-from hm_utils.workdir import read_predictions, week_predictions_path
+from hm_utils.core.metrics import hits_at_k, map_at_k, recall_at_k
+from hm_utils.ranking.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
+from hm_utils.core.workdir import read_predictions, week_predictions_path
 
 DAY0 = pd.Timestamp("2020-09-01")
 
@@ -192,7 +192,7 @@ def test_ablation_rankers_and_their_comparisons():
 def test_interval_importance_and_recall_plots():
     import matplotlib.pyplot as plt
 
-    from hm_utils.ranking_plots import plot_candidate_recall, plot_feature_importance, plot_intervals
+    from hm_utils.plots.ranking import plot_candidate_recall, plot_feature_importance, plot_intervals
 
     summary = pd.DataFrame({"ranker": ["repurchase", "a", "b"], "diff": [0.0, 0.01, -0.02],
                             "lo": [0.0, -0.01, -0.03], "hi": [0.0, 0.02, -0.01], "customer_weeks": [9, 9, 9],
@@ -207,7 +207,7 @@ def test_interval_importance_and_recall_plots():
 
 
 def test_choose_by_interval_prefers_a_confirmed_gain_else_the_baseline():
-    from hm_utils.intervals import choose_by_interval
+    from hm_utils.core.intervals import choose_by_interval
 
     s = pd.DataFrame({"ranker": ["x", "y", "repurchase", "z"], "map12": [0.30, 0.25, 0.20, 0.10],
                       "verdict": ["cannot tell", "better", "baseline", "worse"]})
@@ -217,7 +217,7 @@ def test_choose_by_interval_prefers_a_confirmed_gain_else_the_baseline():
 
 
 def test_rolling_ensembles_reuse_the_weekly_lists_and_decide_by_interval(tmp_path):
-    from hm_utils.rolling_ensembles import decision_sentence, ensemble_decision, rolling_ensembles
+    from hm_utils.ensemble.rolling import decision_sentence, ensemble_decision, rolling_ensembles
 
     t = background(days=42)
     res = evaluate_rolling([PopularityRanker(), RepurchaseRanker()], t, 2, work_dir=tmp_path, slices=False,

@@ -1,4 +1,4 @@
-"""hm_utils.export: streamed, resumable embedding export and loading of both file kinds."""
+"""hm_utils.export.export: streamed, resumable embedding export and loading of both file kinds."""
 from __future__ import annotations
 
 import json
@@ -20,10 +20,10 @@ import pytest
 keras = pytest.importorskip("keras")
 from PIL import Image  # noqa: E402
 
-from hm_utils.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE  # noqa: E402
-from hm_utils.export import UnreadableImageWarning, export_embeddings, shard_dir_for  # noqa: E402
-from hm_utils.model import model_variant  # noqa: E402
-from hm_utils.workdir import load_embeddings  # noqa: E402
+from hm_utils.core.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE  # noqa: E402
+from hm_utils.export.export import UnreadableImageWarning, export_embeddings, shard_dir_for  # noqa: E402
+from hm_utils.model.siamese import model_variant  # noqa: E402
+from hm_utils.core.workdir import load_embeddings  # noqa: E402
 
 SIZE = (16, 12)  # (height, width) the test models take
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def _export(model, articles, images, out, **kw):
 
 
 def test_export_nulls_warnings_and_values(catalogue, tmp_path):
-    from hm_utils.images import load_image
+    from hm_utils.data.images import load_image
 
     articles, images = catalogue
     model = _tiny_model()
@@ -128,7 +128,7 @@ def test_export_nulls_warnings_and_values(catalogue, tmp_path):
 
 
 def test_interrupted_export_resumes_to_identical_file(catalogue, tmp_path, monkeypatch):
-    import hm_utils.export as ex
+    import hm_utils.export.export as ex
 
     articles, images = catalogue
     model = _tiny_model()
@@ -193,7 +193,7 @@ def test_killed_subprocess_resumes(catalogue, tmp_path):
     out = tmp_path / "killed.parquet"
     script = textwrap.dedent(f"""
         import time, pandas as pd, keras
-        import hm_utils.export as ex
+        import hm_utils.export.export as ex
         m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
         real = ex.make_embed_fn
         def slow(*args, **kw):
@@ -246,7 +246,7 @@ def test_combined_export_keeps_article_columns(catalogue, tmp_path):
     assert len(df) == 14 and df[EMBEDDING].isna().sum() == 4
     assert rep.embedding_dim == 5
     # the tabular row reaches the model: same image, other tabular row -> other embedding
-    from hm_utils.images import load_image
+    from hm_utils.data.images import load_image
     img = load_image(images["abs_path"][0], SIZE)[None]
     expect = np.asarray(model({"image": img, "tabular": tab[:1]}, training=False))[0]
     np.testing.assert_allclose(np.asarray(df[EMBEDDING][0], dtype=np.float32), expect, rtol=1e-5, atol=1e-6)
@@ -267,7 +267,7 @@ def test_bad_inputs_named(catalogue, tmp_path):
 # ------------------------------------------------------- real-data excerpt ---
 def test_export_on_hm_sample(hm_sample, tmp_path):
     """../shared/hm_sample: 1,000 articles, 100 real photos (~1028 x 1750) -> 100 embeddings, 900 null."""
-    from hm_utils.loading import find_images, read_articles_csv
+    from hm_utils.data.loading import find_images, read_articles_csv
 
     articles = read_articles_csv(hm_sample)
     images = find_images(hm_sample, articles[ARTICLE_ID])
@@ -282,8 +282,8 @@ def test_export_on_hm_sample(hm_sample, tmp_path):
 
 
 def test_model_image_size_and_summary(catalogue, tmp_path):
-    from hm_utils.export import export_summary
-    from hm_utils.model import model_image_size
+    from hm_utils.export.export import export_summary
+    from hm_utils.model.siamese import model_image_size
     assert model_image_size(_tiny_model()) == SIZE
     assert model_image_size(_tiny_combined()) == SIZE
     articles, images = catalogue
@@ -293,7 +293,7 @@ def test_model_image_size_and_summary(catalogue, tmp_path):
 
 
 def test_verify_export_detects_a_different_model(catalogue, tmp_path):
-    from hm_utils.export import verify_export
+    from hm_utils.export.export import verify_export
     articles, images = catalogue
     model = _tiny_model()
     out = tmp_path / "v.parquet"
@@ -306,9 +306,9 @@ def test_verify_export_detects_a_different_model(catalogue, tmp_path):
 
 def test_many_models_share_one_backbone_pass(catalogue, tmp_path):
     """Two towers over one backbone (as notebook 03 builds them): one pass, same embeddings as separate exports."""
-    from hm_utils.export import export_embeddings_many
-    from hm_utils.inference import shared_backbone
-    from hm_utils.model import build_backbone, build_embedding_model
+    from hm_utils.export.export import export_embeddings_many
+    from hm_utils.model.inference import shared_backbone
+    from hm_utils.model.siamese import build_backbone, build_embedding_model
 
     articles, images = catalogue
     keras.utils.set_random_seed(3)
@@ -341,7 +341,7 @@ def test_traced_call_is_reused_and_does_not_keep_the_model_alive(catalogue, tmp_
     import gc
     import weakref
 
-    from hm_utils.inference import cached_traces
+    from hm_utils.model.inference import cached_traces
 
     articles, images = catalogue
     model = _tiny_model()
@@ -357,7 +357,7 @@ def test_traced_call_is_reused_and_does_not_keep_the_model_alive(catalogue, tmp_
 
 # ----------------------------------------------------- compiled tower path ---
 def _tower(seed: int = 0, dim: int = 4):
-    from hm_utils.model import build_embedding_model
+    from hm_utils.model.siamese import build_embedding_model
 
     keras.utils.set_random_seed(seed)
     return build_embedding_model("image_only", "small_cnn", SIZE, embedding_dim=dim, pooling="avg", hidden_units=8)
@@ -365,7 +365,7 @@ def _tower(seed: int = 0, dim: int = 4):
 
 def _plain(model, images, ids):
     """The model's own output for the given article ids (decoded like the export)."""
-    from hm_utils.images import load_image
+    from hm_utils.data.images import load_image
 
     paths = images.set_index(ARTICLE_ID).loc[ids, "abs_path"]
     batch = np.stack([load_image(p, SIZE) for p in paths])
@@ -376,7 +376,7 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
     import gc
     import weakref
 
-    from hm_utils.inference import cached_traces
+    from hm_utils.model.inference import cached_traces
 
     articles, images = catalogue
     model = _tower()
@@ -406,7 +406,7 @@ def test_tower_backbone_is_compiled_once_and_recompiled_after_training(catalogue
 
 
 def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, monkeypatch):
-    import hm_utils.inference as inference
+    import hm_utils.model.inference as inference
 
     articles, images = catalogue
     model = _tower(seed=1)
@@ -419,7 +419,7 @@ def test_compiled_mismatch_falls_back_to_the_whole_models(catalogue, tmp_path, m
 
 
 def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(catalogue, tmp_path):
-    from hm_utils.precision import cpu_has_fast_bfloat16
+    from hm_utils.model.numeric_precision import cpu_has_fast_bfloat16
 
     articles, images = catalogue
     model = _tower(seed=2)
@@ -439,10 +439,10 @@ def test_precision_is_recorded_and_shards_of_another_precision_are_not_reused(ca
     assert 0 < rel < 5e-2
 
 
-@pytest.mark.skipif(not __import__("hm_utils.precision", fromlist=["x"]).cpu_has_fast_bfloat16(),
+@pytest.mark.skipif(not __import__("hm_utils.model.numeric_precision", fromlist=["x"]).cpu_has_fast_bfloat16(),
                     reason="no AMX-BF16 on this CPU: precision 'auto' means float32 here")
 def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tmp_path, monkeypatch):
-    import hm_utils.inference as inference
+    import hm_utils.model.inference as inference
 
     articles, images = catalogue
     model = _tower(seed=3)
@@ -463,7 +463,7 @@ def test_auto_precision_falls_back_to_float32_when_bfloat16_drifts(catalogue, tm
 
 
 def test_row_cosines_by_hand():
-    from hm_utils.precision import row_cosines
+    from hm_utils.model.numeric_precision import row_cosines
 
     a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0], [1.0, 0.0], [-3.0, -4.0]])
@@ -471,8 +471,8 @@ def test_row_cosines_by_hand():
 
 
 def test_export_settings_from_the_profile_and_the_parameters():
-    from hm_utils.config import get_profile
-    from hm_utils.export import ExportSettings
+    from hm_utils.core.config import get_profile
+    from hm_utils.export.export import ExportSettings
 
     tiny = get_profile("tiny")
     s = ExportSettings.from_profile(tiny)                   # every parameter None: the profile's / the defaults

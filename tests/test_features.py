@@ -1,4 +1,4 @@
-"""hm_utils.features: the backbone feature store (one decode pass, memory-mapped, atomic, reused)."""
+"""hm_utils.model.feature_store: the backbone feature store (one decode pass, memory-mapped, atomic, reused)."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hm_utils import features as F
-from hm_utils.config import ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST, HAS_IMAGE
-from hm_utils.export import UnreadableImageWarning
-from hm_utils.images import load_image
-from hm_utils.inference import model_digest
-from hm_utils.model import build_backbone
+from hm_utils.model import feature_store as F
+from hm_utils.core.config import ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST, HAS_IMAGE
+from hm_utils.data.images import UnreadableImageWarning
+from hm_utils.data.images import load_image
+from hm_utils.model.inference import model_digest
+from hm_utils.model.siamese import build_backbone
 
 SIZE = (32, 24)
 IDS = np.arange(100, 108, dtype=np.int32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hm_utils.images import (PAD_VALUE, choose_jpeg_ratio, find_unreadable, fitted_size, image_dataset,
+from hm_utils.data.images import (PAD_VALUE, choose_jpeg_ratio, find_unreadable, fitted_size, image_dataset,
                              load_image, report_unreadable)
 
 
@@ -149,8 +149,8 @@ def test_empty_path_list():
 def test_article_image_paths_is_the_one_lookup(tmp_path):
     import pandas as pd
 
-    from hm_utils.config import ARTICLE_ID, HAS_IMAGE, IMAGE_ABS_PATH, IMAGE_PATH
-    from hm_utils.images import article_image_paths
+    from hm_utils.core.config import ARTICLE_ID, HAS_IMAGE, IMAGE_ABS_PATH, IMAGE_PATH
+    from hm_utils.data.images import article_image_paths
 
     table = pd.DataFrame({ARTICLE_ID: [5, 3, 9, 4, 8], HAS_IMAGE: [True, False, True, True, True],
                           IMAGE_ABS_PATH: ["/p/5.jpg", "/p/3.jpg", "/p/9.jpg", "", None]})

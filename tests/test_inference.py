@@ -1,4 +1,4 @@
-"""hm_utils.inference: batch-norm folding, frozen graphs, bfloat16 and the precision choice."""
+"""hm_utils.model.inference: batch-norm folding, frozen graphs, bfloat16 and the precision choice."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from hm_utils.inference import compile_for_inference, fold_batchnorm, foldable_pairs  # noqa: E402
-from hm_utils.precision import cpu_flags, cpu_has_fast_bfloat16, resolve_precision  # noqa: E402
+from hm_utils.model.inference import compile_for_inference, fold_batchnorm, foldable_pairs  # noqa: E402
+from hm_utils.model.numeric_precision import cpu_flags, cpu_has_fast_bfloat16, resolve_precision  # noqa: E402
 
 needs_amx = pytest.mark.skipif(not cpu_has_fast_bfloat16(),
                                reason="this CPU has no AMX-BF16 (amx_bf16 flag): the bfloat16 path is not fast here")
@@ -134,7 +134,7 @@ def test_compile_float32_equals_the_model_for_any_batch_size():
 
 def test_compile_resnet50_backbone_float32():
     """The export's real case: hm_utils' ResNet50 backbone (caffe preprocessing, nested resnet50, avg pool)."""
-    from hm_utils.model import build_backbone
+    from hm_utils.model.siamese import build_backbone
 
     bb = build_backbone("resnet50", (64, 48), "avg", None, seed=0)
     _randomise_bns(bb.get_layer("resnet50"), seed=1)
@@ -148,7 +148,7 @@ def test_compile_resnet50_backbone_float32():
 
 @needs_amx
 def test_compile_bfloat16_is_close_but_not_identical():
-    from hm_utils.model import build_backbone
+    from hm_utils.model.siamese import build_backbone
 
     bb = build_backbone("resnet50", (64, 48), "avg", None, seed=0)
     _randomise_bns(bb.get_layer("resnet50"), seed=1)
@@ -165,7 +165,7 @@ def test_compile_bfloat16_is_close_but_not_identical():
 
 
 def test_keep_zero_biases_changes_only_all_zero_biases_of_the_copy():
-    from hm_utils.inference import ZERO_BIAS_STANDIN, keep_zero_biases
+    from hm_utils.model.inference import ZERO_BIAS_STANDIN, keep_zero_biases
 
     inp = keras.Input((6, 5, 2))
     x = keras.layers.Conv2D(3, 1, name="zero")(inp)            # bias initialised to zeros

@@ -14,9 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hm_utils import kaggle
-from hm_utils.config import NOTEBOOKS_DIR
-from hm_utils.notebook_tools import notebook_problems
+from hm_utils.runner import kaggle
+from hm_utils.core.config import NOTEBOOKS_DIR
+from hm_utils.runner.notebooks import notebook_problems
 
 
 def test_bootstrap_cell_is_prepended_once_and_the_rest_is_unchanged(tmp_path):
@@ -117,7 +117,7 @@ def test_notebook_01_runs_from_the_kaggle_folder_offline(tmp_path, hm_sample, mo
     boot = "".join(o.get("text", "") for o in executed.cells[0].outputs)
     assert f"installing hm-embeddings from {dataset} (offline)" in boot
     installed = list(venv_site.glob("hm_embeddings-*.dist-info"))
-    assert len(installed) == 1 and (venv_site / "hm_utils" / "config.py").is_file()
+    assert len(installed) == 1 and (venv_site / "hm_utils" / "core" / "config.py").is_file()
 
     work = working / "work" / "demo"  # the notebook's default WORK_DIR, under the working directory
     metrics = json.loads((work / "metrics" / "01_data_preparation.json").read_text())

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
+from hm_utils.ranking.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
                                  top_per_group)
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.evaluation import evaluate_rolling
-from hm_utils.history import split_week, week_windows
-from hm_utils.learned_ranker import LearnedRanker, customer_groups, lightgbm_available
-from hm_utils.ranker_features import FeatureBuilder
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ranking.evaluation import evaluate_rolling
+from hm_utils.data.purchase_history import split_week, week_windows
+from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups, lightgbm_available
+from hm_utils.ranking.candidate_features import FeatureBuilder
 
 DAY0 = pd.Timestamp("2020-08-01")
 A1, A2, A3, B1, C1, C2, D1 = 1001001, 1001002, 1001003, 1002001, 1003001, 1003002, 1004001
@@ -97,7 +97,7 @@ def test_features_by_hand_with_leave_one_out_embedding_features():
     t = tx([(14, 0, A1, 0.02), (10, 0, A1, 0.04), (0, 0, B1, 0.03), (14, 1, A1, 0.06)])
     customers = pd.DataFrame({"customer_key": [0, 1, 2], "age": [30.0, np.nan, 55.0]})
     fb = FeatureBuilder(catalogue(), customers, {"e": emb}, sources=[]).fit(t)
-    from hm_utils.candidates import Candidates
+    from hm_utils.ranking.candidates import Candidates
     c = Candidates(np.array([0, 0, 0, 2]), np.array([A1, A2, A3, A1]), np.zeros(4, np.uint16), [])
     f = pd.DataFrame(fb.transform(c), columns=fb.names)
     assert f["own_n"].tolist() == [2, 0, 0, 0] and f["own_days"].iloc[0] == 0 and np.isnan(f["own_days"].iloc[1])
@@ -212,7 +212,7 @@ def test_learned_ranker_with_nothing_to_learn_falls_back_and_says_so():
 def test_fitting_for_a_sample_of_customers_gives_them_the_same_candidates_and_features():
     # the label weeks fit generator and features on the sampled customers' rows (customer_rows, keys):
     # every candidate and feature of those customers must equal the full fit's
-    from hm_utils.history import customer_history, customer_rows
+    from hm_utils.data.purchase_history import customer_history, customer_rows
 
     t, arts, customers, emb = synthetic_shop()
     keys = np.array([3, 17, 40, 41, 99])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hm_utils.lists import PAD, first_in_row, rank_within
+from hm_utils.core.lists import PAD, first_in_row, rank_within
 
 
 def test_first_in_row_wide_rows_by_hand():

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.csv_inputs import DataWarning
-from hm_utils.loading import read_articles_csv, read_customers_csv, read_transactions_csv
+from hm_utils.core import config as C
+from hm_utils.data.csv_columns import DataWarning
+from hm_utils.data.loading import read_articles_csv, read_customers_csv, read_transactions_csv
 
 FILES = (C.ARTICLES_CSV, C.CUSTOMERS_CSV, C.TRANSACTIONS_CSV)
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from hm_utils.losses import (InfoNCELoss, TripletLoss, info_nce_loss, info_nce_losses, make_loss,
+from hm_utils.model.losses import (InfoNCELoss, TripletLoss, info_nce_loss, info_nce_losses, make_loss,
                              triplet_loss, triplet_losses)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.lists import first_in_row
-from hm_utils.metrics import as_prediction_matrix, average_precision_at_k, map_at_k, triplet_accuracy
+from hm_utils.core.lists import first_in_row
+from hm_utils.core.metrics import as_prediction_matrix, average_precision_at_k, map_at_k, triplet_accuracy
 
 
 def actual_frame(pairs):

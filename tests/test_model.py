@@ -9,8 +9,8 @@ import pytest
 
 import keras
 
-from hm_utils import model as M
-from hm_utils.config import TABULAR_COLUMNS
+from hm_utils.model import siamese as M
+from hm_utils.core.config import TABULAR_COLUMNS
 
 SIZE = (48, 32)
 
@@ -205,8 +205,8 @@ def test_seeded_random_backbone_is_reproducible():
 
 
 def test_profiles_use_the_pretrained_lite_backbone():
-    from hm_utils.config import get_profile
-    from hm_utils.training import TrainingSettings
+    from hm_utils.core.config import get_profile
+    from hm_utils.model.training import TrainingSettings
 
     for name, size in [("tiny", (96, 64)), ("demo", (300, 200)), ("full", (300, 200))]:
         p = get_profile(name)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.workdir import load_articles, load_customers, load_images, load_transactions
-from hm_utils.reporting import load_metrics
+from hm_utils.core import config as C
+from hm_utils.core.workdir import load_articles, load_customers, load_images, load_transactions
+from hm_utils.core.notebook_outputs import load_metrics
 
 pytestmark = pytest.mark.notebooks
 
@@ -40,8 +40,8 @@ def test_01_parquet_round_trips_the_synthetic_csv(tiny_series):
 def test_01_records_the_comparison_with_the_real_data(tiny_series):
     """Section 5's table: every row of calibration.TARGETS, the values recomputed from the written
     parquet files, each pass flag the value's place in its band."""
-    from hm_utils.calibration import TARGETS
-    from hm_utils.data_stats import dataset_statistics
+    from hm_utils.data.published_stats import TARGETS
+    from hm_utils.data.statistics import dataset_statistics
 
     cal = load_metrics(tiny_series, "01_data_preparation")["calibration"]
     assert sorted(cal["rows"]) == sorted(t.key for t in TARGETS)       # (written with sorted keys)

@@ -5,11 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.workdir import load_articles, load_images, load_transactions, load_triplets
-from hm_utils.mining import TRIPLET_COLUMNS
-from hm_utils.negatives import STRATEGIES
-from hm_utils.reporting import load_metrics
+from hm_utils.core import config as C
+from hm_utils.core.workdir import load_articles, load_images, load_transactions
+from hm_utils.triplets.mining import load_triplets
+from hm_utils.triplets.mining import TRIPLET_COLUMNS
+from hm_utils.triplets.strategies import STRATEGIES
+from hm_utils.core.notebook_outputs import load_metrics
 
 pytestmark = pytest.mark.notebooks
 
@@ -34,7 +35,7 @@ def test_02_triplets_parquet_schema(tiny_series):
 def test_02_metrics_match_the_file(tiny_series):
     m = load_metrics(tiny_series, "02_triplet_mining")
     df = pd.read_parquet(tiny_series / C.TRIPLETS_PARQUET)
-    assert m["profile"] == "tiny" and m["group_col"] == C.PRODUCT_GROUP
+    assert m["profile"] == "tiny" and m["settings"]["group_col"] == C.PRODUCT_GROUP
     assert m["train_strategy"] == "original" and m["strategies"][0] == "original"
     assert set(m["strategies"]) == set(STRATEGIES)
     written = df.groupby(C.STRATEGY).size()

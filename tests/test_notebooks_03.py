@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.reporting import load_metrics
-from hm_utils.storage import read_json
+from hm_utils.core import config as C
+from hm_utils.core.notebook_outputs import load_metrics
+from hm_utils.core.storage import read_json
 
 pytestmark = pytest.mark.notebooks
 
@@ -22,7 +22,7 @@ def test_03_recorded_counts_and_settings(tiny_series):
     assert m["profile"] == "tiny" and m["backbone"] == tiny.backbone and m["pooling"] == tiny.pooling
     assert m["embedding_dim"] == tiny.embedding_dim and m["image_size"] == list(tiny.image_size)
     # WEIGHTS None takes the profile's weights; the run says which file they came from
-    from hm_utils.training import TrainingSettings
+    from hm_utils.model.training import TrainingSettings
     assert m["weights"] == TrainingSettings.from_profile("tiny").weights
     # the settings are recorded whole
     expected = {**asdict(TrainingSettings.from_profile("tiny")), "image_size": list(tiny.image_size)}
@@ -59,9 +59,9 @@ def test_03_both_models_trained_and_reported(tiny_series):
 
 
 def test_03_models_reload_with_identical_embeddings(tiny_series):
-    from hm_utils.images import load_image
-    from hm_utils.workdir import load_articles, load_images
-    from hm_utils.model import load_embedding_model, tabular_features
+    from hm_utils.data.images import load_image
+    from hm_utils.core.workdir import load_articles, load_images
+    from hm_utils.model.siamese import load_embedding_model, tabular_features
 
     m = load_metrics(tiny_series, "03_model_training")
     assert m["reload_max_difference"] == {"image_only": 0.0, "combined": 0.0}
@@ -78,11 +78,11 @@ def test_03_models_reload_with_identical_embeddings(tiny_series):
 
 def test_03_feature_store_holds_every_article_once(tiny_series):
     """03 ran every photo once through the backbone (and the untrained reference) and trained on those features."""
-    from hm_utils.inference import model_digest
-    from hm_utils.features import load_features, read_manifest
-    from hm_utils.images import load_image
-    from hm_utils.workdir import load_images
-    from hm_utils.model import get_backbone, load_embedding_model
+    from hm_utils.model.inference import model_digest
+    from hm_utils.model.feature_store import load_features, read_manifest
+    from hm_utils.data.images import load_image
+    from hm_utils.core.workdir import load_images
+    from hm_utils.model.siamese import get_backbone, load_embedding_model
 
     m = load_metrics(tiny_series, "03_model_training")
     man = read_manifest(tiny_series)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from hm_utils.config import ARTICLE_ID, CUSTOMER_KEY, FIGURES_DIR, T_DAT
-from hm_utils.reporting import load_metrics
+from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, FIGURES_DIR, T_DAT
+from hm_utils.core.notebook_outputs import load_metrics
 
 pytestmark = pytest.mark.notebooks
 
@@ -37,8 +37,8 @@ def test_05_quality_figures_recorded(tiny_series, key):
 
 def test_05_reference_rows_reproduced(tiny_series):
     """The attribute and random rows follow from articles.parquet and transactions.parquet alone."""
-    from hm_utils.embedding_quality import attribute_vectors, quality_table, random_vectors
-    from hm_utils.workdir import load_articles, load_transactions
+    from hm_utils.embeddings.quality import attribute_vectors, quality_table, random_vectors
+    from hm_utils.core.workdir import load_articles, load_transactions
 
     m = load_metrics(tiny_series, "05_similarity_visualization")
     articles = load_articles(tiny_series)

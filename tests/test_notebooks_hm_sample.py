@@ -9,12 +9,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils.workdir import load_embeddings
-from hm_utils.workdir import load_customers, load_images
-from hm_utils.pipeline import run_series
-from hm_utils.reporting import load_metrics
-from hm_utils.submission import validate_submission
+from hm_utils.core import config as C
+from hm_utils.core.workdir import load_embeddings
+from hm_utils.core.workdir import load_customers, load_images
+from hm_utils.runner.series import run_series
+from hm_utils.core.notebook_outputs import load_metrics
+from hm_utils.ranking.submission import validate_submission
 
 pytestmark = pytest.mark.notebooks
 
@@ -30,6 +30,10 @@ def test_sample_series_loads_exactly(sample_series):
     m = load_metrics(sample_series, "01_data_preparation")
     assert (m["n_articles"], m["n_customers"], m["n_transactions"], m["n_images"]) == (1000, 4946, 5000, 100)
     assert m["has_sales_channel"] is False and m["source"] == "given"
+    # real data beside the full data's statistics: compared, never judged (no "failed" rows)
+    cal = m["calibration"]
+    assert cal["n_judged"] == 0 and cal["failed"] == [] and len(cal["rows"]) > 30
+    assert all(r["pass"] is None for r in cal["rows"].values())
 
 
 def test_sample_series_training_reports_its_triplets(sample_series):

@@ -9,13 +9,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hm_utils.pipeline import (PipelineError, list_notebooks, main, parse_param, parse_params, run_series,
+from hm_utils.runner.series import (PipelineError, list_notebooks, main, parse_param, parse_params, run_series,
                                select_notebooks)
 
 
-def _write_nb(path, *sources):
+def _write_nb(path, *sources, parameters: str = ""):
     cells = [new_markdown_cell("# test"),
-             new_code_cell('DATA_DIR = None\nWORK_DIR = "w"\nPROFILE = "demo"\nSEED = 42')]
+             new_code_cell('DATA_DIR = None\nWORK_DIR = "w"\nPROFILE = "demo"\nSEED = 42' + parameters)]
     cells[1].metadata["tags"] = ["parameters"]
     cells += [new_code_cell(s) for s in sources]
     nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "py",
@@ -59,7 +59,7 @@ def test_runner_passes_parameters_and_names_failing_cell(tmp_path):
 
 
 def test_cli_bad_profile_exits_2():
-    out = subprocess.run([sys.executable, "-m", "hm_utils.pipeline", "--profile", "huge"],
+    out = subprocess.run([sys.executable, "-m", "hm_utils.runner.series", "--profile", "huge"],
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
@@ -90,13 +90,21 @@ def test_param_values_are_literals_else_strings():
 def test_cli_param_reaches_the_notebook(tmp_path, capsys):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    _write_nb(nbdir / "01_params.ipynb",  # the names exist only as papermill injects them
-              "import json, pathlib\npathlib.Path(WORK_DIR, 'p.json').write_text(json.dumps([EPOCHS, BACKBONE]))")
+    _write_nb(nbdir / "01_params.ipynb",
+              "import json, pathlib\npathlib.Path(WORK_DIR, 'p.json').write_text(json.dumps([EPOCHS, BACKBONE]))",
+              parameters="\nEPOCHS = 10\nBACKBONE = 'lite0'")
+    _write_nb(nbdir / "02_other.ipynb",  # declares neither: papermill must not be handed them
+              "import json, pathlib\npathlib.Path(WORK_DIR, 'q.json').write_text(json.dumps('EPOCHS' in globals()))")
     work = tmp_path / "work"
     rc = main(["--profile", "tiny", "--work-dir", str(work), "--notebooks-dir", str(nbdir), "--no-report",
-               "--param", "EPOCHS=3", "--param", "BACKBONE=resnet50"])
+               "--param", "EPOCHS=3", "--param", "BACKBONE=resnet50", "--param", "NOBODY=1"])
     assert rc == 0
     assert json.loads((work / "p.json").read_text()) == [3, "resnet50"]
+    assert json.loads((work / "q.json").read_text()) is False
+    console = capsys.readouterr()
+    assert "Passed unknown parameter" not in console.out + console.err
+    assert (console.out.count("--param EPOCHS: taken by 01") == 1
+            and "--param NOBODY: declared by none of these notebooks" in console.out), console.out
     assert main(["--profile", "tiny", "--work-dir", str(work), "--notebooks-dir", str(nbdir), "--no-report",
                  "--param", "SEED=1"]) == 2
     assert "--seed" in capsys.readouterr().err
@@ -108,7 +116,7 @@ NOISE_MARKERS = ("Kernel is running over TCP", "absl::InitializeLog", "port.cc:"
 
 
 def test_startup_noise_filter_drops_known_lines_only():
-    from hm_utils.kernel_console import is_startup_noise
+    from hm_utils.runner.console import is_startup_noise
     dropped = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
         "I0000 00:00:1795847699.746097    6512 port.cc:153] oneDNN custom operations are on. You may see ...",
@@ -137,7 +145,7 @@ def test_startup_noise_filter_drops_known_lines_only():
 
 
 def test_summarize_outputs():
-    from hm_utils.pipeline import summarize_outputs
+    from hm_utils.runner.series import summarize_outputs
     assert summarize_outputs([]) == "nothing"
     paths = ["a.parquet", "figures/01_x.png", "figures/01_y.png", "metrics/01_a.json", "models/m/x.keras"]
     assert summarize_outputs(paths) == "a.parquet, figures/ (2), metrics/01_a.json, models/m/x.keras"
@@ -149,7 +157,7 @@ def test_run_record_peak_memory_and_failure(tmp_path):
     memory: a notebook that holds 400 MB for a moment (and frees it before it ends)
     peaks at least that high, one that does not stays well below; a failure is
     recorded and keeps the earlier entries."""
-    from hm_utils.pipeline import read_run_record, run_record_path
+    from hm_utils.runner.series import read_run_record, run_record_path
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     _write_nb(nbdir / "01_big.ipynb",
@@ -205,7 +213,7 @@ def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
     its stderr itself still shows; a failure names notebook, cell and error, shows
     the cell's stderr and points to the executed copy."""
     import os
-    from hm_utils.kernel_console import has_nvidia_device, is_startup_noise
+    from hm_utils.runner.console import has_nvidia_device, is_startup_noise
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     _write_nb(nbdir / "01_uses_tf.ipynb",
@@ -216,7 +224,7 @@ def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
               "raise KeyError('missing column xyz')")
     work = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-m", "hm_utils.pipeline", "--profile", "tiny", "--work-dir", str(work),
+    out = subprocess.run([sys.executable, "-m", "hm_utils.runner.series", "--profile", "tiny", "--work-dir", str(work),
                           "--notebooks-dir", str(nbdir), "--no-report"],
                          capture_output=True, text=True, env=env, timeout=600)
     console = out.stdout + out.stderr
@@ -234,6 +242,13 @@ def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
         assert marker not in console, marker
     assert "notebook 02_fails failed in code cell 3: KeyError: 'missing column xyz'" in console
     assert "the cell explains itself on stderr" in console
+    # the executed notebook carries what the cells printed, and none of what C++ code wrote to the process's
+    # stderr (TensorFlow's start-up lines, the kernel's own line): that stays in the kernel log
+    cells = nbformat.read(work / "executed" / "01_uses_tf.ipynb", as_version=4).cells
+    shown = json.dumps([c.get("outputs", []) for c in cells])
+    assert "4.0" in shown
+    for marker in (*NOISE_MARKERS, "REAL LINE FROM THE KERNEL PROCESS"):
+        assert marker not in shown, marker
     assert f"executed copy (all outputs and the full traceback): {work / 'executed' / '02_fails.ipynb'}" in console
 
 
@@ -245,7 +260,7 @@ def test_cli_tiny_profile_console_is_readable(tmp_path):
     import os
     work = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-m", "hm_utils.pipeline", "--profile", "tiny", "--work-dir", str(work),
+    out = subprocess.run([sys.executable, "-m", "hm_utils.runner.series", "--profile", "tiny", "--work-dir", str(work),
                           "--only", "01,02"], capture_output=True, text=True, env=env, timeout=900)
     console = out.stdout + out.stderr
     assert out.returncode == 0, console
@@ -265,3 +280,21 @@ def test_cli_tiny_profile_console_is_readable(tmp_path):
     assert [e["notebook"] for e in record] == ["01_data_preparation", "02_triplet_mining"]
     assert all(e["status"] == "ok" and e["peak_rss_gb"] > 0.05 for e in record)
     assert (work / "report" / "index.html").is_file() and (work / "report" / "02_triplet_mining.html").is_file()
+
+
+def test_parameters_go_only_to_the_notebooks_that_declare_them(tmp_path):
+    from hm_utils.runner.series import parameters_for
+    _write_nb(tmp_path / "01_a.ipynb", "x = 1", parameters="\nEPOCHS = 2")
+    _write_nb(tmp_path / "02_b.ipynb", "x = 1")
+    nbs = list_notebooks(tmp_path)
+    per, takers = parameters_for(nbs, {"WORK_DIR": "w", "EPOCHS": 5, "OTHER": 1})
+    assert per == {"01_a": {"WORK_DIR": "w", "EPOCHS": 5}, "02_b": {"WORK_DIR": "w"}}
+    assert takers == {"WORK_DIR": ["01_a", "02_b"], "EPOCHS": ["01_a"], "OTHER": []}
+
+
+def test_kernel_command_keeps_fd_output_out_of_the_cells():
+    from hm_utils.runner.console import NO_FD_CAPTURE, with_fd_output_kept_out
+    cmd = ["/v/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert with_fd_output_kept_out(cmd) == [*cmd, NO_FD_CAPTURE]
+    assert with_fd_output_kept_out([*cmd, NO_FD_CAPTURE]) == [*cmd, NO_FD_CAPTURE]   # not twice
+    assert with_fd_output_kept_out(["R", "--slave"]) == ["R", "--slave"]               # not an ipykernel

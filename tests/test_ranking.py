@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
-from hm_utils.history import CustomerProfiles, customer_history, popular_articles, split_holdout
-from hm_utils.lists import fill_with_popular, first_in_row, top_by_score
-from hm_utils.metrics import map_at_k
-from hm_utils.rankers import (BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker,
-                              RepurchaseRanker, default_rankers)
-from hm_utils.workdir import load_embedding_files, read_predictions, write_predictions
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ranking.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
+from hm_utils.data.purchase_history import CustomerProfiles, customer_history, popular_articles, split_holdout
+from hm_utils.core.lists import fill_with_popular, first_in_row, top_by_score
+from hm_utils.core.metrics import map_at_k
+from hm_utils.ranking.rankers import (BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker,
+                              RepurchaseRanker)
+from hm_utils.core.workdir import load_embedding_files, read_predictions, write_predictions
 
 DAY0 = pd.Timestamp("2020-09-01")
 
@@ -243,12 +243,13 @@ def test_choose_ranker_and_verdict_from_a_table():
     assert "only TIES with popularity" in ranking_verdict(tie)
 
 
-def test_default_rankers_one_original_and_improved_per_embedding_file():
+def test_plain_rankers_one_original_and_improved_per_embedding_file():
+    from hm_utils.ranking.evaluation import ablation_rankers
     embs = {"image": rand_embeddings(np.arange(100, 140)), "combined": rand_embeddings(np.arange(100, 140), seed=2)}
-    names = [r.name for r in default_rankers(embs, n_candidates=20)]
+    names = [r.name for r in ablation_rankers(embs, n_candidates=20, learned=False, random=False)]
     assert names == ["popularity", "repurchase", "original_image", "original_combined",
-                     "improved_image", "improved_combined"]
-    assert [r.name for r in default_rankers({})] == ["popularity", "repurchase"]
+                     "improved_image", "improved_combined", "improved_none"]
+    assert [r.name for r in ablation_rankers({}, learned=False)] == ["popularity", "repurchase"]
 
 
 def test_missing_embedding_file_is_skipped_with_a_warning(tmp_path):
@@ -302,7 +303,7 @@ def test_predict_all_releases_each_rankers_state_and_keeps_what_is_reported(tmp_
 
 
 def test_plots_draw_one_bar_per_ranker():
-    from hm_utils.ranking_plots import plot_map_scores, plot_tuning_grid
+    from hm_utils.plots.ranking import plot_map_scores, plot_tuning_grid
 
     fig = plot_map_scores(pd.DataFrame({"ranker": ["a", "popularity"], "map12": [0.2, 0.1],
                                         "coverage": [1.0, 0.0], "seconds": [1.0, 0.1]}))
@@ -357,14 +358,14 @@ def test_improved_tuning_pools_several_weeks_before_the_fit_end():
     imp = ImprovedRanker(rand_embeddings(np.arange(100, 140)), n_candidates=30, tune=True, tune_weeks=3).fit(t)
     assert (imp.tuning_["weeks"] == 3).all()
     # every grid cell is scored on the same customer-weeks: the buyers of the three weeks before the end
-    from hm_utils.history import split_week, week_windows
+    from hm_utils.data.purchase_history import split_week, week_windows
     n = sum(split_week(t, s)[1]["customer_key"].nunique() for s in week_windows(t, 3))
     assert (imp.tuning_["customer_weeks"] == n).all()
 
 
 def test_neighbour_ids_in_threads_are_top_k_indices():
-    from hm_utils.rankers import neighbour_ids
-    from hm_utils.similarity import top_k
+    from hm_utils.ranking.rankers import neighbour_ids
+    from hm_utils.core.similarity import top_k
 
     rng = np.random.default_rng(3)
     q, m = rng.standard_normal((2500, 8)).astype(np.float32), rng.standard_normal((300, 8)).astype(np.float32)

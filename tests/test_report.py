@@ -17,7 +17,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from PIL import Image
 
-from hm_utils.report import build_report, format_value, metrics_tables
+from hm_utils.runner.report import build_report, format_value, metrics_tables
 
 RED, MAGENTA = (255, 0, 0), (255, 0, 255)  # colours the page itself does not use
 
@@ -171,12 +171,12 @@ def test_report_links_resolve_and_figures_sit_with_their_notebook(work):
 def test_report_drops_stale_figure_copies_and_cli(work, tmp_path):
     build_report(work, render=False)
     (work / "figures" / "02_beta_hist.png").unlink()
-    out = subprocess.run([sys.executable, "-m", "hm_utils.report", str(work)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "hm_utils.runner.report", str(work)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"report: {work / 'report' / 'index.html'}"
     assert not (work / "report" / "figures" / "02_beta_hist.png").exists()
     assert "02_beta_hist" not in (work / "report" / "index.html").read_text()
-    bad = subprocess.run([sys.executable, "-m", "hm_utils.report", str(tmp_path / "nope")], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "hm_utils.runner.report", str(tmp_path / "nope")], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
@@ -235,7 +235,7 @@ def test_report_page_renders_in_headless_chromium(work, tmp_path):
 def test_a_dict_of_counts_beside_a_table_gets_its_own_tables():
     """notebook 01's ``calibration``: counts and a list beside a dict of row dicts. The rows become one
     table (a row per statistic), the counts a key/value table, both titled under ``calibration``."""
-    from hm_utils.report import metrics_tables
+    from hm_utils.runner.report import metrics_tables
 
     metrics = {"profile": "demo", "calibration": {
         "n_pass": 2, "failed": ["top12"],

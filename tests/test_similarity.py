@@ -1,11 +1,11 @@
-"""hm_utils.similarity: cosine similarity, top-k and embedding summaries on hand-built cases."""
+"""hm_utils.core.similarity: cosine similarity, top-k and embedding summaries on hand-built cases."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
 
-from hm_utils.similarity import (
+from hm_utils.core.similarity import (
     cosine_similarity, dims_for_variance, explained_variance, l2_normalize, pairwise_cosine,
     top_k, zero_share_per_dimension,
 )
@@ -109,13 +109,13 @@ def test_dims_for_variance_hand_built():
 
 
 def test_lookup_rows():
-    from hm_utils.similarity import lookup_rows
+    from hm_utils.core.similarity import lookup_rows
     assert lookup_rows([30, 10, 20], [10, 20, 99, 30]).tolist() == [1, 2, -1, 0]
     assert lookup_rows([], [1]).tolist() == [-1]
 
 
 def test_triplet_cosines_hand_built():
-    from hm_utils.similarity import triplet_cosines
+    from hm_utils.core.similarity import triplet_cosines
     ids = np.array([1, 2, 3, 4])
     m = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], np.float32)
     has = np.array([True, True, True, False])

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.submission import (
+from hm_utils.ranking.submission import (
     format_predictions,
     make_submission,
     parse_predictions,
@@ -104,8 +104,8 @@ def test_fallback_too_short_is_an_error():
 
 
 def test_real_excerpt_gets_a_valid_submission_for_every_customer(hm_sample, tmp_path):
-    from hm_utils.loading import read_articles_csv, read_customers_csv, read_transactions_csv
-    from hm_utils.rankers import RepurchaseRanker
+    from hm_utils.data.loading import read_articles_csv, read_customers_csv, read_transactions_csv
+    from hm_utils.ranking.rankers import RepurchaseRanker
 
     arts = read_articles_csv(hm_sample)
     cust = read_customers_csv(hm_sample)

@@ -1,4 +1,4 @@
-"""Tests of hm_utils.synthetic: the competition layout exactly, determinism, the
+"""Tests of hm_utils.synthetic.generate: the competition layout exactly, determinism, the
 learnable structure (taste, repurchases, baskets, variants) and safe generation."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils import config as C
-from hm_utils import synthetic as S
-from hm_utils.synthetic import ensure_synthetic, generate_synthetic, is_complete, load_ground_truth
-from hm_utils.synthetic_catalogue import (INDEX_GROUPS, INDEXES, N_TASTE, PRICE_SCALE, categorical,
+from hm_utils.core import config as C
+from hm_utils.synthetic import generate as S
+from hm_utils.synthetic.generate import ensure_synthetic, generate_synthetic, is_complete, load_ground_truth
+from hm_utils.synthetic.catalogue import (INDEX_GROUPS, INDEXES, N_TASTE, PRICE_SCALE, categorical,
                                          topk_without_replacement)
-from hm_utils.synthetic_images import render_article_image
-from hm_utils.synthetic_transactions import day_weights
+from hm_utils.synthetic.images import render_article_image
+from hm_utils.synthetic.transactions import day_weights
 
 TINY = dict(n_articles=300, n_customers=400, n_transactions=8_000, image_size=(96, 64))
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -330,7 +330,7 @@ def test_categorical_and_topk_by_hand():
 
 
 def test_loader_reads_synthetic_data(tiny):
-    loading = pytest.importorskip("hm_utils.loading")
+    loading = pytest.importorskip("hm_utils.data.loading")
     customers = loading.read_customers_csv(tiny)
     articles = loading.read_articles_csv(tiny)
     table = loading.read_transactions_csv(tiny, customers, articles, progress=False)
@@ -339,7 +339,7 @@ def test_loader_reads_synthetic_data(tiny):
 
 
 # ------------------------------------------------- the real data's statistics --
-# Rows of hm_utils.calibration.TARGETS judged at the tiny size (8,000 rows, 400 customers, 76 rows a week):
+# Rows of hm_utils.data.published_stats.TARGETS judged at the tiny size (8,000 rows, 400 customers, 76 rows a week):
 # shares over rows and customers. Weekly rows (a week holds about 20 buyers and 2 or 3 new articles), the
 # years' shares (a few heavy shoppers move them), repurchase and concentration rows say nothing at that
 # size; the tiny catalogue (about 60 articles on sale) also repeats more.
@@ -347,7 +347,7 @@ TINY_ROWS = ["rows_per_buyer_median_mean", "rows_per_buyer_p90_mean", "rows_per_
              "buyers_one_day", "identical_rows", "rows_per_customer_day", "channel_2", "age_p25", "age_median",
              "age_p75"]
 # At the demo size every judged row is within its band except these, which a 3,000-article catalogue cannot
-# reach (see the module docstring of hm_utils.synthetic); each is bounded where the docstring says it lands.
+# reach (see the module docstring of hm_utils.synthetic.generate); each is bounded where the docstring says it lands.
 DEMO_DEVIATIONS = {"week_top12": (0.045, 0.075), "top_0_1pct": (0.004, 0.023), "top_1pct": (0.04, 0.12),
                    "rows_per_article_median_mean": (0.5, 0.75)}
 
@@ -355,8 +355,8 @@ DEMO_DEVIATIONS = {"week_top12": (0.045, 0.075), "top_0_1pct": (0.004, 0.023), "
 @pytest.fixture(scope="module")
 def demo_stats(tmp_path_factory):
     """The demo profile's sizes without images (seed 42), generated once for this module, read through
-    hm_utils.loading and measured with hm_utils.data_stats (with the popularity and repurchase rankers)."""
-    from hm_utils.data_stats import folder_statistics
+    hm_utils.data.loading and measured with hm_utils.data.statistics (with the popularity and repurchase rankers)."""
+    from hm_utils.data.statistics import folder_statistics
 
     p = C.get_profile("demo")
     out = generate_synthetic(tmp_path_factory.mktemp("syn") / "demo", p.n_articles, p.n_customers, p.n_transactions,
@@ -365,13 +365,13 @@ def demo_stats(tmp_path_factory):
 
 
 def _judged(stats):
-    from hm_utils.calibration import compare_statistics
+    from hm_utils.data.published_stats import compare_statistics
 
     return compare_statistics(stats).set_index("key")
 
 
 def test_tiny_has_the_real_shape(tiny):
-    from hm_utils.data_stats import folder_statistics
+    from hm_utils.data.statistics import folder_statistics
 
     table = _judged(folder_statistics(tiny, baselines=False))
     bad = table.loc[TINY_ROWS].query("`pass` != True")
@@ -397,7 +397,7 @@ def test_demo_baselines_are_near_the_real_ones(demo_stats):
 
 
 def test_gamma_shape_leaves_the_asked_share_with_one_visit():
-    from hm_utils.synthetic_transactions import gamma_shape
+    from hm_utils.synthetic.transactions import gamma_shape
 
     extra = np.array([2.0, 8.0, 20.0])
     k = gamma_shape(extra, 0.37)
@@ -407,8 +407,7 @@ def test_gamma_shape_leaves_the_asked_share_with_one_visit():
 
 
 def test_popularity_spread_reaches_the_top12_share():
-    from hm_utils import synthetic_transactions as T
-
+    from hm_utils.synthetic import transactions as T
     sigma = T.popularity_sigma(np.random.default_rng(0), n_live=19_000, rows_per_week=300_000)
     assert 1.0 < sigma < 2.5                                         # the full size needs a long tail
     z = np.random.default_rng(1).normal(size=19_000)

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hm_utils import training as T
-from hm_utils.config import TABULAR_COLUMNS
-from hm_utils.feature_cache import compute_feature_cache
-from hm_utils.figures import plot_training
-from hm_utils.images import article_image_paths
-from hm_utils.model import build_backbone, load_embedding_model, save_embedding_model
-from hm_utils.workdir import history_frame
+from hm_utils.model import training as T
+from hm_utils.core.config import TABULAR_COLUMNS
+from hm_utils.model.feature_cache import compute_feature_cache
+from hm_utils.plots.figures import plot_training
+from hm_utils.data.images import article_image_paths
+from hm_utils.model.siamese import build_backbone, load_embedding_model, save_embedding_model
+from hm_utils.core.workdir import training_history_frame
 
 SIZE = (32, 24)
 # bright red, bright blue, dark red, dark blue
@@ -92,7 +92,7 @@ def test_feature_cache_shapes_and_unreadable_image(toy, tmp_path):
     assert cache.ok.tolist() == [True, False, False, True]
     assert (cache.features[1:3] == 0).all() and cache.features[0].any()
     # the cached features are exactly what the backbone gives for the image
-    from hm_utils.images import load_image
+    from hm_utils.data.images import load_image
     direct = np.asarray(bb(load_image(images["abs_path"][3], SIZE)[None]))[0]
     np.testing.assert_allclose(cache.features[3], direct, rtol=1e-4, atol=1e-5)
     assert cache.rows([1003, 1001, 999]).tolist() == [3, -1, -1]
@@ -152,7 +152,7 @@ def test_few_or_broken_triplets_do_not_crash(toy):
 
 def test_history_and_plot():
     hist = {"epoch": [1, 2], "loss": [0.3, 0.1], "val_loss": [0.35, 0.2], "seconds": [1.0, 0.5]}
-    df = history_frame({"image_only": hist, "empty": {"epoch": []}})
+    df = training_history_frame({"image_only": hist, "empty": {"epoch": []}})
     assert df["model"].tolist() == ["image_only", "image_only"] and df["loss"].tolist() == [0.3, 0.1]
     fig = plot_training({"image_only": hist, "none": {"epoch": []}},
                           {"image_only": {"untrained_accuracy": 0.4, "trained_accuracy": 0.9},
@@ -163,9 +163,9 @@ def test_history_and_plot():
 
 def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
     """The real-data excerpt gives very few triplets: training must run and report the count."""
-    from hm_utils.loading import prepare_data
-    from hm_utils.workdir import load_articles, load_images, load_transactions
-    from hm_utils.mining import filter_with_images, mine_triplets
+    from hm_utils.data.loading import prepare_data
+    from hm_utils.core.workdir import load_articles, load_images, load_transactions
+    from hm_utils.triplets.mining import filter_with_images, mine_triplets
 
     prepare_data(hm_sample, tmp_path, progress=False)
     articles, images = load_articles(tmp_path), load_images(tmp_path)
@@ -220,7 +220,7 @@ def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from hm_utils.model import build_backbone
+    from hm_utils.model.siamese import build_backbone
 
     rng = np.random.default_rng(0)
     ids = np.arange(1, 9, dtype=np.int32) + 100000000
@@ -239,7 +239,7 @@ def test_trainable_backbone_passed_in_is_not_changed_by_training(tmp_path):
                         backbone_model=bb, image_size=(32, 24), embedding_dim=8, pooling="avg",
                         epochs=1, batch_size=4, validation_split=0.0, seed=0, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, bb.get_weights()))  # caller's object untouched
-    from hm_utils.model import get_backbone
+    from hm_utils.model.siamese import get_backbone
     own = get_backbone(model)
     assert own is not bb
     assert any(not np.allclose(a, b) for a, b in zip(before, own.get_weights()))  # the copy was trained
@@ -275,7 +275,7 @@ def test_set_trainable_top_counts_weight_layers_and_keeps_batchnorm_frozen():
 
 def test_fine_tuning_trains_only_the_top_layers(toy):
     """small_cnn has conv1, conv2, conv3: with the top 1 trainable only conv3 changes, from images."""
-    from hm_utils.model import get_backbone
+    from hm_utils.model.siamese import get_backbone
 
     articles, images, trip, _ = toy
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
@@ -294,7 +294,7 @@ def test_fine_tuning_trains_only_the_top_layers(toy):
 
 def test_training_from_the_feature_store(toy, tmp_path):
     """The store (every article, memory-mapped) trains like the in-memory cache; another backbone is refused."""
-    from hm_utils.features import compute_features, load_features
+    from hm_utils.model.feature_store import compute_features, load_features
 
     articles, images, trip, _ = toy
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=1)
@@ -317,7 +317,7 @@ def test_training_from_the_feature_store(toy, tmp_path):
 
 def test_reload_max_difference_with_and_without_photos(toy, tmp_path):
     """0.0 for the saved model itself, from photos or from seeded random pixels; > 0 for another model."""
-    from hm_utils.model import build_embedding_model
+    from hm_utils.model.siamese import build_embedding_model
 
     articles, images, _, _ = toy
     model = build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=4, pooling="avg", hidden_units=8)
@@ -329,7 +329,7 @@ def test_reload_max_difference_with_and_without_photos(toy, tmp_path):
 
 
 def test_training_settings_from_profile_and_overrides():
-    from hm_utils.config import get_profile
+    from hm_utils.core.config import get_profile
 
     tiny = get_profile("tiny")
     s = T.TrainingSettings.from_profile("tiny")
@@ -357,7 +357,7 @@ def test_training_settings_from_profile_and_overrides():
 def test_run_returns_the_split_it_validated_on_and_it_round_trips(toy, tmp_path):
     """The validation triplets a run reports on are whole customers of the usable triplets; written and read
     back (notebook 03 -> 05) they are the same rows, columns and dtypes."""
-    from hm_utils.workdir import read_triplet_split, write_triplet_split
+    from hm_utils.core.workdir import read_triplet_split, write_triplet_split
 
     articles, images, trip, _ = toy
     missing = images.assign(has_image=images["article_id"] != 1000)   # triplets with article 1000 are dropped
@@ -403,6 +403,6 @@ def test_rows_accuracy_in_blocks_equals_the_whole_count():
     rng = np.random.default_rng(1)
     big = rng.normal(size=(50, 7)).astype(np.float32)
     many = rng.integers(0, 50, size=(1_001, 3))
-    from hm_utils.metrics import triplet_accuracy
+    from hm_utils.core.metrics import triplet_accuracy
     assert T.rows_accuracy(big, many, block=97) == triplet_accuracy(big[many[:, 0]], big[many[:, 1]], big[many[:, 2]])
     assert np.isnan(T.rows_accuracy(big, many[:0]))

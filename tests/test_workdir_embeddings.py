@@ -1,4 +1,4 @@
-"""hm_utils.workdir, section embeddings: reading 04's files (and the original notebook's) into ArticleEmbeddings."""
+"""hm_utils.core.workdir, section embeddings: reading 04's files (and the original notebook's) into ArticleEmbeddings."""
 from __future__ import annotations
 
 import warnings
@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hm_utils.config import ARTICLE_EMBEDDINGS, ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL
-from hm_utils.embedding_index import ArticleEmbeddings
-from hm_utils.workdir import load_embedding_files, load_embeddings
+from hm_utils.core.config import ARTICLE_EMBEDDINGS, ARTICLE_ID, EMBEDDING, EMBEDDING_ORIGINAL
+from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.core.workdir import load_embedding_files, load_embeddings
 
 
 def _arrays(path):

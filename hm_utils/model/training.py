@@ -1,0 +1,568 @@
+"""Training the siamese embedding model on mined triplets.
+
+The approach (Schroff, Kalenichenko, Philbin 2015, "FaceNet"): one tower
+(:func:`hm_utils.model.siamese.build_embedding_model`) embeds anchor, positive and
+negative articles with shared weights; the triplet loss pulls each anchor
+towards its positive (bought by the same customer) and pushes it from its
+negative. InfoNCE with in-batch negatives (van den Oord, Li, Vinyals 2018) is
+the alternative loss.
+
+Settings: one frozen :class:`TrainingSettings` (the model, the loss, the optimiser,
+the split), built from a profile and the notebook's parameters
+(:meth:`TrainingSettings.from_profile`), passed whole to :func:`train_siamese`
+and recorded whole in notebook 03's key figures.
+
+Features: the backbone is frozen, so its output for an article never changes.
+:func:`train_siamese` then trains only the head (tabular encoder + head) on
+backbone features computed once (a :class:`hm_utils.model.feature_cache.FeatureCache`:
+notebook 03 passes the run's feature store, :func:`hm_utils.model.feature_store.load_features`,
+whose weights digest is checked against the backbone); the saved model is the whole
+tower (backbone + the trained head, sharing its weights). Without the features
+(``use_cache=False``, or a trainable backbone such as ``small_cnn``, or the top of a
+backbone made trainable by :func:`set_trainable_top`: fine-tuning, BatchNorm kept
+frozen) every epoch decodes the three images of every triplet and runs the backbone.
+
+Validation: triplets are split by customer (all of a customer's triplets on
+one side), ``validation_split`` of the customers held out. Triplet accuracy
+(share of triplets with d(a, p) < d(a, n), squared L2,
+:func:`hm_utils.core.metrics.triplet_accuracy`) is reported for the untrained and the
+trained model. The split itself comes back with the model (:class:`TrainingRun`),
+so that notebook 03 can hand its held-out triplets on to notebook 05
+(:func:`hm_utils.core.workdir.write_triplet_split`).
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from hm_utils.core.arrays import sorted_unique  # noqa: E402
+from hm_utils.core.checks import require_columns  # noqa: E402
+from hm_utils.core.config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE, POSITIVE  # noqa: E402
+from hm_utils.model.feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
+from hm_utils.data.images import article_image_paths, image_dataset  # noqa: E402
+from hm_utils.model.losses import make_loss  # noqa: E402
+from hm_utils.core.metrics import triplet_correct  # noqa: E402
+from hm_utils.model.siamese import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
+                    build_siamese, tabular_features, tabular_stats)
+from hm_utils.model.triplet_datasets import cached_triplet_dataset, image_triplet_dataset  # noqa: E402
+
+MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to hold any out)
+# AdamW learning rate. On the demo profile (frozen random ResNet50, average pooling: features of mean ~4,
+# std ~4) 1e-3 and 3e-4 make the validation loss jump from epoch to epoch and stop at ~0.72-0.74 triplet
+# accuracy; 1e-4 trains smoothly to ~0.91 (image only) and ~0.95 (combined) in 8 epochs.
+LEARNING_RATE = 1e-4
+DISTRIBUTE = ("default", "mirrored")
+# A memory-mapped feature store up to this size is read into memory for training (gathers from memory
+# are faster than reads from the map); a bigger one is read batch by batch.
+IN_MEMORY_FEATURES_BYTES = 1 << 30
+
+
+# ------------------------------------------------------------- settings ---
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything that decides how a siamese model is trained (one run of notebook 03).
+
+    Model (:func:`hm_utils.model.siamese.build_embedding_model`): backbone, pooling, weights
+    (None: random, untrained; "imagenet"; or a weights file), image_size (H, W),
+    embedding_dim, hidden_units, normalize (L2-normalise the embedding; False as the
+    original). Loss: "triplet" (FaceNet, ``margin``) or "infonce" (``temperature``).
+    Optimiser: AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization")
+    with learning_rate and weight_decay (4e-3, Keras's default), ``epochs`` of
+    ``batch_size`` triplets. Data: validation_split (share of customers held out,
+    :func:`split_by_customer`), max_triplets (seeded random subset when given), seed.
+    distribute: "default" or "mirrored". use_cache: with a frozen backbone, train the
+    head on backbone features computed once instead of decoding images every epoch.
+    Notebook 03's run: train_strategy (which of 02's mined triplets), fine_tune_layers
+    (N > 0 also trains the backbone's last N weight layers, BatchNorm frozen, from the
+    photos), untrained_reference (also store an untrained backbone's features, the
+    reference of 05's quality table), compare_infonce (also train image-only with the
+    other loss; None: when stored features make it cheap).
+
+    The defaults are the original notebook's (ResNet50, flatten, 300 x 200, 550);
+    :meth:`from_profile` takes a profile's instead. ``weights="random"`` means None.
+    """
+    backbone: str = "resnet50"
+    pooling: str = "flatten"
+    weights: str | None = None
+    image_size: tuple[int, int] = (300, 200)
+    embedding_dim: int = 550
+    hidden_units: int = HIDDEN_UNITS
+    normalize: bool = False
+    loss: str = "triplet"
+    margin: float = 0.2
+    temperature: float = 0.1
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = LEARNING_RATE
+    weight_decay: float = 4e-3
+    validation_split: float = 0.2
+    max_triplets: int | None = None
+    seed: int = 42
+    distribute: str = "default"
+    use_cache: bool = True
+    train_strategy: str = "original"
+    fine_tune_layers: int = 0
+    untrained_reference: bool = True
+    compare_infonce: bool | None = None
+
+    def __post_init__(self):
+        if isinstance(self.weights, str) and self.weights.strip().lower() == "random":
+            object.__setattr__(self, "weights", None)
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides) -> "TrainingSettings":
+        """The profile's backbone, pooling, weights, embedding_dim, epochs, batch_size,
+        image_size and max_triplets, the class defaults for the rest; every override
+        that is not None takes precedence (notebook parameters default to None =
+        the profile's / the default). An unknown setting is a ValueError naming it."""
+        from hm_utils.core.config import get_profile
+
+        p = get_profile(profile)
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = {"backbone": p.backbone, "pooling": p.pooling, "weights": p.weights,
+                  "image_size": tuple(p.image_size), "embedding_dim": p.embedding_dim, "epochs": p.epochs,
+                  "batch_size": p.batch_size, "max_triplets": p.max_triplets}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class TripletSplit(NamedTuple):
+    """Triplets split by customer: train and validation (same columns, index reset) and a note
+    saying how many triplets and customers each side has, or why there is no validation side."""
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    note: str
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train_siamese` gives back: ``model``, the one-tower Keras embedding model;
+    ``history``, a dict of lists (``epoch``, ``loss``, ``val_loss`` (nan without validation),
+    ``seconds``); ``report``, a JSON-able dict (triplet counts, validation note, untrained /
+    trained triplet accuracy on validation and training triplets, final losses, seconds per
+    epoch, whether the cache was used, pretrained weights or not, feature extraction seconds;
+    None where a figure could not be measured); ``split``, the :class:`TripletSplit` the model
+    was trained and validated on (after the cap and the drop of triplets without features)."""
+    model: keras.Model
+    history: dict
+    report: dict
+    split: TripletSplit
+
+
+# ------------------------------------------------------------- strategy ---
+def get_distribution_strategy(distribute: str = "default") -> tf.distribute.Strategy:
+    """"default": ``tf.distribute.get_strategy()`` (one device); "mirrored":
+    ``tf.distribute.MirroredStrategy()`` (data parallel over all local GPUs)."""
+    if distribute == "default":
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise ValueError(f"unknown distribute {distribute!r}; choose one of {DISTRIBUTE}")
+
+
+# ------------------------------------------------------------- triplets ---
+def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, seed: int = 42,
+                      min_triplets: int = MIN_TRIPLETS_FOR_VALIDATION) -> TripletSplit:
+    """Hold out ``validation_split`` of the customers (all their triplets).
+
+    Returns a :class:`TripletSplit` (train, validation, note). With fewer than ``min_triplets`` triplets,
+    fewer than 2 customers, or ``validation_split`` <= 0, the validation frame
+    is empty and ``note`` says why (never an error). Customers without a
+    ``customer_key`` column: each triplet is its own group.
+    """
+    n = len(triplets)
+    if validation_split <= 0:
+        return TripletSplit(triplets, triplets.iloc[:0], "validation disabled (validation_split = 0)")
+    keys = triplets[CUSTOMER_KEY].to_numpy() if CUSTOMER_KEY in triplets.columns else np.arange(n)
+    customers = sorted_unique(keys)
+    if n < min_triplets or len(customers) < 2:
+        return TripletSplit(triplets, triplets.iloc[:0], (f"only {n} triplets from {len(customers)} customers: too "
+                                                          f"few for a validation split (need {min_triplets}); "
+                                                          "validation skipped"))
+    rng = np.random.default_rng(seed)
+    n_val = min(max(1, int(round(validation_split * len(customers)))), len(customers) - 1)
+    val_customers = rng.choice(customers, size=n_val, replace=False)
+    is_val = np.isin(keys, val_customers)
+    return TripletSplit(triplets[~is_val].reset_index(drop=True), triplets[is_val].reset_index(drop=True),
+                        f"{(~is_val).sum()} training and {is_val.sum()} validation triplets "
+                        f"({len(customers) - n_val} / {n_val} customers)")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall seconds per epoch, appended to ``self.seconds``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+# ------------------------------------------------------------- evaluation ---
+def _head_embeddings(head: keras.Model, features: np.ndarray, tabular: np.ndarray | None,
+                     rows: np.ndarray | None = None, batch_size: int = 4096) -> np.ndarray:
+    """Head embeddings float32 [len(rows), D] of ``features`` [n, F] rows ``rows`` (default
+    all; ``tabular`` [n, 11] aligned with ``features``), read ``batch_size`` rows at a time
+    (so a memory-mapped store is never loaded whole)."""
+    rows = np.arange(len(features)) if rows is None else np.asarray(rows, np.int64)
+    out = [np.zeros((0, int(head.output_shape[-1])), np.float32)]
+    for start in range(0, len(rows), batch_size):
+        r = rows[start:start + batch_size]
+        x = {"features": np.asarray(features[r], np.float32)}
+        if tabular is not None:
+            x["tabular"] = np.asarray(tabular[r], np.float32)
+        out.append(np.asarray(head(x, training=False), np.float32))
+    return np.concatenate(out)
+
+
+def _tower_embeddings(tower: keras.Model, paths: np.ndarray, tabular: np.ndarray | None,
+                      image_size, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of every row of ``paths`` by the full tower (images from disk); (emb, ok)."""
+    dim = int(tower.output_shape[-1])
+    emb = np.zeros((len(paths), dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    for idx, imgs in image_dataset([str(p) for p in paths], image_size, batch_size):
+        idx = idx.numpy()
+        x = {"image": imgs}
+        if tabular is not None:
+            x["tabular"] = tf.constant(tabular[idx], tf.float32)
+        emb[idx] = tower(x, training=False).numpy()
+        ok[idx] = True
+    return emb, ok
+
+
+def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray, block: int = 65_536) -> float:
+    """Triplet accuracy (:func:`hm_utils.core.metrics.triplet_accuracy`) of article embeddings [n, D]
+    on triplet rows [m, 3] (indices into ``embeddings``); nan when m = 0. Counted ``block``
+    triplets at a time: at competition scale the three gathered float64 copies of all rows
+    would need about 12 GB (500,000 triplets x 550 dimensions); the result is the same."""
+    if len(rows) == 0:
+        return float("nan")
+    correct = 0
+    for start in range(0, len(rows), block):
+        r = rows[start:start + block]
+        correct += int(triplet_correct(embeddings[r[:, 0]], embeddings[r[:, 1]], embeddings[r[:, 2]]).sum())
+    return float(correct / len(rows))
+
+
+# ------------------------------------------------------------- fine-tuning ---
+def _all_layers(model: keras.Model):
+    """Every layer of ``model`` in order, nested models first as themselves, then their layers."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def set_trainable_top(backbone_model: keras.Model, n_layers: int) -> list[str]:
+    """Fine-tune the top of a backbone: make its last ``n_layers`` layers that hold
+    weights trainable, not counting BatchNormalization layers, which all stay frozen
+    (they then normalise with their ImageNet statistics, as in inference; training
+    them on small batches would spoil those). Everything else is frozen. Changes
+    ``backbone_model`` in place; returns the names of the layers made trainable
+    (``[]`` for ``n_layers`` 0, which freezes the whole backbone)."""
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    leaves = [layer for layer in _all_layers(backbone_model) if not isinstance(layer, keras.Model)]
+    backbone_model.trainable = n_layers > 0
+    for layer in leaves:
+        layer.trainable = False
+    weighted = [layer for layer in leaves
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    top = weighted[len(weighted) - min(n_layers, len(weighted)):] if n_layers else []
+    for layer in top:
+        layer.trainable = True
+    return [layer.name for layer in top]
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """An independent copy of ``model`` (same architecture, same current weights, own
+    variables, the same ``trainable`` flag on every layer, nested ones included)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = model.trainable
+    for src, dst in zip(_all_layers(model), _all_layers(copy)):
+        dst.trainable = src.trainable  # parents come before their layers: theirs is set last
+    return copy
+
+
+# ------------------------------------------------------------- training steps ---
+def cap_triplets(triplets: pd.DataFrame, max_triplets: int | None, seed: int) -> pd.DataFrame:
+    """Check the triplet columns (anchor, positive, negative: :func:`hm_utils.core.checks.require_columns`) and
+    keep a seeded random subset of ``max_triplets`` rows when there are more (index reset)."""
+    require_columns(triplets, [ANCHOR, POSITIVE, NEGATIVE], "triplets table")
+    if max_triplets is not None and len(triplets) > max_triplets:
+        triplets = triplets.sample(n=int(max_triplets), random_state=int(seed)).reset_index(drop=True)
+    return triplets
+
+
+def _tabular_inputs(triplets: pd.DataFrame, articles: pd.DataFrame, variant: str):
+    """(needed article ids int64 [m] sorted, articles with int64 ids, tabular [n, 11] or None,
+    its (mean, variance) or None); ValueError naming triplet article ids not in ``articles``."""
+    needed = sorted_unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64).ravel()) if len(triplets) \
+        else np.zeros(0, np.int64)
+    art = articles.copy()
+    art[ARTICLE_ID] = art[ARTICLE_ID].astype(np.int64)
+    unknown = np.setdiff1d(needed, art[ARTICLE_ID].to_numpy())
+    if len(unknown):
+        raise ValueError(f"{len(unknown)} triplet article id(s) are not in the articles table, e.g. {unknown[:5].tolist()}")
+    tab_all = tabular_features(art) if variant == "combined" else None
+    return needed, art, tab_all, tabular_stats(tab_all) if tab_all is not None else None
+
+
+def _training_backbone(settings: TrainingSettings, backbone_model, feature_cache, log) -> tuple[keras.Model, bool]:
+    """(backbone, cached): the caller's backbone (a trainable one copied, so the caller's object is never
+    trained) or a new one; cached: whether the head trains on backbone features (frozen backbone and
+    ``use_cache``). A ``feature_cache`` needs its ``backbone_model``, and its digest must match."""
+    s = settings
+    bb = backbone_model or build_backbone(s.backbone, s.image_size, s.pooling, s.weights)
+    if backbone_model is not None and bb.trainable:
+        # a trainable backbone is trained by this call: work on a copy, so that a model trained
+        # earlier with the same backbone object keeps the weights it was trained with
+        bb = copy_model(bb)
+    if feature_cache is not None and backbone_model is None:
+        raise ValueError("feature_cache given without the backbone_model that computed it; pass both "
+                         "(a new backbone would not match the cached features)")
+    cached = s.use_cache and not bb.trainable
+    if s.use_cache and bb.trainable:
+        log(f"backbone {bb.layers[1].name} is trainable: no feature cache, images are decoded every epoch")
+    if cached and feature_cache is not None and feature_cache.digest is not None:
+        from hm_utils.model.inference import model_digest
+        if model_digest(bb) != feature_cache.digest:
+            raise ValueError(f"feature_cache was computed by a backbone with other weights (digest "
+                             f"{feature_cache.digest}) than backbone_model ({model_digest(bb)}); pass the "
+                             "backbone that computed it")
+    return bb, cached
+
+
+def triplet_rows(triplets: pd.DataFrame, ids: np.ndarray, ok: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The triplets whose three articles are usable (``ok`` [n] bool aligned with ``ids`` [n]), index
+    reset, and their rows into ``ids`` (int64 [m, 3]: anchor, positive, negative). Dropped triplets
+    are a warning naming up to 5 articles without a readable image."""
+    pos = pd.Series(np.arange(len(ids)), index=ids)[ok]
+    rows = np.stack([pd.Series(triplets[c].to_numpy(np.int64)).map(pos).fillna(-1).to_numpy(np.int64)
+                     for c in (ANCHOR, POSITIVE, NEGATIVE)], axis=1) if len(triplets) else np.zeros((0, 3), np.int64)
+    keep = (rows >= 0).all(axis=1)
+    if (~keep).any():
+        bad = sorted_unique(triplets[[ANCHOR, POSITIVE, NEGATIVE]].to_numpy(np.int64)[~keep].ravel())
+        have = set(pos.index.tolist())
+        bad = [int(a) for a in bad if a not in have][:5]
+        warnings.warn(f"{(~keep).sum()} of {len(triplets)} triplets dropped: an article has no readable "
+                      f"image (e.g. article {bad})", stacklevel=3)
+    return triplets[keep].reset_index(drop=True), rows[keep]
+
+
+def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``trip``'s training and validation triplets (the split keeps order within each side)."""
+    if not len(split.validation):
+        return rows, rows[:0]
+    is_val = np.isin(trip[CUSTOMER_KEY].to_numpy(), sorted_unique(split.validation[CUSTOMER_KEY].to_numpy()))
+    return rows[~is_val], rows[is_val]
+
+
+def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, stats, rows, image_size):
+    """(tower, train_model, make_ds, embed, local): the one-tower model and the siamese model that trains it
+    (compiled with AdamW and the loss), a maker of (shuffled) datasets of triplet rows, a function that
+    embeds every article the rows use, and the map of rows into that embedding's rows."""
+    s = settings
+    head = build_head(bb.output_shape[-1], variant, s.embedding_dim, s.hidden_units, s.normalize, stats)
+    tower = assemble_embedding_model(bb, head, variant)
+    if cached:
+        train_model = build_siamese(head)
+        feats = feature_cache.features
+        if isinstance(feats, np.memmap) and feats.nbytes <= IN_MEMORY_FEATURES_BYTES:
+            feats = np.array(feats)  # a small store: gathering from memory is faster than reading the map
+        feats_t = feats if isinstance(feats, np.memmap) else tf.constant(feats)
+        tab_t = tf.constant(tab) if tab is not None else None
+
+        def make_ds(r, shuffle):
+            return cached_triplet_dataset(r, feats_t, tab_t, s.batch_size, shuffle, s.seed)
+        # evaluate only the articles of the triplets (a store holds every article)
+        used = sorted_unique(rows)
+
+        def embed():
+            return _head_embeddings(head, feats, tab, used)
+
+        def local(r):
+            return np.searchsorted(used, r)
+    else:
+        train_model = build_siamese(tower)
+
+        def make_ds(r, shuffle):
+            return image_triplet_dataset(r, paths, tab, image_size, s.batch_size, shuffle, s.seed)
+
+        def embed():
+            return _tower_embeddings(tower, paths, tab, image_size)[0]
+
+        def local(r):
+            return r
+    train_model.compile(optimizer=keras.optimizers.AdamW(learning_rate=s.learning_rate, weight_decay=s.weight_decay),
+                        loss=make_loss(s.loss, margin=s.margin, temperature=s.temperature))
+    return tower, train_model, make_ds, embed, local
+
+
+def _fit(train_model, make_ds, train_rows, val_rows, epochs: int, verbose) -> dict:
+    """Train for ``epochs``; the history as a dict of lists (epoch, loss, val_loss, seconds)."""
+    timer = _EpochTimer()
+    with warnings.catch_warnings():
+        # the image stream drops unreadable files, so its length is unknown to Keras
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        fit = train_model.fit(make_ds(train_rows, True), epochs=int(epochs),
+                              validation_data=make_ds(val_rows, False) if len(val_rows) else None,
+                              callbacks=[timer], verbose=verbose, shuffle=False)
+    h = fit.history
+    return {"epoch": list(range(1, len(h["loss"]) + 1)), "loss": [float(v) for v in h["loss"]],
+            "val_loss": [float(v) for v in h.get("val_loss", [float("nan")] * len(h["loss"]))],
+            "seconds": [float(s) for s in timer.seconds]}
+
+
+def _accuracies(embed, local, train_rows, eval_rows, rows, when: str) -> dict:
+    """``<when>_accuracy`` (on ``eval_rows``) and ``<when>_train_accuracy``; nan without triplets."""
+    emb = embed() if len(rows) else None
+    if emb is None:
+        return {f"{when}_accuracy": float("nan"), f"{when}_train_accuracy": float("nan")}
+    return {f"{when}_accuracy": rows_accuracy(emb, local(eval_rows)),
+            f"{when}_train_accuracy": rows_accuracy(emb, local(train_rows))}
+
+
+def _finish_report(report: dict, history: dict, t_start: float) -> dict:
+    """Final losses, seconds per epoch (the median of all epochs but the first, which includes tracing),
+    epochs and total seconds; every non-finite float becomes None (JSON has no NaN)."""
+    report["final_loss"] = history["loss"][-1] if history["loss"] else float("nan")
+    report["final_val_loss"] = history["val_loss"][-1] if history["val_loss"] else float("nan")
+    secs = history["seconds"]
+    report["seconds_per_epoch"] = float(np.median(secs[1:] if len(secs) > 1 else secs)) if secs else float("nan")
+    report["epochs"] = len(secs)
+    report["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in report.items()}
+
+
+# ------------------------------------------------------------- training ---
+def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.DataFrame,
+                  settings: TrainingSettings, variant: str = "image_only", *,
+                  backbone_model: keras.Model | None = None, feature_cache: FeatureCache | None = None,
+                  cache_path: str | os.PathLike | None = None, verbose: int | str = "auto",
+                  log=print) -> TrainingRun:
+    """Train the embedding model ``variant`` ("image_only" or "combined") as a siamese network on triplets.
+
+    triplets: ``anchor``, ``positive``, ``negative`` (article ids) and ``customer_key`` (for the
+    customer-wise validation split); articles: ``article_id`` + ``config.TABULAR_COLUMNS``; images:
+    ``article_id``, ``has_image``, ``abs_path``; settings: a :class:`TrainingSettings`.
+    ``backbone_model`` / ``feature_cache`` reuse a frozen backbone and its features across variants
+    (without a cache covering the triplets' articles, one is computed, in a ``.npy`` memory map at
+    ``cache_path`` when given); a trainable ``backbone_model`` is copied first, so the caller's object
+    is never changed. ``verbose`` is Keras's; ``log`` receives one-line notes.
+
+    Steps: cap the triplets (:func:`cap_triplets`); build or copy the backbone; features per article
+    (cached) or image paths; drop triplets without (:func:`triplet_rows`); split by customer
+    (:func:`split_by_customer`); build and compile the models; accuracy before; fit; accuracy after.
+    Returns a :class:`TrainingRun` (model, history, report, split).
+    """
+    s = settings
+    keras.utils.set_random_seed(int(s.seed))
+    t_start = time.perf_counter()
+    n_given = len(triplets)
+    triplets = cap_triplets(triplets, s.max_triplets, s.seed)
+    strategy = get_distribution_strategy(s.distribute)
+    report: dict = {"variant": variant, "backbone": s.backbone, "pooling": s.pooling, "loss": s.loss,
+                    "embedding_dim": int(s.embedding_dim), "normalize": bool(s.normalize),
+                    "pretrained": s.weights is not None, "weights": None if s.weights is None else str(s.weights),
+                    "distribute": s.distribute, "n_replicas": int(strategy.num_replicas_in_sync),
+                    "n_triplets_given": int(n_given)}
+    needed, art, tab_all, stats = _tabular_inputs(triplets, articles, variant)
+
+    with strategy.scope():
+        bb, cached = _training_backbone(s, backbone_model, feature_cache, log)
+        image_size = tuple(int(v) for v in bb.input_shape[1:3])
+        report["trainable_backbone"] = bool(bb.trainable)
+        report["used_cache"] = bool(cached)
+        paths = None
+        if cached:
+            if feature_cache is None or not np.isin(needed, feature_cache.article_ids).all():
+                feature_cache = compute_feature_cache(bb, needed, article_image_paths(images, needed),
+                                                      batch_size=max(s.batch_size, 32), cache_path=cache_path)
+            report["feature_seconds"] = round(float(feature_cache.seconds), 3)
+            report["feature_dim"] = int(feature_cache.features.shape[1])
+            ids, ok = feature_cache.article_ids, feature_cache.ok
+        else:
+            ids = needed
+            paths = article_image_paths(images, ids)
+            ok = np.array([p is not None for p in paths], bool)
+        trip, rows = triplet_rows(triplets, ids, ok)
+        report["n_triplets_dropped_no_image"] = int(len(triplets) - len(trip))
+        split = split_by_customer(trip, s.validation_split, s.seed)
+        train_rows, val_rows = _split_rows(trip, rows, split)
+        report.update(n_triplets=int(len(trip)), n_train=int(len(train_rows)), n_validation=int(len(val_rows)),
+                      validation_note=split.note)
+        log(f"{variant}: {len(trip)} triplets ({n_given} given); {split.note}")
+
+        tab = None if tab_all is None else tab_all[pd.Series(np.arange(len(art)), index=art[ARTICLE_ID]).loc[ids].to_numpy()]
+        tower, train_model, make_ds, embed, local = _compiled_models(bb, variant, s, cached, feature_cache, paths,
+                                                                     tab, stats, rows, image_size)
+        eval_rows = val_rows if len(val_rows) else train_rows
+        report["accuracy_on"] = "validation" if len(val_rows) else "training"
+        report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "untrained"))
+        if len(train_rows) and s.epochs > 0:
+            history = _fit(train_model, make_ds, train_rows, val_rows, s.epochs, verbose)
+        else:
+            history = {"epoch": [], "loss": [], "val_loss": [], "seconds": []}
+            log(f"{variant}: no training triplets, model left untrained")
+        report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "trained"))
+    return TrainingRun(tower, history, _finish_report(report, history, t_start), split)
+
+
+# ------------------------------------------------------------- notebook helpers ---
+def accuracy_frame(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row per model: triplets, untrained / trained triplet accuracy, final losses, seconds per epoch."""
+    cols = ["n_triplets", "n_train", "n_validation", "accuracy_on", "untrained_accuracy", "trained_accuracy",
+            "final_loss", "final_val_loss", "seconds_per_epoch", "used_cache", "pretrained"]
+    return pd.DataFrame([{"model": k, **{c: r.get(c) for c in cols}} for k, r in reports.items()])
+
+
+def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, images: pd.DataFrame | None = None,
+                          n: int = 8, seed: int = 0) -> float:
+    """Load the saved model at ``path`` and embed ``n`` inputs with both it and
+    ``model``; returns the largest absolute difference (0.0 means identical
+    embeddings). With ``images`` (article_id, has_image, abs_path): ``n`` random
+    articles with an image, decoded with :func:`hm_utils.data.images.load_image`.
+    Without: ``n`` seeded random images (uniform 0..255; the weights either match
+    or not, any input shows it, and no photo is decoded) with the tabular rows of
+    ``n`` random articles."""
+    from hm_utils.data.images import load_image
+    from hm_utils.model.siamese import load_embedding_model, model_variant
+
+    h, w = model.input["image"].shape[1:3]
+    rng = np.random.default_rng(seed)
+    if images is not None:
+        tbl = images[images[HAS_IMAGE].astype(bool)] if HAS_IMAGE in images.columns else images
+        tbl = tbl.sample(n=min(n, len(tbl)), random_state=seed) if len(tbl) else tbl
+        if not len(tbl):
+            raise ValueError("no article with an image to compare embeddings on")
+        x = {"image": np.stack([load_image(p, (h, w)) for p in tbl[IMAGE_ABS_PATH]])}
+        ids = tbl[ARTICLE_ID].astype(np.int64)
+    else:
+        x = {"image": rng.uniform(0, 255, (n, h, w, 3)).astype(np.float32)}
+        ids = articles[ARTICLE_ID].astype(np.int64).sample(n=n, replace=len(articles) < n, random_state=seed)
+    if model_variant(model) == "combined":
+        art = articles.set_index(articles[ARTICLE_ID].astype(np.int64))
+        x["tabular"] = tabular_features(art.loc[ids].reset_index(drop=True))
+    again = load_embedding_model(path)
+    return float(np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max())

@@ -1,0 +1,74 @@
+"""``tf.data`` pipelines of triplets for the siamese training (:func:`hm_utils.model.training.train_siamese`).
+
+Both give (x, y) batches for a siamese model (:func:`hm_utils.model.siamese.build_siamese`): x holds
+``<role>_<input>`` for role in anchor, positive, negative; y is zeros (the loss reads only the
+embeddings). :func:`cached_triplet_dataset` gathers backbone features computed once
+(:class:`hm_utils.model.feature_cache.FeatureCache`) for a head; :func:`image_triplet_dataset` decodes
+the three images of every triplet from disk each epoch for a whole tower.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+from hm_utils.data.images import read_and_decode  # noqa: E402
+from hm_utils.model.siamese import ROLES  # noqa: E402
+
+
+def cached_triplet_dataset(rows: np.ndarray, features, tabular: tf.Tensor | None, batch_size: int,
+                           shuffle: bool, seed: int) -> tf.data.Dataset:
+    """(x, y) batches for the siamese head: x = {role_features [B, F], role_tabular [B, 11]}, y zeros [B].
+
+    ``features``: a tensor (in memory), or a ``np.memmap`` (on-disk cache), whose
+    rows are then read batch by batch instead of being loaded whole."""
+    ds = tf.data.Dataset.from_tensor_slices(rows.astype(np.int64))
+    if shuffle:
+        ds = ds.shuffle(max(len(rows), 1), seed=seed, reshuffle_each_iteration=True)
+    if isinstance(features, np.memmap):
+        mm, dim = features, int(features.shape[1])
+
+        def take(idx):
+            f = tf.numpy_function(lambda i: np.asarray(mm[i], dtype=np.float32), [idx], tf.float32)
+            f.set_shape([None, dim])
+            return f
+    else:
+        def take(idx):
+            return tf.cast(tf.gather(features, idx), tf.float32)
+
+    def gather(r):
+        x = {}
+        for j, role in enumerate(ROLES):
+            x[f"{role}_features"] = take(r[:, j])
+            if tabular is not None:
+                x[f"{role}_tabular"] = tf.gather(tabular, r[:, j])
+        return x, tf.zeros([tf.shape(r)[0]], tf.float32)
+
+    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def image_triplet_dataset(rows: np.ndarray, paths: np.ndarray, tabular: np.ndarray | None,
+                          image_size: tuple[int, int], batch_size: int, shuffle: bool, seed: int,
+                          reduced_scale: bool = True) -> tf.data.Dataset:
+    """(x, y) batches for the full siamese tower: every triplet's three images
+    decoded from disk each epoch (no cache). Triplets with an unreadable image are dropped."""
+    paths_t = tf.constant([str(p) for p in paths])
+    tab_t = tf.constant(tabular, tf.float32) if tabular is not None else None
+    size = (int(image_size[0]), int(image_size[1]))
+    ds = tf.data.Dataset.from_tensor_slices(rows.astype(np.int64))
+    if shuffle:
+        ds = ds.shuffle(max(len(rows), 1), seed=seed, reshuffle_each_iteration=True)
+
+    def load(r):
+        x = {}
+        for j, role in enumerate(ROLES):
+            x[f"{role}_image"] = read_and_decode(paths_t[r[j]], size, reduced_scale)
+            if tab_t is not None:
+                x[f"{role}_tabular"] = tab_t[r[j]]
+        return x, tf.constant(0.0)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
