@@ -48,3 +48,20 @@ def test_from_notebook_reads_the_upper_case_parameters_only():
     assert ToySettings.from_notebook("demo", {}, rate=0.1).rate == 0.1
     assert ToySettings.from_notebook("demo", {"EPOCHS": None}).epochs == get_profile("demo").epochs
     assert s.to_dict() == {"epochs": 4, "rate": 0.5, "name": "nb"}
+
+
+@dataclass(frozen=True)
+class NamedSettings(StageSettings):
+    """Settings that record their profile's name as a field, as 06's and 07's do."""
+    profile: str = "demo"
+    seed: int = 42
+
+    @classmethod
+    def profile_values(cls, profile):
+        return {"profile": profile.name}
+
+
+def test_a_setting_called_profile_is_a_parameter_like_any_other():
+    assert NamedSettings.from_profile("tiny").profile == "tiny"
+    s = NamedSettings.from_notebook("tiny", {"PROFILE": "tiny", "SEED": 3})
+    assert (s.profile, s.seed) == ("tiny", 3)

@@ -41,7 +41,7 @@ class StageSettings:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_profile(cls, profile: str | Profile | None, **parameters):
+    def from_profile(cls, profile: str | Profile | None, /, **parameters):
         """The settings for ``profile`` (a name or a Profile): the class defaults, then
         :meth:`profile_values`, then every parameter that is not None. TypeError names an unknown
         parameter and the known ones."""
@@ -55,7 +55,7 @@ class StageSettings:
         return cls(**values)
 
     @classmethod
-    def from_notebook(cls, profile: str | Profile | None, namespace: Mapping[str, Any], **parameters):
+    def from_notebook(cls, profile: str | Profile | None, namespace: Mapping[str, Any], /, **parameters):
         """:meth:`from_profile` with the notebook's parameters read from ``namespace`` (its ``globals()``):
         every setting whose name in upper case is defined there (``EPOCHS`` -> ``epochs``). ``parameters``
         are added on top (values the notebook computed, e.g. a seed); each must be a setting."""

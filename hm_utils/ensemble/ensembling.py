@@ -200,7 +200,7 @@ class EnsembleSettings(StageSettings):
         return {"profile": profile.name, "holdout_days": profile.holdout_days}
 
     @classmethod
-    def from_profile(cls, profile, split=None, **parameters) -> "EnsembleSettings":
+    def from_profile(cls, profile, /, split=None, **parameters) -> "EnsembleSettings":
         """The defaults, then the profile's, then 06's ``split`` (its ``days``, ``rankers`` and
         ``bootstrap_samples``; :func:`hm_utils.core.workdir.read_holdout_split`), then every parameter that
         is not None."""

@@ -78,7 +78,7 @@ class MiningSettings(StageSettings):
             raise ValueError("last_n, n_positives and popularity_window must be at least 1")
 
     @classmethod
-    def from_profile(cls, profile=None, **parameters) -> "MiningSettings":
+    def from_profile(cls, profile=None, /, **parameters) -> "MiningSettings":
         """:meth:`hm_utils.core.settings.StageSettings.from_profile` (no profile changes how triplets are
         mined, so the defaults, then every parameter that is not None), with ``strategies`` through
         :func:`select_strategies` ("original" first, ``train_strategy`` included; None: all).
