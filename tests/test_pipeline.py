@@ -298,3 +298,22 @@ def test_kernel_command_keeps_fd_output_out_of_the_cells():
     assert with_fd_output_kept_out(cmd) == [*cmd, NO_FD_CAPTURE]
     assert with_fd_output_kept_out([*cmd, NO_FD_CAPTURE]) == [*cmd, NO_FD_CAPTURE]   # not twice
     assert with_fd_output_kept_out(["R", "--slave"]) == ["R", "--slave"]               # not an ipykernel
+
+
+def test_compare_runs_lists_figures_that_differ_and_counts_timings_apart(tmp_path, capsys):
+    from hm_utils.runner.compare import compare_runs, main as compare_main
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, acc, secs, extra in ((a, 0.87, 12.0, {"profile": "demo"}), (b, 0.91, 15.5, {})):
+        (d / "metrics").mkdir(parents=True)
+        (d / "metrics" / "03_model_training.json").write_text(json.dumps(
+            {"models": {"image_only": {"trained_accuracy": acc, "seconds_per_epoch": secs}},
+             "curve": [1, 2, 3], "data_dir": str(d), **extra}))
+    (a / "metrics" / "04_embedding_export.json").write_text(json.dumps({"n": 1}))
+    got = compare_runs(a, b)
+    assert got["03_model_training.json"] == ["/models/image_only/trained_accuracy: 0.87 -> 0.91",
+                                             "/profile: only in a"]
+    assert got["04_embedding_export.json"] == ["only in a"]
+    assert got["_volatile"] == ["2"]                        # seconds_per_epoch and data_dir
+    assert compare_main([str(a), str(a)]) == 0 and "0 differing figure(s)" in capsys.readouterr().out
+    assert compare_main([str(a), str(b)]) == 1
+    assert compare_main([str(a), str(tmp_path / "nowhere")]) == 2
