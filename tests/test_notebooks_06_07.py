@@ -155,7 +155,7 @@ def test_06_learned_ranker_recall_slices_and_importance(tiny_series, ranking):
     assert {f"neighbours_{variant_label(f)}" for f in ranking["embedding_files"]} <= set(rec)
     for key, s in ranking["slices"].items():
         name, sl = key.split("/")
-        assert sl in ("all", "inactive_4w", "cold_articles") and name in ranking["rankers"]
+        assert sl in ("all", "inactive_4w", "cold_articles", "known_articles") and name in ranking["rankers"]
         assert s["recall100"] is None or 0 <= s["recall100"] <= 1 or np.isnan(s["recall100"])
     assert ranking["slices"]["repurchase/all"]["map12"] == pytest.approx(ranking["rolling_map12"]["repurchase"])
     if ranking["learned_backend"] == "lightgbm":
