@@ -69,7 +69,9 @@ class RankingSettings:
     eval_weeks: rolling weeks scored (the held-out one and those before it);
     bootstrap_samples: paired bootstrap resamples per interval; baseline: the ranker every
     interval is a difference to; ablations: also score every embedding ranker with random
-    vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker.
+    vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker;
+    label_weeks: the learned rankers' label weeks (None: automatic, as many as hold
+    :data:`hm_utils.learned_ranker.MIN_LABEL_CUSTOMERS` labelled customer-weeks).
     """
     profile: str = "demo"
     seed: int = 42
@@ -82,6 +84,7 @@ class RankingSettings:
     baseline: str = BASELINE_RANKER
     ablations: bool = True
     learned_ranker: bool = True
+    label_weeks: int | None = None
 
     def __post_init__(self):
         if self.holdout_days < 1 or self.eval_weeks < 1 or self.n_candidates < 1 or self.bootstrap_samples < 1:
@@ -90,6 +93,10 @@ class RankingSettings:
                              f"{self.bootstrap_samples}")
         if self.start_date is not None:
             object.__setattr__(self, "start_date", str(pd.Timestamp(self.start_date).date()))
+        if self.label_weeks is not None:
+            if int(self.label_weeks) < 1:
+                raise ValueError(f"label_weeks must be at least 1 or None (automatic); got {self.label_weeks}")
+            object.__setattr__(self, "label_weeks", int(self.label_weeks))
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "RankingSettings":

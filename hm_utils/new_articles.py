@@ -71,17 +71,18 @@ def customer_slice_rows(keys, top12, top_k, actual: pd.DataFrame, k: int = RECAL
                          "purchases": n})[cols]
 
 
-def pool_customer_slices(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per ranker and slice, pooled over weeks: customer_weeks, purchases, hits12, hits100,
-    recall12, recall100 (sum hits / sum purchases) and map12 (mean ap12). ``rows``:
-    :func:`customer_slice_rows` with ranker, week_start and slice columns."""
-    g = rows.groupby(["ranker", "slice"], sort=False)
+def pool_customer_slices(rows: pd.DataFrame, by=("ranker", "slice")) -> pd.DataFrame:
+    """Per ranker and slice (``by``; add ``week_start`` for one row per week), pooled over
+    the rest: customer_weeks, purchases, hits12, hits100, recall12, recall100 (sum hits /
+    sum purchases) and map12 (mean ap12). ``rows``: :func:`customer_slice_rows` with
+    ranker, week_start and slice columns."""
+    by = list(by)
+    g = rows.groupby(by, sort=False)
     out = g.agg(customer_weeks=("ap12", "size"), purchases=("purchases", "sum"), hits12=("hits12", "sum"),
                 hits100=("hits100", "sum"), map12=("ap12", "mean")).reset_index()
     out["recall12"] = out["hits12"] / out["purchases"].where(out["purchases"] > 0)
     out["recall100"] = out["hits100"] / out["purchases"].where(out["purchases"] > 0)
-    return out[["ranker", "slice", "customer_weeks", "purchases", "hits12", "hits100", "recall12", "recall100",
-                "map12"]]
+    return out[[*by, "customer_weeks", "purchases", "hits12", "hits100", "recall12", "recall100", "map12"]]
 
 
 def compare_on_slice(rows: pd.DataFrame, ranker: str, baseline: str, slice_name: str,

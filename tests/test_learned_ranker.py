@@ -305,3 +305,24 @@ def test_fitting_for_a_sample_of_customers_gives_them_the_same_candidates_and_fe
     ref = FeatureBuilder(arts, customers, {"e": emb}, g.names).fit(inner).transform(
         type(c)(c.customer_key[keep], c.article_id[keep], c.sources[keep], c.names))
     np.testing.assert_array_equal(X, ref)
+
+
+def test_rolling_weeks_record_label_weeks_slices_per_customer_and_candidate_recall():
+    t, arts, customers, emb = synthetic_shop(seed=2)
+    r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=10, progress=False, min_label_customers=40)
+    res = evaluate_rolling([r], t, n_weeks=2, progress=False)
+    lw = res.label_weeks
+    assert len(lw) == 2 and (lw["mode"] == "automatic").all()
+    assert ((lw["labelled_customers"] >= 40) | (lw["reason"] == "ran out of history")).all()
+    # the per-customer rows agree with the pooled slice sums, computed separately
+    per = res.customer_slices.groupby(["week_start", "slice"])[["hits100", "purchases"]].sum()
+    pooled = res.slices.set_index(["week_start", "slice"])
+    for (week, sl), row in per.iterrows():
+        assert row["hits100"] == pooled.loc[(week, sl), "hits"] and row["purchases"] == pooled.loc[(week, sl),
+                                                                                                   "n_purchases"]
+    assert set(res.customer_slices["slice"]) <= {"cold_articles", "known_articles"} and len(per) >= 2
+    cr = res.candidate_recall
+    assert set(cr["slice"]) == {"all", "inactive_4w", "cold_articles", "known_articles"}
+    assert {"all", "own", "new_popular", "new_e"} <= set(cr["source"])
+    hits_all = cr[(cr["source"] == "all") & (cr["slice"] == "all")]["hits"].to_numpy()
+    assert (hits_all >= cr[(cr["source"] == "own") & (cr["slice"] == "all")]["hits"].to_numpy()).all()
