@@ -109,6 +109,7 @@ class LearnedRanker(Ranker):
     per label week), ``feature_names_``.
     """
     name = "learned"
+    KEPT_ON_RELEASE = Ranker.KEPT_ON_RELEASE + ("label_choice_",)   # a small dict: what the last fit learned from
 
     def __init__(self, articles: pd.DataFrame, customers: pd.DataFrame | None = None,
                  embeddings: dict[str, ArticleEmbeddings] | None = None, settings: CandidateSettings | None = None,
