@@ -80,3 +80,26 @@ def test_slice_comparisons_and_verdict_by_hand():
     rest = [ln for ln in text.splitlines() if ln.startswith("On the rest") and "learned_random" in ln][0]
     assert "add nothing that can be told" in rest
     assert "no ablation" in embedding_verdict(comp, "improved_image")
+
+
+def test_candidate_curve_helpers_by_hand():
+    from hm_utils.candidate_curve import pool_candidate_recall, scaled_settings, where_it_pays
+    from hm_utils.candidates import CandidateSettings
+
+    s = scaled_settings(CandidateSettings(own_max=20, n_variants=3, n_new=12, n_pairs=0), 0.25)
+    assert (s.own_max, s.n_variants, s.n_new, s.n_pairs, s.own_days) == (5, 1, 3, 0, 90)   # 0.75 -> 1; 0 stays
+    with pytest.raises(ValueError):
+        scaled_settings(CandidateSettings(), 0)
+    # steps: 10 -> 20 candidates +0.10 recall (0.1 per 10: pays), 20 -> 40 +0.02 (0.01 per 10: pays at 0.005),
+    # 40 -> 80 +0.01 (0.0025 per 10: does not)
+    curve = pd.DataFrame({"factor": [0.5, 1, 2, 4], "slice": "all", "per_customer": [10, 20, 40, 80],
+                          "recall": [0.2, 0.3, 0.32, 0.33]})
+    assert where_it_pays(curve) == 2 and where_it_pays(curve, min_gain=0.05) == 1
+    assert where_it_pays(curve, min_gain=1.0) == 0.5
+    t = pd.DataFrame({"ranker": "learned", "week_start": [1, 1, 2, 2, 1, 2], "slice": ["all"] * 4 + ["new"] * 2,
+                      "source": ["all", "own", "all", "own", "all", "all"], "hits": [3, 1, 5, 1, 1, 0],
+                      "purchases": [10, 10, 10, 10, 2, 3], "per_customer": [40, 10, 60, 20, 40, 60]})
+    p = pool_candidate_recall(t)
+    assert p.loc["all", "all"] == pytest.approx(0.4) and p.loc["own", "all"] == pytest.approx(0.1)
+    assert p.loc["all", "new"] == pytest.approx(0.2) and p.loc["all", "per_customer"] == 50
+    assert p.loc["purchases", "all"] == 20 and p.loc["purchases", "new"] == 5
