@@ -37,8 +37,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .arrays import sorted_unique
-from .config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CUSTOMER_KEY, EVAL_WEEKS,
-                     FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
+from .config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CANDIDATE_SCALE, CUSTOMER_KEY,
+                     EVAL_WEEKS, FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
                      T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK, get_profile)
 from .embedding_index import ArticleEmbeddings, variant_label
 from .history import as_transactions, split_week, week_windows
@@ -71,7 +71,9 @@ class RankingSettings:
     interval is a difference to; ablations: also score every embedding ranker with random
     vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker;
     label_weeks: the learned rankers' label weeks (None: automatic, as many as hold
-    :data:`hm_utils.learned_ranker.MIN_LABEL_CUSTOMERS` labelled customer-weeks).
+    :data:`hm_utils.learned_ranker.MIN_LABEL_CUSTOMERS` labelled customer-weeks);
+    candidate_scale: the learned rankers' candidate quotas x this
+    (:func:`hm_utils.candidate_curve.scaled_settings`; the profile's ``CANDIDATE_SCALE``).
     """
     profile: str = "demo"
     seed: int = 42
@@ -85,6 +87,7 @@ class RankingSettings:
     ablations: bool = True
     learned_ranker: bool = True
     label_weeks: int | None = None
+    candidate_scale: float = 1.0
 
     def __post_init__(self):
         if self.holdout_days < 1 or self.eval_weeks < 1 or self.n_candidates < 1 or self.bootstrap_samples < 1:
@@ -97,6 +100,9 @@ class RankingSettings:
             if int(self.label_weeks) < 1:
                 raise ValueError(f"label_weeks must be at least 1 or None (automatic); got {self.label_weeks}")
             object.__setattr__(self, "label_weeks", int(self.label_weeks))
+        if not float(self.candidate_scale) > 0:
+            raise ValueError(f"candidate_scale must be positive; got {self.candidate_scale}")
+        object.__setattr__(self, "candidate_scale", float(self.candidate_scale))
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "RankingSettings":
@@ -108,12 +114,21 @@ class RankingSettings:
         prof = get_profile(profile) if isinstance(profile, str) else profile
         values = {"profile": prof.name, "holdout_days": prof.holdout_days, "n_candidates": prof.n_candidates,
                   "eval_weeks": EVAL_WEEKS.get(prof.name, 4), "bootstrap_samples": BOOTSTRAP_SAMPLES,
+                  "candidate_scale": CANDIDATE_SCALE.get(prof.name, 1.0),
                   "baseline": BASELINE_RANKER}
         values.update({k: v for k, v in overrides.items() if v is not None})
         for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
             if key in values:
                 values[key] = int(values[key])
         return cls(**values)
+
+    def learned_kwargs(self) -> dict:
+        """Keyword arguments of the learned rankers from these settings: ``train_weeks``
+        (label weeks; None: automatic) and ``settings`` (candidate quotas x ``candidate_scale``)."""
+        from .candidate_curve import scaled_settings
+        from .candidates import CandidateSettings
+
+        return {"train_weeks": self.label_weeks, "settings": scaled_settings(CandidateSettings(), self.candidate_scale)}
 
 
 # --------------------------------------------------------------- slices ---

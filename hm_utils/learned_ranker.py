@@ -58,7 +58,7 @@ from .lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_scor
 from .ranker_features import FeatureBuilder
 from .rankers import Ranker
 
-MIN_LABEL_CUSTOMERS = 2_000   # labelled customer-weeks the automatic choice pools (benchmarks/RESULTS_label_weeks.md)
+MIN_LABEL_CUSTOMERS = 4_000   # labelled customer-weeks the automatic choice pools (benchmarks/RESULTS_label_weeks.md)
 MAX_LABEL_WEEKS = 26          # at most this many label weeks (half a year of seasons)
 
 
