@@ -113,6 +113,8 @@ def test_slices_inactive_customers_and_cold_articles_by_hand():
     assert sorted(m["inactive_4w"]["customer_key"].unique().tolist()) == [1, 3]
     assert sorted(zip(m["cold_articles"]["customer_key"], m["cold_articles"]["article_id"])) == [(1, 900), (2, 900)]
     assert len(m["all"]) == 4
+    # the rest: articles sold before day 40 (100 on day 5, 101 on day 37)
+    assert sorted(zip(m["known_articles"]["customer_key"], m["known_articles"]["article_id"])) == [(2, 100), (3, 101)]
 
 
 def test_recall_at_k_counts_distinct_purchases_by_hand():

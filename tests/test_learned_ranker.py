@@ -43,7 +43,8 @@ def three_customers():
 EMB = ArticleEmbeddings(np.array([A1, A2, A3, B1, C1, C2, D1]),
                         np.array([[1, 0], [0.9, 0.1], [0, 1], [0.7, 0.7], [-1, 0], [-1, 0.1], [0, -1]], np.float32))
 SETTINGS = CandidateSettings(own_days=30, own_max=5, product_items=5, n_variants=3, n_popular=2, n_trending=1,
-                             neighbor_items=1, n_neighbors=1, live_days=28, pair_days=28, pair_items=5, n_pairs=2)
+                             neighbor_items=1, n_neighbors=1, live_days=28, pair_days=28, pair_items=5, n_pairs=2,
+                             n_new_popular=0, n_new=0)
 
 
 def test_candidate_sources_on_three_customers_by_hand():
@@ -82,6 +83,31 @@ def test_candidate_sources_on_three_customers_by_hand():
     assert rec.loc["popular", "per_customer"] == 2.0
 
 
+def test_new_article_sources_by_hand():
+    # last day 30. First sales: A2 day 1, D1 day 5, C1 day 10, B1 day 28, A1 day 29; A3 and C2 never sold.
+    # new (first sold in the last 7 days, days 24..30, or never sold): A1 (1 sale), A3 (0), B1 (2), C2 (0)
+    t = tx([(1, 0, A2), (10, 0, C1), (5, 1, D1), (29, 2, A1), (28, 3, B1), (30, 3, B1)])
+    s = CandidateSettings(new_days=7, n_new_popular=3, n_new=2, new_items=2)
+    gen = CandidateGenerator(catalogue(), {"e": EMB}, s).fit(t)
+    assert gen.new_ids_.tolist() == [A1, A3, B1, C2] and gen.new_sales_.tolist() == [1, 0, 2, 0]
+    assert gen.new_popular_.tolist() == [B1, A1]                 # never-sold ones have no sales to rank by
+    assert gen.names[-2:] == ["new_popular", "new_e"]
+    new = gen.source_lists([0, 1, 2, 9])["new_e"]
+    # c0: C1 (-1, 0) + A2 (.994, .110) -> (-.055, .998): A3 .998, B1 .667, C2 .154, A1 -.055
+    # c1: D1 (0, -1): A1 0, C2 -.0995, B1 -.707, A3 -1;  c2: A1: A1 1, B1 .707;  customer 9 unknown: none
+    assert new.tolist() == [[A3, B1], [A1, C2], [A1, B1], [-1, -1]]
+    # one recent purchase only: c0's C1 (-1, 0): C2 .995, A3 0
+    one = CandidateGenerator(catalogue(), {"e": EMB}, CandidateSettings(new_days=7, n_new=2, new_items=1)).fit(t)
+    assert one.source_lists([0])["new_e"].tolist() == [[C2, A3]]
+    # a new article reaches the union, flagged by its source
+    cands = gen.generate([0])
+    row = cands.article_id == A3
+    assert row.any() and cands.has_source("new_e")[row].all() and not cands.has_source("own")[row].any()
+    # a quota of 0 leaves a source out; without embeddings only new_popular remains
+    assert "new_popular" not in CandidateGenerator(catalogue(), {}, CandidateSettings(n_new_popular=0)).names
+    assert CandidateGenerator(catalogue(), {}, s).fit(t).names[-1] == "new_popular"
+
+
 def test_table_helpers_by_hand():
     g, table = top_per_group(np.array([5, 5, 5, 7]), np.array([30, 10, 20, 40]), np.array([1.0, 2.0, 2.0, 0.5]), 2)
     # group 5: 10 and 20 tie at 2.0 (lower id first), 30 dropped; group 7: 40
@@ -106,6 +132,8 @@ def test_features_by_hand_with_leave_one_out_embedding_features():
     # A1's mean price (0.02 + 0.04 + 0.06) / 3 = 0.04 against customer 0's (0.02 + 0.04 + 0.03) / 3 = 0.03
     assert f["price_ratio"].iloc[0] == pytest.approx(0.04 / 0.03, rel=1e-5)
     assert f["art_n_1w"].iloc[0] == 3 and f["art_days_first"].iloc[0] == 4 and np.isnan(f["art_days_first"].iloc[1])
+    # sales so far: A1 three times; A2 and A3 (in the catalogue) never
+    assert f["art_n_all"].tolist() == [3, 0, 0, 3]
     assert f["cust_n"].iloc[0] == 3 and f["cust_age"].tolist() == [30, 30, 30, 55]   # customer 2: no purchase, has age
     # type share: 2 of customer 0's 3 purchases are product type 1 (A1), 1 is type 2 (B1)
     assert f["type_share"].iloc[0] == pytest.approx(2 / 3)
@@ -163,6 +191,43 @@ def test_learned_ranker_never_sees_the_scored_week():
     np.testing.assert_array_equal(f1, f2)
     pd.testing.assert_frame_equal(tr1, tr2)
     assert w1 == w2 == [start]
+
+
+def test_automatic_label_weeks_pool_until_enough_labelled_customers():
+    # last day 41: label weeks 35..41 (w0), 28..34 (w1), 21..27 (w2), 14..20 (w3), 7..13 (w4); days 0..6 have
+    # nothing before them. Each rebuyer buys "their" article on day 1 and again in a label week: one labelled
+    # customer (a group with its own article as positive). Customer 7 buys an article no source proposes.
+    ids = [A1, A2, A3, B1, C1, C2, D1]
+    first = [(1, c, ids[c]) for c in range(7)]
+    again = [(36, 0, A1), (36, 1, A2), (30, 2, A3), (22, 3, B1), (22, 4, C1), (22, 5, C2), (8, 6, D1)]
+    t = tx(first + again + [(41, 7, 9999001)])
+    s = CandidateSettings(n_new=0, n_new_popular=0)
+
+    def choice(**kw):
+        r = LearnedRanker(catalogue(), None, {}, settings=s, progress=False, **kw)
+        summary = r.training_set(t)[3]
+        return r.label_choice_, summary
+
+    # need 3: w0 gives 2 (customers 0, 1), w1 1 more (customer 2) -> 2 weeks
+    c, summary = choice(min_label_customers=3)
+    assert (c["mode"], c["weeks"], c["labelled_customers"], c["positives"]) == ("automatic", 2, 3, 3)
+    assert c["groups_per_week"] == [1, 2] and c["customers_per_week"] == [1, 3] and "reached 3" in c["reason"]
+    assert summary["label_week"].tolist() == [DAY0 + pd.Timedelta(days=28), DAY0 + pd.Timedelta(days=35)]
+    # need 5: w2 adds 3 -> 3 weeks, 6 labelled
+    assert choice(min_label_customers=5)[0]["groups_per_week"] == [3, 1, 2]
+    # need 100: every week (w3 has no buyer, so no row), then the history runs out
+    c = choice(min_label_customers=100)[0]
+    assert (c["weeks"], c["labelled_customers"], c["available"], c["reason"]) == (4, 7, 5, "ran out of history")
+    # the cap, and a fixed number
+    c = choice(min_label_customers=100, max_label_weeks=2)[0]
+    assert c["weeks"] == 2 and c["reason"] == "reached the cap of 2 label weeks"
+    c = choice(train_weeks=1)[0]
+    assert (c["mode"], c["weeks"], c["labelled_customers"]) == ("fixed", 1, 2)
+    with pytest.raises(ValueError, match="train_weeks"):
+        LearnedRanker(catalogue(), train_weeks=0)
+    r = LearnedRanker(catalogue(), None, {}, settings=s, progress=False, min_label_customers=3,
+                      backend="sklearn", n_estimators=5).fit(t)
+    assert "2 label week(s) (automatic: reached 3" in r.label_week_note() and "1/1, 2/2" in r.label_week_note()
 
 
 def test_learned_ranker_lists_backends_and_importance():
@@ -240,3 +305,24 @@ def test_fitting_for_a_sample_of_customers_gives_them_the_same_candidates_and_fe
     ref = FeatureBuilder(arts, customers, {"e": emb}, g.names).fit(inner).transform(
         type(c)(c.customer_key[keep], c.article_id[keep], c.sources[keep], c.names))
     np.testing.assert_array_equal(X, ref)
+
+
+def test_rolling_weeks_record_label_weeks_slices_per_customer_and_candidate_recall():
+    t, arts, customers, emb = synthetic_shop(seed=2)
+    r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=10, progress=False, min_label_customers=40)
+    res = evaluate_rolling([r], t, n_weeks=2, progress=False)
+    lw = res.label_weeks
+    assert len(lw) == 2 and (lw["mode"] == "automatic").all()
+    assert ((lw["labelled_customers"] >= 40) | (lw["reason"] == "ran out of history")).all()
+    # the per-customer rows agree with the pooled slice sums, computed separately
+    per = res.customer_slices.groupby(["week_start", "slice"])[["hits100", "purchases"]].sum()
+    pooled = res.slices.set_index(["week_start", "slice"])
+    for (week, sl), row in per.iterrows():
+        assert row["hits100"] == pooled.loc[(week, sl), "hits"] and row["purchases"] == pooled.loc[(week, sl),
+                                                                                                   "n_purchases"]
+    assert set(res.customer_slices["slice"]) <= {"cold_articles", "known_articles"} and len(per) >= 2
+    cr = res.candidate_recall
+    assert set(cr["slice"]) == {"all", "inactive_4w", "cold_articles", "known_articles"}
+    assert {"all", "own", "new_popular", "new_e"} <= set(cr["source"])
+    hits_all = cr[(cr["source"] == "all") & (cr["slice"] == "all")]["hits"].to_numpy()
+    assert (hits_all >= cr[(cr["source"] == "own") & (cr["slice"] == "all")]["hits"].to_numpy()).all()

@@ -155,7 +155,7 @@ def test_06_learned_ranker_recall_slices_and_importance(tiny_series, ranking):
     assert {f"neighbours_{variant_label(f)}" for f in ranking["embedding_files"]} <= set(rec)
     for key, s in ranking["slices"].items():
         name, sl = key.split("/")
-        assert sl in ("all", "inactive_4w", "cold_articles") and name in ranking["rankers"]
+        assert sl in ("all", "inactive_4w", "cold_articles", "known_articles") and name in ranking["rankers"]
         assert s["recall100"] is None or 0 <= s["recall100"] <= 1 or np.isnan(s["recall100"])
     assert ranking["slices"]["repurchase/all"]["map12"] == pytest.approx(ranking["rolling_map12"]["repurchase"])
     if ranking["learned_backend"] == "lightgbm":
@@ -163,6 +163,34 @@ def test_06_learned_ranker_recall_slices_and_importance(tiny_series, ranking):
         assert sum(imp.values()) == pytest.approx(1.0)
         assert any(f.startswith("cos_profile_") for f in imp)
         assert (tiny_series / FIGURES_DIR / "06_feature_importance.png").is_file()
+
+
+def test_06_new_articles_label_weeks_and_candidate_curve(tiny_series, ranking):
+    from hm_utils.ranking.evaluation import CUSTOMER_SLICES_BY_WEEK
+    from hm_utils.ranking.new_articles import NEW, pool_customer_slices
+
+    # the automatic label-week choice of the submission fit, and of every scored week
+    lw = ranking["label_weeks"]
+    assert lw["mode"] == "automatic" and lw["weeks"] == len(lw["groups_per_week"]) >= 1
+    assert lw["labelled_customers"] == sum(lw["groups_per_week"]) and lw["positives"] == sum(lw["positives_per_week"])
+    assert {r["ranker"] for r in ranking["label_weeks_by_week"]} >= {"learned"}
+    # new articles: recomputed from the saved per-customer rows; the pooled slice sums agree
+    rows = pd.read_parquet(tiny_series / CUSTOMER_SLICES_BY_WEEK)
+    pooled = pool_customer_slices(rows[rows["slice"] == NEW]).set_index("ranker")
+    for name, rec in ranking["new_articles"].items():
+        assert rec["recall100"] == pytest.approx(pooled.loc[name, "recall100"], nan_ok=True)
+        assert rec["purchases"] == ranking["slices"][f"{name}/cold_articles"]["purchases"]
+    pairs = {(c["ranker"], c["baseline"], c["slice"]) for c in ranking["new_article_comparisons"]}
+    assert {("learned", "learned_random", NEW), ("learned", "learned_none", NEW)} <= pairs
+    assert "On new articles" in ranking["embedding_verdict"] and "On the rest" in ranking["embedding_verdict"]
+    # candidate recall per source and slice; the count curve grows with the quotas
+    assert {"new_popular"} | {f"new_{variant_label(f)}" for f in ranking["embedding_files"]} <= set(
+        ranking["candidate_recall"])
+    curve = pd.DataFrame(ranking["candidate_curve"])
+    per = curve[curve["slice"] == "all"].sort_values("factor")
+    assert per["per_customer"].is_monotonic_increasing and per["recall"].is_monotonic_increasing
+    assert ranking["candidate_curve_pays"] in set(per["factor"])
+    assert (tiny_series / FIGURES_DIR / "06_candidate_curve.png").is_file()
 
 
 def test_07_recorded_map12_equals_recomputed(tiny_series, holdout):

@@ -59,3 +59,14 @@ def test_sample_series_submission_covers_every_customer(sample_series):
         assert len(sub) == 4946
         assert set(sub[C.CUSTOMER_ID]) == set(customers[C.CUSTOMER_ID])
         validate_submission(sample_series / name, customers)
+
+
+def test_sample_series_learned_ranker_pools_label_weeks(sample_series):
+    # about 30 labelled customers a week on the excerpt: the automatic choice pools weeks up to the cap
+    # or the start of the history, and 06 records (and prints) what it chose
+    m = load_metrics(sample_series, "06_candidate_ranking")
+    lw = m["label_weeks"]
+    assert lw["mode"] == "automatic" and lw["weeks"] > 2
+    assert lw["labelled_customers"] < lw["min_label_customers"]
+    assert lw["reason"] in ("ran out of history", f"reached the cap of {lw['weeks']} label weeks")
+    assert "new_articles" in m and "embedding_verdict" in m

@@ -256,6 +256,10 @@ HOLDOUT_SPLIT = "evaluation/holdout_split.json"                  # 06's split: d
 HOLDOUT_CUSTOMERS = "evaluation/holdout_customers.parquet"       # 06's split: customer_key scored in the held-out week
 WEEKS_SUBDIR = "weeks"             # predictions/weeks/<YYYY-MM-DD>/<ranker>.parquet: each rolling week's lists
 EVAL_WEEKS = {"tiny": 2, "demo": 4, "full": 4}   # rolling weeks scored per profile (the held-out one + earlier)
+# the learned ranker's candidate quotas x this per profile (hm_utils.ranking.candidate_curve.scaled_settings): on the demo the
+# candidate-count curve still gains 2 recall points per 10 more candidates at x2 (benchmarks/RESULTS_new_articles.md);
+# full stays x1 until 06's time at scale is measured with more
+CANDIDATE_SCALE = {"tiny": 1.0, "demo": 2.0, "full": 1.0}
 BOOTSTRAP_SAMPLES = 1000                         # paired bootstrap resamples of customer-weeks
 RECALL_K = 100                                   # recall@100 of ranked / candidate lists
 BASELINE_RANKER = "repurchase"                   # every interval is a difference to this ranker

@@ -116,3 +116,29 @@ def plot_candidate_recall(recall: pd.DataFrame, title: str = "Candidate recall o
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_candidate_curve(curve: pd.DataFrame, chosen: float | None = None,
+                         title: str = "Candidate recall against candidates per customer") -> "plt.Figure":
+    """Recall (share of the scored week's purchases among the candidates) against the mean
+    number of candidates per customer, one line per slice, each point labelled with its
+    quota factor; ``chosen`` (a factor) circled. ``curve``: from
+    :func:`hm_utils.ranking.candidate_curve.candidate_count_curve`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, g in curve.groupby("slice", sort=False):
+        g = g.sort_values("factor")
+        ax.plot(g["per_customer"], g["recall"], marker="o", label=name)
+        for _, r in g.iterrows():
+            ax.annotate(f"x{r['factor']:g}", (r["per_customer"], r["recall"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        if chosen is not None:
+            at = g[np.isclose(g["factor"], chosen)]
+            ax.scatter(at["per_customer"], at["recall"], s=160, facecolors="none", edgecolors="black")
+    ax.set_xlabel("candidates per customer (mean)")
+    ax.set_ylabel("share of purchases among the candidates")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

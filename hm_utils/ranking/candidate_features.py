@@ -15,8 +15,10 @@ date of those transactions. Missing values are NaN (LightGBM routes them).
 ``own_days``              days since the customer last bought it (NaN: never)
 ``prod_n``/``prod_days``  the same for any colour of its product (product_code)
 ``art_n_1w``/``_4w``      purchases of the article in the last 1 / 4 weeks
+``art_n_all``             its sales so far (every fitted row; 0: never sold)
 ``art_trend``             ``n_1w - (n_4w - n_1w) / 3`` (growth over its mean week)
-``art_days_first``        days since its first sale (NaN: never sold -- new)
+``art_days_first``        days since its first sale (NaN: never sold -- new);
+                          with ``art_n_all`` it tells the ranker an article is new
 ``art_days_last``         days since its last sale
 ``art_price``             mean price paid for it
 ``price_ratio``           ``art_price`` / the customer's mean price paid
@@ -55,7 +57,7 @@ ATTRIBUTES = ["product_type_no", "graphical_appearance_no", "colour_group_code",
               "perceived_colour_master_id", "department_no", "index_group_no", "section_no", "garment_group_no"]
 SHARES = {"type_share": "product_type_no", "colour_share": "colour_group_code",
           "index_group_share": "index_group_no"}
-BASE_FEATURES = ["own_n", "own_days", "prod_n", "prod_days", "art_n_1w", "art_n_4w", "art_trend",
+BASE_FEATURES = ["own_n", "own_days", "prod_n", "prod_days", "art_n_1w", "art_n_4w", "art_n_all", "art_trend",
                  "art_days_first", "art_days_last", "art_price", "price_ratio", "cust_n", "cust_days", "cust_age",
                  *SHARES]
 EMBEDDING_FEATURES = ("cos_profile", "cos_last", "cos_max")
@@ -139,7 +141,8 @@ class FeatureBuilder:
         ok_price = np.isfinite(price)
         psum = np.bincount(a_pos[ok_price], weights=price[ok_price], minlength=na)
         pcnt = np.bincount(a_pos[ok_price], minlength=na)
-        self.art_stats_ = {"art_n_1w": n1, "art_n_4w": n4, "art_trend": n1 - (n4 - n1) / 3.0,
+        n_all = np.bincount(a_pos, minlength=na).astype(np.float64)
+        self.art_stats_ = {"art_n_1w": n1, "art_n_4w": n4, "art_n_all": n_all, "art_trend": n1 - (n4 - n1) / 3.0,
                            "art_days_first": first, "art_days_last": last,
                            "art_price": np.where(pcnt > 0, psum / np.maximum(pcnt, 1), np.nan)}
         attr = cat.reindex(self.art_ids_)

@@ -20,7 +20,19 @@ gradient-boosted ranker over them):
 ``bought_together`` the ``n_pairs`` articles most often bought in the same
                     basket (customer and day, last ``pair_days`` days) as each
                     of the customer's ``pair_items`` most recent purchases
+``new_popular``     the ``n_new_popular`` *new* articles (see below) with the
+                    most sales so far, for everyone (no embedding needed)
+``new_<f>``         for each embedding file ``f``: the ``n_new`` new articles
+                    nearest (cosine) to the mean of the customer's
+                    ``new_items`` most recent purchases' vectors -- the one
+                    way a never-sold article reaches a personal list
 ==================  ==========================================================
+
+*New articles*: first sold in the last ``new_days`` days before the cut-off,
+or in the catalogue and never sold before it. "First sold" is computed from
+the transactions given to :meth:`CandidateGenerator.fit` only (all before the
+cut-off), so an article launched in the scored week is "never sold" there,
+never "sold". A source with a quota of 0 is left out (not in ``names``).
 
 *Live articles*: sold in the last ``live_days`` days, or in the catalogue
 (``articles``) but never sold before the cut-off -- newly launched articles,
@@ -71,6 +83,11 @@ class CandidateSettings:
     pair_items: int = 5
     n_pairs: int = 4
     max_basket: int = 30
+    # new_popular and new_<f>: articles first sold in the last new_days days, or never sold (in the catalogue)
+    new_days: int = 14
+    n_new_popular: int = 6
+    n_new: int = 12
+    new_items: int = 5
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +161,10 @@ class CandidateGenerator:
         self.articles = articles
         self.embeddings = dict(embeddings or {})
         self.settings = settings or CandidateSettings()
-        self.names = list(BASE_SOURCES) + [f"neighbours_{n}" for n in self.embeddings]
+        s = self.settings
+        self.names = (list(BASE_SOURCES) + [f"neighbours_{n}" for n in self.embeddings]
+                      + (["new_popular"] if s.n_new_popular > 0 else [])
+                      + ([f"new_{n}" for n in self.embeddings] if s.n_new > 0 else []))
         if len(self.names) > 16:
             raise ValueError(f"at most 16 candidate sources; got {len(self.names)}")
 
@@ -181,6 +201,7 @@ class CandidateGenerator:
             catalogue = sorted_unique(self.articles[ARTICLE_ID].to_numpy(np.int64))
             live = np.union1d(live, catalogue[~np.isin(catalogue, ids_sold)])
         self.live_ = live.astype(np.int64)
+        self._fit_new(arts, ids_sold, age)
         self._fit_variants(pd.Series(c1 + c_prev, index=ids_sold))
         self._fit_neighbours()
         self._fit_pairs(t, age)
@@ -205,6 +226,54 @@ class CandidateGenerator:
         rows = np.where(rows == all_ids[:, None], PAD, rows)
         keep = np.argsort(rows == PAD, axis=1, kind="stable")[:, :s.n_variants]
         self.variant_ids_, self.variants_ = all_ids, np.take_along_axis(rows, keep, axis=1)
+
+    def _fit_new(self, arts: np.ndarray, ids_sold: np.ndarray, age: np.ndarray):
+        """New articles (first sold within ``new_days`` of the cut-off, or in the catalogue and
+        never sold) from the fitted rows alone: ``new_ids_`` int64 [m] sorted, ``new_sales_``
+        [m] (sales so far), ``new_popular_`` (the ``n_new_popular`` best sold, ties: lower id;
+        never-sold ones are not proposed by popularity) and per embedding file the pool's
+        rows and vectors (``new_pool_``)."""
+        s = self.settings
+        pos = np.searchsorted(ids_sold, arts)
+        first_age = np.full(len(ids_sold), -np.inf)
+        np.maximum.at(first_age, pos, age)                    # days since the first sale
+        sales = np.bincount(pos, minlength=len(ids_sold))
+        fresh = first_age < s.new_days
+        ids, counts = ids_sold[fresh], sales[fresh]
+        if self.articles is not None and len(self.articles):
+            catalogue = sorted_unique(self.articles[ARTICLE_ID].to_numpy(np.int64))
+            never = catalogue[~np.isin(catalogue, ids_sold)]
+            ids, counts = np.r_[ids, never], np.r_[counts, np.zeros(len(never), counts.dtype)]
+        order = np.argsort(ids, kind="stable")
+        self.new_ids_, self.new_sales_ = ids[order].astype(np.int64), counts[order].astype(np.int64)
+        top = np.lexsort((self.new_ids_, -self.new_sales_))[:s.n_new_popular]
+        self.new_popular_ = self.new_ids_[top][self.new_sales_[top] > 0]
+        self.new_pool_ = {}
+        for name, emb in self.embeddings.items():
+            rows = emb.rows(self.new_ids_)
+            keep = rows >= 0
+            self.new_pool_[name] = (self.new_ids_[keep], emb.matrix[rows[keep]])
+
+    def new_for(self, name: str, keys) -> np.ndarray:
+        """int64 [n, n_new]: per customer of ``keys`` the new articles nearest (cosine) to the
+        normalised mean of the vectors of their ``new_items`` most recent purchases in
+        embedding file ``name`` (PAD where they have no such purchase, or fewer new articles)."""
+        s = self.settings
+        emb = self.embeddings[name]
+        ids, pool = self.new_pool_[name]
+        keys = np.asarray(keys, np.int64)
+        out = np.full((len(keys), s.n_new), PAD, np.int64)
+        if len(ids) == 0 or s.n_new < 1 or len(keys) == 0:
+            return out
+        seeds = emb.rows(self.personal_seeds(keys, s.new_items))               # [n, items]
+        query = np.zeros((len(keys), emb.dim), np.float32)
+        for j in range(seeds.shape[1]):
+            query += emb.vectors(seeds[:, j])
+        norm = np.linalg.norm(query, axis=1)
+        ok = norm > 0
+        idx = neighbour_ids(query[ok] / norm[ok, None], pool, min(s.n_new, len(ids)))
+        out[ok, :idx.shape[1]] = np.where(idx >= 0, ids[np.maximum(idx, 0)], PAD)
+        return out
 
     def _fit_neighbours(self):
         s = self.settings
@@ -279,6 +348,11 @@ class CandidateGenerator:
         seeds = self.personal_seeds(keys, s.neighbor_items)
         for name, (ids, table) in self.neighbours_.items():
             out[f"neighbours_{name}"] = lookup_table(ids, table, seeds).reshape(n, -1)
+        if "new_popular" in self.names:
+            out["new_popular"] = np.broadcast_to(self.new_popular_, (n, len(self.new_popular_)))
+        for name in self.embeddings:
+            if f"new_{name}" in self.names:
+                out[f"new_{name}"] = self.new_for(name, keys)
         return out
 
     def generate(self, keys) -> Candidates:

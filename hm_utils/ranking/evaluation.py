@@ -37,8 +37,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hm_utils.core.arrays import sorted_unique
-from hm_utils.core.config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CUSTOMER_KEY, EVAL_WEEKS,
-                     FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
+from hm_utils.core.config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CANDIDATE_SCALE, CUSTOMER_KEY,
+                     EVAL_WEEKS, FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
                      T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK, get_profile)
 from hm_utils.core.embedding_index import ArticleEmbeddings, variant_label
 from hm_utils.data.purchase_history import as_transactions, split_week, week_windows
@@ -49,7 +49,9 @@ from hm_utils.core.storage import write_parquet
 from hm_utils.core.workdir import write_predictions
 
 INACTIVE_DAYS = 28
-SLICES = ("all", "inactive_4w", "cold_articles")
+CUSTOMER_SLICES_BY_WEEK = "evaluation/customer_slices_by_week.parquet"   # ranker, week, slice, customer: AP, hits
+CANDIDATE_RECALL_BY_WEEK = "evaluation/candidate_recall_by_week.parquet"  # learned rankers: week, slice, source
+SLICES = ("all", "inactive_4w", "cold_articles", "known_articles")
 
 
 # ---------------------------------------------------------------- settings ---
@@ -67,7 +69,11 @@ class RankingSettings:
     eval_weeks: rolling weeks scored (the held-out one and those before it);
     bootstrap_samples: paired bootstrap resamples per interval; baseline: the ranker every
     interval is a difference to; ablations: also score every embedding ranker with random
-    vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker.
+    vectors and with none; learned_ranker: also score the learned (LightGBM LambdaRank) ranker;
+    label_weeks: the learned rankers' label weeks (None: automatic, as many as hold
+    :data:`hm_utils.ranking.learned_ranker.MIN_LABEL_CUSTOMERS` labelled customer-weeks);
+    candidate_scale: the learned rankers' candidate quotas x this
+    (:func:`hm_utils.ranking.candidate_curve.scaled_settings`; the profile's ``CANDIDATE_SCALE``).
     """
     profile: str = "demo"
     seed: int = 42
@@ -80,6 +86,8 @@ class RankingSettings:
     baseline: str = BASELINE_RANKER
     ablations: bool = True
     learned_ranker: bool = True
+    label_weeks: int | None = None
+    candidate_scale: float = 1.0
 
     def __post_init__(self):
         if self.holdout_days < 1 or self.eval_weeks < 1 or self.n_candidates < 1 or self.bootstrap_samples < 1:
@@ -88,6 +96,13 @@ class RankingSettings:
                              f"{self.bootstrap_samples}")
         if self.start_date is not None:
             object.__setattr__(self, "start_date", str(pd.Timestamp(self.start_date).date()))
+        if self.label_weeks is not None:
+            if int(self.label_weeks) < 1:
+                raise ValueError(f"label_weeks must be at least 1 or None (automatic); got {self.label_weeks}")
+            object.__setattr__(self, "label_weeks", int(self.label_weeks))
+        if not float(self.candidate_scale) > 0:
+            raise ValueError(f"candidate_scale must be positive; got {self.candidate_scale}")
+        object.__setattr__(self, "candidate_scale", float(self.candidate_scale))
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "RankingSettings":
@@ -99,6 +114,7 @@ class RankingSettings:
         prof = get_profile(profile) if isinstance(profile, str) else profile
         values = {"profile": prof.name, "holdout_days": prof.holdout_days, "n_candidates": prof.n_candidates,
                   "eval_weeks": EVAL_WEEKS.get(prof.name, 4), "bootstrap_samples": BOOTSTRAP_SAMPLES,
+                  "candidate_scale": CANDIDATE_SCALE.get(prof.name, 1.0),
                   "baseline": BASELINE_RANKER}
         values.update({k: v for k, v in overrides.items() if v is not None})
         for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
@@ -106,23 +122,34 @@ class RankingSettings:
                 values[key] = int(values[key])
         return cls(**values)
 
+    def learned_kwargs(self) -> dict:
+        """Keyword arguments of the learned rankers from these settings: ``train_weeks``
+        (label weeks; None: automatic) and ``settings`` (candidate quotas x ``candidate_scale``)."""
+        from hm_utils.ranking.candidate_curve import scaled_settings
+        from hm_utils.ranking.candidates import CandidateSettings
+
+        return {"train_weeks": self.label_weeks, "settings": scaled_settings(CandidateSettings(), self.candidate_scale)}
+
 
 # --------------------------------------------------------------- slices ---
 def slice_masks(train: pd.DataFrame, scored: pd.DataFrame, start, inactive_days: int = INACTIVE_DAYS
                 ) -> dict[str, pd.DataFrame]:
-    """The scored week's purchases per slice (``all``, ``inactive_4w``, ``cold_articles``).
+    """The scored week's purchases per slice (``all``, ``inactive_4w``, ``cold_articles``,
+    ``known_articles``).
 
     ``inactive_4w``: purchases of customers with no purchase in the ``inactive_days``
     days before ``start`` (first-time buyers included). ``cold_articles``: purchases
-    of articles never sold before ``start`` (first sold in the scored week).
-    Returns ``{slice: scored rows}`` (subsets of ``scored``).
+    of articles never sold before ``start`` (first sold in the scored week: the new
+    articles); ``known_articles``: the rest. Returns ``{slice: scored rows}`` (subsets of
+    ``scored``).
     """
     start = pd.Timestamp(start)
     recent = train.loc[train[T_DAT] >= start - pd.Timedelta(days=inactive_days), CUSTOMER_KEY].unique()
-    sold_before = train[ARTICLE_ID].unique()
+    known = scored[ARTICLE_ID].isin(train[ARTICLE_ID].unique())
     return {"all": scored,
             "inactive_4w": scored[~scored[CUSTOMER_KEY].isin(recent)],
-            "cold_articles": scored[~scored[ARTICLE_ID].isin(sold_before)]}
+            "cold_articles": scored[~known],
+            "known_articles": scored[known]}
 
 
 def slice_rows(keys, top12, top_k, slices: dict[str, pd.DataFrame], k: int = RECALL_K) -> list[dict]:
@@ -173,7 +200,11 @@ class RollingResult:
     customer-week); ``weights``: tuned rankers' weights per week (ranker, week_start, sim,
     pop, rep); ``slices``: :func:`slice_rows` per ranker and week; ``holdout``: the last
     week's table (ranker, map12, coverage, seconds; best first) and ``predictions`` its
-    lists ``{ranker: (customer_keys, matrix)}``.
+    lists ``{ranker: (customer_keys, matrix)}``; ``customer_slices``: per ranker, week,
+    slice (new articles, the rest) and customer, :func:`hm_utils.ranking.new_articles.customer_slice_rows`;
+    ``candidate_recall``: for rankers with candidates (the learned ones) per week, slice and
+    source, :func:`hm_utils.ranking.candidates.candidate_recall`; ``label_weeks``: for rankers that
+    learn from label weeks, per week the choice (:func:`hm_utils.ranking.learned_ranker.label_choice`).
     """
     by_week: pd.DataFrame
     ap: pd.DataFrame
@@ -182,6 +213,9 @@ class RollingResult:
     holdout: pd.DataFrame
     predictions: dict = field(repr=False, default_factory=dict)
     weeks: list = field(default_factory=list)
+    customer_slices: pd.DataFrame = field(default_factory=pd.DataFrame)
+    candidate_recall: pd.DataFrame = field(default_factory=pd.DataFrame)
+    label_weeks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self, baseline: str = BASELINE_RANKER, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0
                 ) -> pd.DataFrame:
@@ -213,7 +247,10 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
     starts = week_windows(transactions, n_weeks, days)
     if not starts:
         raise ValueError(f"no week among the last {n_weeks} has transactions before it to fit on")
-    by_week, aps, weights, slice_out = [], [], [], []
+    from hm_utils.ranking.candidates import candidate_recall
+    from hm_utils.ranking.new_articles import CUSTOMER_SLICES, customer_slice_rows
+
+    by_week, aps, weights, slice_out, cust_out, cand_out, label_out = [], [], [], [], [], [], []
     holdout_rows, predictions = [], {}
     bar = tqdm(total=len(starts) * len(rankers), desc="rankers x weeks", unit="fit", disable=not progress)
     for wi, start in enumerate(starts):
@@ -236,10 +273,21 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
             if w is not None and hasattr(w, "as_dict"):
                 weights.append({"ranker": r.name, "week_start": start, **w.as_dict(),
                                 "tuned": getattr(r, "tuning_", None) is not None})
+            if getattr(r, "label_choice_", None) is not None:
+                label_out.append({"ranker": r.name, "week_start": start, **r.label_choice_})
             if slices:
                 top = long_lists(r, train, keys, recall_k)
                 for row in slice_rows(keys, mat, top, masks, recall_k):
                     slice_out.append({"ranker": r.name, "week_start": start, **row})
+                for sl in CUSTOMER_SLICES:
+                    cust_out.append(customer_slice_rows(keys, mat, top, masks[sl], recall_k).assign(
+                        ranker=r.name, week_start=start, slice=sl))
+                if hasattr(r, "candidates"):
+                    cands = r.candidates(keys)
+                    for sl, actual in masks.items():
+                        cand_out.append(candidate_recall(cands, actual).assign(ranker=r.name, week_start=start,
+                                                                               slice=sl))
+                    del cands
             if work_dir is not None:
                 write_predictions(work_dir, r.name, keys, mat, f"{WEEKS_SUBDIR}/{start.date()}")
             if last:
@@ -257,7 +305,10 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
         slices=pd.DataFrame(slice_out, columns=["ranker", "week_start", "slice", "ap_sum", "n_customers", "hits",
                                                 "n_purchases"]),
         holdout=pd.DataFrame(holdout_rows).sort_values("map12", ascending=False, kind="stable").reset_index(drop=True),
-        predictions=predictions, weeks=list(starts))
+        predictions=predictions, weeks=list(starts),
+        customer_slices=(pd.concat(cust_out, ignore_index=True) if cust_out else pd.DataFrame()),
+        candidate_recall=(pd.concat(cand_out, ignore_index=True) if cand_out else pd.DataFrame()),
+        label_weeks=pd.DataFrame(label_out))
     if work_dir is not None:
         write_rolling(res, work_dir)
     return res
@@ -266,10 +317,15 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
 def write_rolling(res: RollingResult, work_dir) -> dict[str, Path]:
     """Write the tables of a :class:`RollingResult` under ``WORK_DIR/evaluation/`` (atomically)."""
     w = Path(work_dir)
-    return {"by_week": write_parquet(res.by_week, w / RANKERS_BY_WEEK),
-            "ap": write_parquet(res.ap, w / AP_BY_CUSTOMER_WEEK),
-            "weights": write_parquet(res.weights, w / WEIGHTS_BY_WEEK),
-            "slices": write_parquet(res.slices, w / SLICES_BY_WEEK)}
+    out = {"by_week": write_parquet(res.by_week, w / RANKERS_BY_WEEK),
+           "ap": write_parquet(res.ap, w / AP_BY_CUSTOMER_WEEK),
+           "weights": write_parquet(res.weights, w / WEIGHTS_BY_WEEK),
+           "slices": write_parquet(res.slices, w / SLICES_BY_WEEK)}
+    if len(res.customer_slices):
+        out["customer_slices"] = write_parquet(res.customer_slices, w / CUSTOMER_SLICES_BY_WEEK)
+    if len(res.candidate_recall):
+        out["candidate_recall"] = write_parquet(res.candidate_recall, w / CANDIDATE_RECALL_BY_WEEK)
+    return out
 
 
 def weekly_table(by_week: pd.DataFrame) -> pd.DataFrame:

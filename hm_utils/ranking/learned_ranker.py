@@ -21,10 +21,21 @@ winning solutions ranked candidates with gradient-boosted trees. Here:
    (pointwise: probability of a purchase).
 
 Training never sees the scored week: :meth:`LearnedRanker.fit` receives the
-transactions before it, takes the last ``train_weeks`` weeks *of those* as
-label weeks, and for each builds candidates and features from the days before
-the label week and labels from the label week. Prediction builds candidates and
-features from everything it was fitted on.
+transactions before it, takes the last weeks *of those* as label weeks, and for
+each builds candidates and features from the days before the label week and
+labels from the label week. Prediction builds candidates and features from
+everything it was fitted on.
+
+**How many label weeks.** ``train_weeks=None`` (the default) sizes them to the
+data: label weeks are taken newest first until they hold
+``min_label_customers`` labelled customer-weeks (customers of the label week
+with at least one bought candidate: the query groups the model learns from),
+or ``max_label_weeks`` weeks, or the history runs out
+(:func:`label_weeks_enough`). A week of the full data set holds tens of
+thousands; the real excerpt a handful, so it pools many. The threshold,
+:data:`MIN_LABEL_CUSTOMERS`, comes from a measured curve of MAP@12 against the
+number of label weeks (``benchmarks/RESULTS_label_weeks.md``). An integer
+``train_weeks`` fixes the number.
 
 ``embeddings={}`` drops every embedding feature and the neighbour sources (the
 "none" ablation); random vectors in their place give the "random" ablation.
@@ -46,6 +57,17 @@ from hm_utils.data.purchase_history import as_transactions, customer_history, cu
 from hm_utils.core.lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_score
 from hm_utils.ranking.candidate_features import FeatureBuilder
 from hm_utils.ranking.rankers import Ranker
+
+MIN_LABEL_CUSTOMERS = 4_000   # labelled customer-weeks the automatic choice pools (benchmarks/RESULTS_label_weeks.md)
+MAX_LABEL_WEEKS = 26          # at most this many label weeks (half a year of seasons)
+
+
+def label_weeks_enough(groups_so_far: int, weeks_so_far: int, min_customers: int = MIN_LABEL_CUSTOMERS,
+                       max_weeks: int = MAX_LABEL_WEEKS) -> bool:
+    """True when the automatic choice stops taking label weeks: ``groups_so_far`` labelled
+    customer-weeks (int, summed over the ``weeks_so_far`` weeks taken, newest first) reach
+    ``min_customers``, or ``weeks_so_far`` reaches ``max_weeks``."""
+    return groups_so_far >= min_customers or weeks_so_far >= max_weeks
 
 
 def lightgbm_available() -> bool:
@@ -72,7 +94,9 @@ class LearnedRanker(Ranker):
     Parameters: ``articles`` (catalogue; ``product_code`` and attribute
     columns), ``customers`` (``customer_key``, ``age``; optional),
     ``embeddings`` ``{name: ArticleEmbeddings}``, ``settings`` (candidate
-    sizes), ``train_weeks`` label weeks (the last ones of the fitted data),
+    sizes), ``train_weeks`` label weeks (the last ones of the fitted data; None: as many
+    as hold ``min_label_customers`` labelled customer-weeks, at most ``max_label_weeks``,
+    see the module docstring),
     ``max_train_customers`` per label week (a seeded sample of its buyers),
     ``backend`` ``"auto"`` | ``"lightgbm"`` | ``"sklearn"``, tree settings,
     ``block_customers`` customers scored per block (memory: about
@@ -85,10 +109,12 @@ class LearnedRanker(Ranker):
     per label week), ``feature_names_``.
     """
     name = "learned"
+    KEPT_ON_RELEASE = Ranker.KEPT_ON_RELEASE + ("label_choice_",)   # a small dict: what the last fit learned from
 
     def __init__(self, articles: pd.DataFrame, customers: pd.DataFrame | None = None,
                  embeddings: dict[str, ArticleEmbeddings] | None = None, settings: CandidateSettings | None = None,
-                 train_weeks: int = 2, week_days: int = 7, max_train_customers: int = 50_000,
+                 train_weeks: int | None = None, week_days: int = 7, max_train_customers: int = 50_000,
+                 min_label_customers: int = MIN_LABEL_CUSTOMERS, max_label_weeks: int = MAX_LABEL_WEEKS,
                  backend: str = "auto", n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
                  min_child_samples: int = 20, seed: int = 0, block_customers: int = 25_000,
                  k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True,
@@ -98,7 +124,10 @@ class LearnedRanker(Ranker):
         self.articles, self.customers = articles, customers
         self.embeddings = dict(embeddings or {})
         self.settings = settings or CandidateSettings()
+        if train_weeks is not None and int(train_weeks) < 1:
+            raise ValueError(f"train_weeks must be at least 1 or None (automatic); got {train_weeks}")
         self.train_weeks, self.week_days, self.max_train_customers = train_weeks, week_days, max_train_customers
+        self.min_label_customers, self.max_label_weeks = int(min_label_customers), int(max_label_weeks)
         self.backend = backend
         self.n_estimators, self.learning_rate, self.num_leaves = n_estimators, learning_rate, num_leaves
         self.min_child_samples, self.seed, self.block_customers = min_child_samples, seed, block_customers
@@ -120,14 +149,25 @@ class LearnedRanker(Ranker):
 
     def training_set(self, transactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
         """``(X float32 [N, F], y int8 [N], group sizes int [g], per-week summary)`` from the
-        last ``train_weeks`` weeks of ``transactions``: for each label week, candidates and
+        last weeks of ``transactions`` (``train_weeks`` of them, or with ``train_weeks=None``
+        newest first until :func:`label_weeks_enough`): for each label week, candidates and
         features from the days before it, label 1 when the customer bought the candidate in
         the label week. Only customers with at least one positive candidate are kept
-        (a group without one teaches a ranking objective nothing)."""
-
+        (a group without one teaches a ranking objective nothing). The summary (oldest week
+        first) has per label week: customers (buyers, after sampling), groups (labelled
+        customers: those kept), rows, positives, recall of the candidates."""
+        auto = self.train_weeks is None
+        n_weeks = self.max_label_weeks if auto else int(self.train_weeks)
         xs, ys, gs, rows = [], [], [], []
         rng = np.random.default_rng(self.seed)
-        for start in week_windows(transactions, self.train_weeks, self.week_days):
+        starts = week_windows(transactions, n_weeks, self.week_days)[::-1]          # newest first
+        bar = tqdm(total=len(starts), desc=f"{self.name}: label weeks", unit="week",
+                   disable=not (self.progress and auto and len(starts) > 4))
+        for start in starts:
+            if auto and rows and label_weeks_enough(sum(r["groups"] for r in rows), len(rows),
+                                                    self.min_label_customers, self.max_label_weeks):
+                break
+            bar.update(1)
             inner, label = split_week(transactions, start, self.week_days)
             keys = sorted_unique(label[CUSTOMER_KEY].to_numpy()).astype(np.int64)
             if inner.empty or len(keys) == 0:
@@ -150,10 +190,19 @@ class LearnedRanker(Ranker):
                 ys.append(y[keep].astype(np.int8))
                 gs.append(customer_groups(sub.customer_key))
             del gen, fb, cands, sub                    # free this week's state before the next one
-        summary = pd.DataFrame(rows, columns=["label_week", "customers", "groups", "rows", "positives", "recall"])
+        bar.close()
+        summary = pd.DataFrame(rows[::-1], columns=["label_week", "customers", "groups", "rows", "positives",
+                                                    "recall"])
+        self.label_choice_ = label_choice(summary, auto, self.min_label_customers, self.max_label_weeks,
+                                          len(starts))
         if not xs:
             return (np.zeros((0, 0), np.float32), np.zeros(0, np.int8), np.zeros(0, np.int64), summary)
-        return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), summary
+        # oldest label week first (the order the fixed choice always had)
+        return np.concatenate(xs[::-1]), np.concatenate(ys[::-1]), np.concatenate(gs[::-1]), summary
+
+    def label_week_note(self) -> str:
+        """One line on the label weeks of the last fit: how many, why, and what they hold."""
+        return label_week_note(self.label_choice_, self.name)
 
     def _train(self, X, y, groups):
         self.backend_ = None
@@ -297,10 +346,43 @@ class LearnedRanker(Ranker):
                 .sort_values("gain", ascending=False, kind="stable").reset_index(drop=True))
 
 
+def label_choice(summary: pd.DataFrame, auto: bool, min_customers: int, max_weeks: int, available: int) -> dict:
+    """What the label weeks of a fit were, as a JSON-ready dict: ``mode`` (automatic | fixed),
+    ``weeks``, ``available`` (label weeks the history allowed, up to the cap), ``reason``,
+    ``min_label_customers``, ``labelled_customers`` (groups summed), ``positives``, and per
+    week ``customers_per_week`` / ``groups_per_week`` / ``positives_per_week`` (oldest first).
+    ``summary``: :meth:`LearnedRanker.training_set`'s table."""
+    groups = int(summary["groups"].sum()) if len(summary) else 0
+    weeks = len(summary)
+    if not auto:
+        reason = "fixed by train_weeks"
+    elif groups >= min_customers:
+        reason = f"reached {min_customers:,} labelled customer-weeks"
+    elif weeks >= max_weeks:
+        reason = f"reached the cap of {max_weeks} label weeks"
+    else:
+        reason = "ran out of history"
+    return {"mode": "automatic" if auto else "fixed", "weeks": weeks, "available": int(available),
+            "reason": reason, "min_label_customers": int(min_customers), "labelled_customers": groups,
+            "positives": int(summary["positives"].sum()) if len(summary) else 0,
+            "customers_per_week": [int(v) for v in summary["customers"]],
+            "groups_per_week": [int(v) for v in summary["groups"]],
+            "positives_per_week": [int(v) for v in summary["positives"]]}
+
+
+def label_week_note(choice: dict, name: str = "learned") -> str:
+    """The :func:`label_choice` dict in one sentence."""
+    per = ", ".join(f"{g}/{p}" for g, p in zip(choice["groups_per_week"], choice["positives_per_week"]))
+    return (f"{name}: {choice['weeks']} label week(s) ({choice['mode']}: {choice['reason']}); "
+            f"{choice['labelled_customers']:,} labelled customer-weeks, {choice['positives']:,} positives "
+            f"(labelled customers/positives per week, oldest first: {per or 'none'})")
+
+
 def training_weeks_table(ranker: LearnedRanker) -> pd.DataFrame:
     """The label weeks a fitted :class:`LearnedRanker` learned from (label_week, customers,
     groups, rows, positives, recall of its candidates)."""
     return ranker.training_.assign(label_week=lambda d: pd.to_datetime(d["label_week"]).dt.date)
 
 
-__all__ = ["LearnedRanker", "lightgbm_available", "customer_groups", "training_weeks_table"]
+__all__ = ["LearnedRanker", "lightgbm_available", "customer_groups", "training_weeks_table", "label_choice",
+           "label_week_note", "label_weeks_enough", "MIN_LABEL_CUSTOMERS", "MAX_LABEL_WEEKS"]
