@@ -27,7 +27,8 @@ def test_first_in_row_narrow_and_wide_paths_agree():
 
 def test_rank_within_runs_of_equal_keys():
     assert rank_within(np.array([4, 4, 4, 7, 9, 9])).tolist() == [0, 1, 2, 0, 0, 1]
-    assert rank_within(np.array([], np.int64)).tolist() == []
+    empty = rank_within(np.array([], np.int64))
+    assert empty.tolist() == [] and empty.dtype == np.int64
 
 
 # ---------------------------------------------------------------- references ---

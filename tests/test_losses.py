@@ -25,6 +25,9 @@ def test_triplet_loss_equals_margin_when_all_coincide():
     x = f32([[0.3, -1.2, 2.0], [1.0, 1.0, 1.0]])
     assert float(triplet_loss(x, x, x, margin=0.2)) == pytest.approx(0.2)
     assert float(triplet_loss(x, x, x, margin=0.7)) == pytest.approx(0.7)
+    # the default margin is FaceNet's 0.2
+    assert float(triplet_loss(x, x, x)) == pytest.approx(0.2)
+    np.testing.assert_allclose(np.asarray(triplet_losses(x, x, x)), [0.2, 0.2], atol=1e-6)
 
 
 def test_triplet_loss_specific_numbers_use_squared_distances():

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from hm_utils.lists import first_in_row
-from hm_utils.metrics import as_prediction_matrix, average_precision_at_k, map_at_k, triplet_accuracy
+from hm_utils.metrics import (as_prediction_matrix, average_precision_at_k, hits_at_k, map_at_k, recall_at_k,
+                              triplet_accuracy)
 
 
 def actual_frame(pairs):
@@ -105,3 +106,23 @@ def test_triplet_accuracy_by_hand():
     assert math.isnan(triplet_accuracy(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3))))
     with pytest.raises(ValueError):
         triplet_accuracy(a, p, n[:2])
+
+
+# ----------------------------------------------- edges found by mutation testing (docs/MUTATION.md) ---
+def test_hits_and_recall_by_hand_default_k_and_customer_keys():
+    # customer 5 bought 1 and 2, customer 7 bought 3; rows given for keys [7, 5]
+    actual = actual_frame([(5, 1), (5, 2), (7, 3), (5, 2)])      # a repeated purchase counts once
+    mat = np.array([[3, 9, 9, 9], [2, 8, 8, 8]])
+    assert hits_at_k(mat, actual, k=1, customer_keys=[7, 5]) == (2, 3)
+    assert recall_at_k(mat, actual, k=1, customer_keys=[7, 5]) == pytest.approx(2 / 3)
+    # the same rows taken as keys [5, 7]: customer 5's list holds 3, customer 7's holds 2 -> no hit
+    assert hits_at_k(mat, actual, k=4, customer_keys=[5, 7]) == (0, 3)
+    # default k = 100: a hit in column 100 counts, one in column 101 does not
+    wide = np.full((1, 101), 50)
+    wide[0, :101] = np.arange(1000, 1101)
+    wide[0, 99], wide[0, 100] = 1, 2
+    assert hits_at_k(wide, actual[actual["customer_key"] == 5], customer_keys=[5]) == (1, 2)
+    assert recall_at_k(wide, actual[actual["customer_key"] == 5], customer_keys=[5]) == 0.5
+    # nobody bought anything: no purchase, recall not a number
+    assert hits_at_k(mat, actual.iloc[:0], customer_keys=[7, 5]) == (0, 0)
+    assert math.isnan(recall_at_k(mat, actual.iloc[:0], customer_keys=[7, 5]))
