@@ -174,6 +174,10 @@ def test_week_windows_and_split_week_edges():
     with pytest.raises(ValueError, match="days must be >= 1"):
         week_windows(t, 1, days=0)
     assert week_windows(t.iloc[:0], 2) == []
+    # a window starting on the first day has nothing before it: dropped
+    assert [(s - pd.Timestamp("2020-09-01")).days for s in week_windows(_tx([3, 9, 10]), 3, days=4)] == [7]
+    # one-day windows: the last dates, one each
+    assert [(s - pd.Timestamp("2020-09-01")).days for s in week_windows(t, 2, days=1)] == [9, 10]
     train, scored = split_week(t, pd.Timestamp("2020-09-04"), days=6)   # days 3 .. 8 scored
     assert train["customer_key"].tolist() == [0] and scored["customer_key"].tolist() == [1]
 

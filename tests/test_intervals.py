@@ -64,8 +64,9 @@ def test_bootstrap_replicates_are_seeded_and_batch_size_does_not_matter(sample):
     a = paired_bootstrap(sample, n_boot=300, seed=5)
     assert a == paired_bootstrap(sample, n_boot=300, seed=5)
     assert a != paired_bootstrap(sample, n_boot=300, seed=6)
-    # the replicates are drawn block by block; the block size only changes how many at a time
-    assert paired_bootstrap(sample, n_boot=300, seed=5, batch=7) == pytest.approx(a, abs=0.002)
+    # the replicates are drawn block by block from one stream: the block size changes memory, not the draws
+    for batch in (1, 7, 300, 1000):
+        assert paired_bootstrap(sample, n_boot=300, seed=5, batch=batch) == a, batch
     assert paired_bootstrap(sample[:1], n_boot=50) == (sample[0], sample[0], sample[0])
 
 
@@ -95,6 +96,9 @@ def test_paired_differences_when_rankers_scored_different_customer_weeks():
     assert sorted(paired_differences(ap, "b", "a").tolist()) == sorted((-d).tolist())
     c = compare(ap, "a", "b", n_boot=200)
     assert c["customer_weeks"] == 2 and c["diff"] == pytest.approx((0.375 - 0.5) / 2)
+    # float32 scores: the differences come back float64
+    ap32 = ap.assign(ap=ap["ap"].astype(np.float32))
+    assert paired_differences(ap32, "a", "b").dtype == np.float64
     with pytest.raises(ValueError, match="'zz'"):
         paired_differences(ap, "zz", "b")
     with pytest.raises(ValueError, match="baseline 'zz'"):
@@ -111,6 +115,9 @@ def test_compare_verdict_uses_both_ends():
     rows += [("flat", W1, c, float(x - up.mean())) for c, x in enumerate(up)]
     ap = ap_table(rows)
     up_c, down_c, flat_c = (compare(ap, r, "base", n_boot=1000) for r in ("up", "down", "flat"))
+    # compare passes its level on: a 50 % interval lies inside the 95 % one
+    half = compare(ap, "up", "base", n_boot=1000, level=0.5)
+    assert up_c["lo"] < half["lo"] < half["diff"] < half["hi"] < up_c["hi"]
     assert up_c["verdict"] == "better" and 0 < up_c["lo"] < up_c["diff"] < up_c["hi"]
     assert down_c["verdict"] == "worse" and down_c["lo"] < down_c["diff"] < down_c["hi"] < 0
     assert flat_c["verdict"] == "cannot tell" and flat_c["lo"] < 0 < flat_c["hi"]

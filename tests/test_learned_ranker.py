@@ -259,7 +259,9 @@ def test_training_set_label_weeks_skip_an_empty_week_and_keep_a_week_of_one_cust
     assert len(groups) == 3
     # no label week at all (one day of data): an empty table with the same columns
     X0, y0, g0, s0 = r.training_set(tx([(0, 0, A1), (0, 1, B1)]))
-    assert len(s0) == 0 and list(s0.columns) == list(summary.columns) and X0.shape == (0, 0) and len(y0) == 0
+    assert len(s0) == 0 and list(s0.columns) == list(summary.columns)
+    assert (X0.shape, X0.dtype, y0.shape, y0.dtype, g0.shape, g0.dtype) == ((0, 0), np.float32, (0,), np.int8,
+                                                                            (0,), np.int64)
 
 
 def test_training_set_recall_is_positives_over_distinct_label_pairs():

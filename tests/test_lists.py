@@ -56,6 +56,7 @@ def test_fill_with_popular_repeats_at_full_width_and_wider_rows():
     rep = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1]        # 12 wide, 11 distinct (a repeat)
     full = list(range(20, 32))                          # 12 distinct: kept as it is
     assert fill_with_popular(np.array([rep, full]), popular).tolist() == [list(range(1, 12)) + [100], full]
+    assert fill_with_popular(np.array([[5] * 12, full]), popular).tolist() == [[5] + list(range(100, 111)), full]
     # wider than k: the first 12 hold a repeat, the 13th column completes the row before popular does
     wide = np.array([rep + [40, 41], full + [40, 41], [PAD] * 14])
     assert fill_with_popular(wide, popular).tolist() == [list(range(1, 12)) + [40], full,
