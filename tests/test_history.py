@@ -33,7 +33,7 @@ def test_anchor_most_bought_then_latest_then_the_named_same_day_tie():
 def test_anchor_mask_rejects_what_it_cannot_decide():
     with pytest.raises(ValueError, match="same_day"):
         anchor_mask([0], [1], [1], [0], same_day="random")
-    with pytest.raises(ValueError, match="grouped by customer"):
+    with pytest.raises(ValueError, match=r"^anchor_mask: pairs must be grouped by customer \(customer non-decreasing\)$"):
         anchor_mask([1, 0], [1, 2], [1, 1], [0, 1], same_day="lower_id")
     with pytest.raises(ValueError, match="row position"):
         anchor_mask([0, 0], [1, 2], [1, 1], [5, 5], same_day="later_row")
@@ -158,7 +158,7 @@ def test_split_holdout_one_day_and_the_errors_name_the_problem():
     assert hold["customer_key"].tolist() == [2, 3] and train["customer_key"].tolist() == [0, 1]
     with pytest.raises(ValueError, match="holdout days must be >= 1, got 0"):
         split_holdout(t, days=0)
-    with pytest.raises(ValueError, match="transactions are empty"):
+    with pytest.raises(ValueError, match="^transactions are empty: nothing to split into a held-out week$"):
         split_holdout(t.iloc[:0], days=7)
     with pytest.raises(ValueError, match="no transactions before the last 3 days"):
         split_holdout(t, days=3)
@@ -191,5 +191,6 @@ def test_anchor_mask_errors_and_empty_input():
     with pytest.raises(ValueError, match="same_day must be one of"):
         anchor_mask(np.array([0]), [1], [1], [1], "coin")
     # later_row with a tie that `last` does not break
-    with pytest.raises(ValueError, match="needs `last` to be a row position, unique per customer"):
+    with pytest.raises(ValueError, match="^anchor_mask: same_day='later_row' needs `last` to be a row position, "
+                                         "unique per customer$"):
         anchor_mask(np.array([0, 0]), [1, 2], [1, 1], [5, 5], "later_row")

@@ -68,6 +68,11 @@ def test_bootstrap_replicates_are_seeded_and_batch_size_does_not_matter(sample):
     for batch in (1, 7, 300, 1000):
         assert paired_bootstrap(sample, n_boot=300, seed=5, batch=batch) == a, batch
     assert paired_bootstrap(sample[:1], n_boot=50) == (sample[0], sample[0], sample[0])
+    # the defaults: seed 0
+    assert paired_bootstrap(sample) == paired_bootstrap(sample, seed=0)
+    # every replicate is drawn, the first included: constant data give the constant however few replicates
+    for n_boot in (1, 2, 3):
+        assert paired_bootstrap(np.full(10, 5.0), n_boot=n_boot) == (5.0, 5.0, 5.0), n_boot
 
 
 def test_bootstrap_rejects_a_level_outside_0_1_and_empty_gives_nan():
