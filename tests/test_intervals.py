@@ -68,6 +68,9 @@ def test_bootstrap_replicates_are_seeded_and_batch_size_does_not_matter(sample):
     for batch in (1, 7, 300, 1000):
         assert paired_bootstrap(sample, n_boot=300, seed=5, batch=batch) == a, batch
     assert paired_bootstrap(sample[:1], n_boot=50) == (sample[0], sample[0], sample[0])
+    # float32 differences are averaged in float64
+    d32 = np.array([0.1, 0.2, 0.7, 0.3], np.float32)
+    assert paired_bootstrap(d32, n_boot=20)[0] == d32.astype(np.float64).mean() != float(d32.mean())
     # the defaults: seed 0
     assert paired_bootstrap(sample) == paired_bootstrap(sample, seed=0)
     # every replicate is drawn, the first included: constant data give the constant however few replicates
