@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine with Python 3.11 and pip:
 #   make run    set up, then run the whole series (synthetic demo data unless real data is found)
 #   make test   set up, then run the test suite (unit tests + the series on the tiny profile)
-# More: make report (rebuild WORK_DIR/report/index.html), make kaggle (upload folder dist/kaggle/)
+# More: make report (rebuild WORK_DIR/report/index.html), make kaggle (upload folder dist/kaggle/),
+#       make mutation (mutation testing of the core, docs/MUTATION.md; slow, never in CI)
 PYTHON   ?= python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
@@ -20,7 +21,7 @@ KAGGLE_WEIGHTS ?= yes
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup run test test-unit bench strip clean report kaggle
+.PHONY: setup run test test-unit bench strip clean report kaggle mutation
 
 setup: $(STAMP)
 
@@ -53,6 +54,14 @@ kaggle: setup
 	$(PY) -m hm_utils.runner.kaggle build $(KAGGLE_DIR) $(if $(WEIGHTS_WHEEL),--weights-wheel $(WEIGHTS_WHEEL)) \
 		$(if $(filter no,$(KAGGLE_WEIGHTS)),--no-weights)
 
+# mutation testing (mutmut 3) of the functions every figure rests on; the scope (files, functions,
+# test files) is in pyproject.toml, [tool.hm-embeddings.mutation.functions] and [tool.mutmut].
+# Installs mutmut into the venv (the "mutation" extra); about 25 minutes on 2 cores; not part of `make test`.
+mutation: setup
+	$(PY) -m pip install --quiet --progress-bar off -e ".[test,mutation]"
+	rm -rf mutants
+	$(PY) -m tools.mutation
+
 bench: setup
 	$(PY) -m benchmarks
 
@@ -60,4 +69,4 @@ strip: setup
 	$(PY) -m hm_utils.runner.notebooks strip notebooks/*.ipynb
 
 clean:
-	rm -rf work .pytest_cache dist/kaggle
+	rm -rf work .pytest_cache dist/kaggle mutants

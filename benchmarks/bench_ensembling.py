@@ -132,7 +132,8 @@ def ensemble_blockwise(lists: list[PredictionList], embeddings: ArticleEmbedding
                        w_rank: float = 1.0, w_vote: float = 0.0, k: int = SUBMISSION_K, block_size: int = 2048,
                        progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The first vectorisation of :func:`hm_utils.ensemble.ensembling.ensemble`, kept here as its
-    reference (``--previous`` and the tests compare the two): the lists aligned into one
+    reference (``--previous`` compares the two; the tests check ``ensemble`` against their own
+    plain-Python definition): the lists aligned into one
     ``[n, L * 12]`` matrix (:func:`align_lists`), :func:`rank_scores` by per-row
     argsorts, one gather-and-dot per candidate entry, :func:`top_by_score`. Same
     inputs and output as ``ensemble``, several times slower.

@@ -1,11 +1,11 @@
-"""Ensembling prediction lists: rank fusion, similarity scoring, alignment; by hand."""
+"""Ensembling prediction lists: rank fusion, similarity scoring, votes; by hand and against a
+plain-Python reference written from the definition (no hm_utils list helpers, nothing from benchmarks/)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.bench_ensembling import align_lists, ensemble_blockwise, rank_scores, row_group_sum
 from hm_utils.core.embedding_index import ArticleEmbeddings
 from hm_utils.ensemble.ensembling import PredictionList, anchor_queries, ensemble, read_submission_lists
 from hm_utils.ranking.submission import make_submission, write_submission
@@ -17,24 +17,52 @@ def padded(*ids):
     return list(ids) + [-1] * (12 - len(ids))
 
 
-def test_row_group_sum_by_hand():
-    keys = np.array([[1, 2, 1, 3, 2, 1]])
-    vals = np.array([[1.0, 2, 3, 4, 5, 6]])
-    # key 1: 1+3+6 = 10, key 2: 2+5 = 7, key 3: 4
-    assert row_group_sum(keys, vals).tolist() == [[10, 7, 10, 4, 7, 10]]
+def ensemble_reference(lists, embeddings, queries, popular, w_sim=1.0, w_rank=1.0, w_vote=0.0, k=12):
+    """The ensemble from its definition, customer by customer in plain Python.
 
-
-def test_rank_scores_reciprocal_rank_and_vote_by_hand():
-    # list A: [1, 2], list B: [2, 3, 2]; weights 1 and 1
-    cand = np.array([padded(1, 2) + padded(2, 3, 2)])
-    rank, vote = rank_scores(cand, 2, [1.0, 1.0])
-    # 1: A rank 0 -> 1/1 = 1              -> 1/2   vote 1/2
-    # 2: A rank 1 -> 1/2, B rank 0 -> 1    -> 3/4   vote 2/2 (B's repeat of 2 counts once)
-    # 3: B rank 1 -> 1/2                   -> 1/4   vote 1/2
-    assert rank[0, 0] == pytest.approx(0.5) and rank[0, 1] == pytest.approx(0.75)
-    assert rank[0, 12] == pytest.approx(0.75) and rank[0, 13] == pytest.approx(0.25)
-    assert vote[0, [0, 1, 13]].tolist() == [0.5, 1.0, 0.5]
-    assert rank[0, 2] == 0 and vote[0, 2] == 0  # padding
+    For customer c and article a: rank = round(sum over the lists holding a of weight / (position + 1),
+    counting a list's first copy only, divided by the sum of all weights, 9 decimals); vote = lists
+    holding a / lists; sim = cosine of a's vector with c's query, or rank again where a has no vector
+    or c no query; score = w_sim * sim + w_rank * rank + w_vote * vote. The k best distinct articles,
+    ties to the first appearance (list by list, position by position), then popular ids not yet listed.
+    """
+    keys = sorted({int(c) for pl in lists for c in pl.customer_keys})
+    total_w = sum(pl.weight for pl in lists)
+    use_sim = embeddings is not None and queries is not None and w_sim != 0
+    vec_of = {}
+    if use_sim:
+        for i, a in enumerate(embeddings.article_ids.tolist()):
+            if embeddings.has_embedding[i]:
+                vec_of[a] = embeddings.matrix[i]
+    out = []
+    for c in keys:
+        rr, votes, first = {}, {}, []
+        for pl in lists:
+            rows = pl.customer_keys.tolist()
+            if c not in rows:
+                continue
+            seen = set()
+            for pos, a in enumerate(pl.matrix[rows.index(c)].tolist()):
+                if a == -1 or a in seen:
+                    continue
+                seen.add(a)
+                if a not in rr:
+                    first.append(a)
+                rr[a] = rr.get(a, 0.0) + pl.weight / (pos + 1.0)
+                votes[a] = votes.get(a, 0) + 1
+        q = np.asarray(queries(np.array([c], np.int64)), np.float32)[0] if use_sim else None
+        has_q = use_sim and float(np.abs(q).sum()) > 0
+        score = {}
+        for a in first:
+            rank = float(np.round(rr[a] / total_w, 9))
+            sim = float(np.dot(vec_of[a], q)) if has_q and a in vec_of else rank
+            score[a] = w_sim * sim + w_rank * rank + w_vote * (votes[a] / len(lists))
+        row = sorted(first, key=lambda a: (-score[a], first.index(a)))[:k]
+        for a in np.asarray(popular).tolist():
+            if len(row) < k and a not in row:
+                row.append(a)
+        out.append(row + [-1] * (k - len(row)))
+    return np.array(keys, np.int64), np.array(out, np.int64)
 
 
 def test_rank_only_ensemble_is_reciprocal_rank_fusion():
@@ -68,9 +96,9 @@ def test_anchor_queries_and_alignment():
     emb = ArticleEmbeddings(np.array([1, 2]), np.array([[3.0, 4.0], [0.0, 2.0]], np.float32))
     q = anchor_queries(lambda keys: np.array([1, -1, 5])[keys], emb)
     np.testing.assert_allclose(q(np.array([0, 1, 2])), [[0.6, 0.8], [0, 0], [0, 0]])
-    keys, cand = align_lists([PredictionList("a", [3], [[1]]), PredictionList("b", [1], [[2]])])
-    assert keys.tolist() == [1, 3] and cand.shape == (2, 24)
-    assert cand[0, 12] == 2 and cand[1, 0] == 1 and cand[0, 0] == -1
+    # the union of the lists' customers, sorted; a customer missing from a list still gets 12 articles
+    keys, mat = ensemble([PredictionList("a", [3], [[1]]), PredictionList("b", [1], [[2]])], None, None, POPULAR)
+    assert keys.tolist() == [1, 3] and mat[:, 0].tolist() == [2, 1] and mat[0, 1:].tolist() == POPULAR[:11].tolist()
     with pytest.raises(ValueError, match="more than once"):
         PredictionList("x", [1, 1], [[1], [2]])
 
@@ -148,8 +176,8 @@ def test_fast_ensemble_two_customers_three_lists_by_hand():
     # customer 1 (not in list c; the weights still sum to 3), cosine with (0, 1):
     #   4: (1 + 1/2)/3 = 0.5  cos 0.6 -> 1.1;   2: 1/3 = 0.333333333  cos 1.0 -> 1.333333333
     assert mat[1, :2].tolist() == [2, 4]
-    # the first vectorisation gives the same lists
-    assert (ensemble_blockwise(lists, emb, q, POPULAR, w_sim=1.0, w_rank=1.0)[1] == mat).all()
+    # the plain-Python definition gives the same lists
+    assert (ensemble_reference(lists, emb, q, POPULAR, w_sim=1.0, w_rank=1.0)[1] == mat).all()
 
 
 def test_fast_ensemble_unknown_article_repeat_inside_a_list_and_votes_by_hand():
@@ -165,7 +193,7 @@ def test_fast_ensemble_unknown_article_repeat_inside_a_list_and_votes_by_hand():
     assert mat[0, :5].tolist() == [1, 3, 2, 4, 5]
     # customer 1: 4 in a and b (2/3); 2 in b once however often b lists it, 7 in a (1/3): 2 (b0) after 7 (a1)
     assert mat[1, :3].tolist() == [4, 7, 2]
-    assert (ensemble_blockwise(lists, emb, q, POPULAR, w_sim=0.0, w_rank=0.0, w_vote=1.0)[1] == mat).all()
+    assert (ensemble_reference(lists, emb, q, POPULAR, w_sim=0.0, w_rank=0.0, w_vote=1.0)[1] == mat).all()
 
 
 def test_fast_ensemble_anchor_and_plain_queries_threads_and_blocks_agree():
@@ -233,7 +261,7 @@ def test_kernel_scores_cosine_plus_rank_by_hand():
     assert out.tolist() == [[101, 102, 100]]
 
 
-def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
+def test_fast_ensemble_matches_the_definition_on_random_lists_with_exact_cosines():
     """Embeddings with four +-0.5 entries (unit norm, exact float32 dot products: many exact
     ties), lists drawn from 40 articles with repeats, PAD and missing customers, unequal weights."""
     rng = np.random.default_rng(3)
@@ -254,7 +282,7 @@ def test_fast_ensemble_matches_blockwise_on_random_lists_with_exact_cosines():
     q = anchor_queries(lambda keys: anchors[keys], emb)
     for kw in ({}, {"w_sim": 0.0}, {"w_rank": 0.0}, {"w_vote": 0.7, "w_sim": 0.5}, {"w_sim": 2.0, "w_rank": 0.3}):
         k1, fast = ensemble(lists, emb, q, POPULAR, block_size=64, **kw)
-        k2, ref = ensemble_blockwise(lists, emb, q, POPULAR, **kw)
+        k2, ref = ensemble_reference(lists, emb, q, POPULAR, **kw)
         assert (k1 == k2).all() and (fast == ref).all(), kw
         k3, plain = ensemble(lists, emb, lambda keys: q(keys), POPULAR, block_size=64, **kw)
         assert (plain == ref).all(), kw

@@ -93,6 +93,8 @@ def test_summary_is_customer_weighted_and_verdicts_follow_the_interval():
     # +0.1 on one of three: resampled means range over 0 .. 0.1, the interval includes 0
     assert s.loc["plus", "diff"] == pytest.approx(0.1 / 3)
     assert s.loc["plus", "lo"] == 0.0 and s.loc["plus", "verdict"] == "cannot tell"
+    # the resampled mean is 0.1 only when all three draws are the +0.1 one: 1/27 = 3.7 % > 2.5 %
+    assert s.loc["plus", "hi"] == pytest.approx(0.1)
     text = interval_verdict(s.reset_index(), "repurchase")
     assert "same (MAP@12 0.6667) against repurchase: cannot tell (+0.0000, 95% interval +0.0000 .. +0.0000" in text
     assert "shift (MAP@12 0.4167) LOSES to repurchase: -0.2500" in text

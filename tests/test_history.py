@@ -33,7 +33,7 @@ def test_anchor_most_bought_then_latest_then_the_named_same_day_tie():
 def test_anchor_mask_rejects_what_it_cannot_decide():
     with pytest.raises(ValueError, match="same_day"):
         anchor_mask([0], [1], [1], [0], same_day="random")
-    with pytest.raises(ValueError, match="grouped by customer"):
+    with pytest.raises(ValueError, match=r"^anchor_mask: pairs must be grouped by customer \(customer non-decreasing\)$"):
         anchor_mask([1, 0], [1, 2], [1, 1], [0, 1], same_day="lower_id")
     with pytest.raises(ValueError, match="row position"):
         anchor_mask([0, 0], [1, 2], [1, 1], [5, 5], same_day="later_row")
@@ -142,3 +142,55 @@ def test_customer_mask_by_hand():
     assert customer_mask(cust, []).tolist() == [False] * 5
     assert customer_mask(np.zeros(0, np.int64), [1]).tolist() == []
     assert customer_mask(np.array([-1, -3]), [-1]).tolist() == [False, False]
+
+
+# ----------------------------------------------- edges found by mutation testing (docs/MUTATION.md) ---
+def _tx(days, customers=None):
+    days = list(days)
+    return pd.DataFrame({"t_dat": pd.Timestamp("2020-09-01") + pd.to_timedelta(days, unit="D"),
+                         "customer_key": np.array(customers if customers is not None else range(len(days)), np.int32),
+                         "article_id": np.arange(len(days), dtype=np.int32) + 100})
+
+
+def test_split_holdout_one_day_and_the_errors_name_the_problem():
+    t = _tx([0, 1, 2, 2])
+    train, hold = split_holdout(t, days=1)                     # the last date only
+    assert hold["customer_key"].tolist() == [2, 3] and train["customer_key"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="holdout days must be >= 1, got 0"):
+        split_holdout(t, days=0)
+    with pytest.raises(ValueError, match="^transactions are empty: nothing to split into a held-out week$"):
+        split_holdout(t.iloc[:0], days=7)
+    with pytest.raises(ValueError, match="no transactions before the last 3 days"):
+        split_holdout(t, days=3)
+
+
+def test_week_windows_and_split_week_edges():
+    t = _tx([0, 3, 9, 10])
+    # last day 10: 4-day windows start on days 7 and 3 (and -1, before the first day: dropped)
+    starts = week_windows(t, 3, days=4)
+    assert [(s - pd.Timestamp("2020-09-01")).days for s in starts] == [3, 7]
+    with pytest.raises(ValueError, match="n_weeks must be >= 1"):
+        week_windows(t, 0)
+    with pytest.raises(ValueError, match="days must be >= 1"):
+        week_windows(t, 1, days=0)
+    assert week_windows(t.iloc[:0], 2) == []
+    # a window starting on the first day has nothing before it: dropped
+    assert [(s - pd.Timestamp("2020-09-01")).days for s in week_windows(_tx([3, 9, 10]), 3, days=4)] == [7]
+    # one-day windows: the last dates, one each
+    assert [(s - pd.Timestamp("2020-09-01")).days for s in week_windows(t, 2, days=1)] == [9, 10]
+    train, scored = split_week(t, pd.Timestamp("2020-09-04"), days=6)   # days 3 .. 8 scored
+    assert train["customer_key"].tolist() == [0] and scored["customer_key"].tolist() == [1]
+
+
+def test_anchor_mask_errors_and_empty_input():
+    empty = anchor_mask(np.array([], np.int64), [], [], [], "lower_id")
+    assert empty.dtype == bool and empty.shape == (0,)
+    # customers 0, 2, 1: not grouped although no customer is below the first one
+    with pytest.raises(ValueError, match="grouped by customer"):
+        anchor_mask(np.array([0, 2, 1]), [1, 2, 3], [1, 1, 1], [1, 2, 3], "lower_id")
+    with pytest.raises(ValueError, match="same_day must be one of"):
+        anchor_mask(np.array([0]), [1], [1], [1], "coin")
+    # later_row with a tie that `last` does not break
+    with pytest.raises(ValueError, match="^anchor_mask: same_day='later_row' needs `last` to be a row position, "
+                                         "unique per customer$"):
+        anchor_mask(np.array([0, 0]), [1, 2], [1, 1], [5, 5], "later_row")

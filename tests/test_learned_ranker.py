@@ -326,3 +326,34 @@ def test_rolling_weeks_record_label_weeks_slices_per_customer_and_candidate_reca
     assert {"all", "own", "new_popular", "new_e"} <= set(cr["source"])
     hits_all = cr[(cr["source"] == "all") & (cr["slice"] == "all")]["hits"].to_numpy()
     assert (hits_all >= cr[(cr["source"] == "own") & (cr["slice"] == "all")]["hits"].to_numpy()).all()
+
+
+def test_training_set_label_weeks_skip_an_empty_week_and_keep_a_week_of_one_customer():
+    # 3-day label weeks, last day 20: label weeks start on days 12, 15 and 18. Days 15..17 hold no
+    # purchase (skipped, the later week still used); days 18..20 hold one customer's.
+    t = tx([(1, 0, A1), (2, 1, B1), (5, 2, D1),
+            (13, 0, A1), (13, 1, B1),          # label week 12: both rebuy an own article
+            (19, 1, B1), (20, 1, B1)])         # label week 18: customer 1 alone, B1 once as a pair
+    r = LearnedRanker(catalogue(), None, {}, settings=SETTINGS, train_weeks=3, week_days=3, progress=False)
+    X, y, groups, summary = r.training_set(t)
+    assert list(summary.columns) == ["label_week", "customers", "groups", "rows", "positives", "recall"]
+    assert [(w - DAY0).days for w in summary["label_week"]] == [12, 18]
+    assert summary["customers"].tolist() == [2, 1] and summary["groups"].tolist() == [2, 1]
+    assert summary["positives"].tolist() == [2, 1] and summary["recall"].tolist() == [1.0, 1.0]
+    assert summary["rows"].sum() == len(y) == len(X) == groups.sum() and y.dtype == np.int8 and y.sum() == 3
+    # label weeks see only the days before them: week 12's rows know nothing of days 13..20
+    assert len(groups) == 3
+    # no label week at all (one day of data): an empty table with the same columns
+    X0, y0, g0, s0 = r.training_set(tx([(0, 0, A1), (0, 1, B1)]))
+    assert len(s0) == 0 and list(s0.columns) == list(summary.columns)
+    assert (X0.shape, X0.dtype, y0.shape, y0.dtype, g0.shape, g0.dtype) == ((0, 0), np.float32, (0,), np.int8,
+                                                                            (0,), np.int64)
+
+
+def test_training_set_recall_is_positives_over_distinct_label_pairs():
+    # label week 12..14: customer 0 rebuys A1 (an own candidate) and buys D1, which no source proposes
+    # (no one bought it before, it shares no product with A1, there are no embeddings)
+    t = tx([(1, 0, A1), (2, 1, B1), (13, 0, A1), (14, 0, D1), (14, 0, D1)])
+    r = LearnedRanker(catalogue(), None, {}, settings=SETTINGS, train_weeks=1, week_days=3, progress=False)
+    _, y, _, summary = r.training_set(t)
+    assert summary["positives"].tolist() == [1] and y.sum() == 1 and summary["recall"].tolist() == [0.5]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hm_utils.model.losses import (InfoNCELoss, TripletLoss, info_nce_loss, info_nce_losses, make_loss,
-                             triplet_loss, triplet_losses)
+                             squared_distance, triplet_loss, triplet_losses)
 
 
 def f32(x):
@@ -25,6 +25,9 @@ def test_triplet_loss_equals_margin_when_all_coincide():
     x = f32([[0.3, -1.2, 2.0], [1.0, 1.0, 1.0]])
     assert float(triplet_loss(x, x, x, margin=0.2)) == pytest.approx(0.2)
     assert float(triplet_loss(x, x, x, margin=0.7)) == pytest.approx(0.7)
+    # the default margin is FaceNet's 0.2
+    assert float(triplet_loss(x, x, x)) == pytest.approx(0.2)
+    np.testing.assert_allclose(np.asarray(triplet_losses(x, x, x)), [0.2, 0.2], atol=1e-6)
 
 
 def test_triplet_loss_specific_numbers_use_squared_distances():
@@ -37,6 +40,28 @@ def test_triplet_loss_specific_numbers_use_squared_distances():
     assert float(triplet_loss(a, p, n, margin=0.5)) == pytest.approx(0.75)
     # plain (not squared) distances would give 1.414 - 1 + 0.5 = 0.914 for row 1: must differ
     assert float(triplet_losses(a, p, n, margin=0.5)[0]) != pytest.approx(0.914, abs=1e-2)
+
+
+def test_squared_distance_is_squared_l2_not_l1_or_l2():
+    # (3, -4, 1) - (1, 0, -1) = (2, -4, 2): squared L2 4 + 16 + 4 = 24 (L1 8, L2 4.899)
+    x = f32([[3, -4, 1], [0.5, 0, 0]])
+    y = f32([[1, 0, -1], [0, 0, 0]])
+    np.testing.assert_allclose(np.asarray(squared_distance(x, y)), [24.0, 0.25], rtol=1e-6)
+    assert np.asarray(squared_distance(x, y)).shape == (2,)
+
+
+def test_triplet_case_that_separates_l1_from_squared_l2():
+    # a = 0, p = (0.5, 0.5), n = (1.5, 0): squared L2 d(a,p) = 0.5, d(a,n) = 2.25 -> 0.5 - 2.25 + 0.2 < 0 -> 0
+    # with L1 distances d(a,p) = 1, d(a,n) = 1.5 -> 1 - 1.5 + 0.2 < 0 as well, so row 2 decides:
+    # a = 0, p = (3, 0), n = (0, 2): squared L2 9 - 4 + 0.2 = 5.2; L1 3 - 2 + 0.2 = 1.2; L2 1.2 as well
+    a = f32([[0, 0], [0, 0]])
+    p = f32([[0.5, 0.5], [3, 0]])
+    n = f32([[1.5, 0], [0, 2]])
+    np.testing.assert_allclose(np.asarray(triplet_losses(a, p, n, margin=0.2)), [0.0, 5.2], atol=1e-5)
+    assert float(triplet_loss(a, p, n, margin=0.2)) == pytest.approx(2.6, abs=1e-5)
+    # the Keras wrapper on the packed [B, 3, D] output gives the same per-triplet losses
+    packed = np.stack([a, p, n], axis=1)
+    np.testing.assert_allclose(np.asarray(TripletLoss(margin=0.2).call(None, packed)), [0.0, 5.2], atol=1e-5)
 
 
 # InfoNCE, temperature 1: a1 = (1,0), a2 = (0,1); p1 = (1,0), p2 = (2,2) -> normalised (1,1)/sqrt2.

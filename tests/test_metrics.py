@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from hm_utils.core.lists import first_in_row
-from hm_utils.core.metrics import as_prediction_matrix, average_precision_at_k, map_at_k, triplet_accuracy
+from hm_utils.core.metrics import (as_prediction_matrix, average_precision_at_k, hits_at_k, map_at_k, recall_at_k,
+                              triplet_accuracy)
 
 
 def actual_frame(pairs):
@@ -105,3 +106,57 @@ def test_triplet_accuracy_by_hand():
     assert math.isnan(triplet_accuracy(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3))))
     with pytest.raises(ValueError):
         triplet_accuracy(a, p, n[:2])
+
+
+# ----------------------------------------------- edges found by mutation testing (docs/MUTATION.md) ---
+def test_hits_and_recall_by_hand_default_k_and_customer_keys():
+    # customer 5 bought 1 and 2, customer 7 bought 3; rows given for keys [7, 5]
+    actual = actual_frame([(5, 1), (5, 2), (7, 3), (5, 2)])      # a repeated purchase counts once
+    mat = np.array([[3, 9, 9, 9], [2, 8, 8, 8]])
+    assert hits_at_k(mat, actual, k=1, customer_keys=[7, 5]) == (2, 3)
+    assert recall_at_k(mat, actual, k=1, customer_keys=[7, 5]) == pytest.approx(2 / 3)
+    # the same rows taken as keys [5, 7]: customer 5's list holds 3, customer 7's holds 2 -> no hit
+    assert hits_at_k(mat, actual, k=4, customer_keys=[5, 7]) == (0, 3)
+    # default k = 100: a hit in column 100 counts, one in column 101 does not
+    wide = np.full((1, 101), 50)
+    wide[0, :101] = np.arange(1000, 1101)
+    wide[0, 99], wide[0, 100] = 1, 2
+    assert hits_at_k(wide, actual[actual["customer_key"] == 5], customer_keys=[5]) == (1, 2)
+    assert recall_at_k(wide, actual[actual["customer_key"] == 5], customer_keys=[5]) == 0.5
+    # nobody bought anything: no purchase, recall not a number
+    assert hits_at_k(mat, actual.iloc[:0], customer_keys=[7, 5]) == (0, 0)
+    assert math.isnan(recall_at_k(mat, actual.iloc[:0], customer_keys=[7, 5]))
+
+
+def test_actual_pairs_from_dicts_strings_and_frames_and_their_errors():
+    from hm_utils.core.metrics import as_actual_pairs
+
+    cust, art = as_actual_pairs({7: "3 1 3", 5: [2]})        # a submission-style string, a list
+    assert cust.tolist() == [5, 7, 7] and art.tolist() == [2, 1, 3] and cust.dtype == art.dtype == np.int64
+    frame = actual_frame([(7, 3), (5, 2), (7, 1)])
+    assert [a.tolist() for a in as_actual_pairs(frame)] == [[5, 7, 7], [2, 1, 3]]
+    assert all(a.dtype == np.int64 for a in as_actual_pairs(frame))
+    for empty in ({}, pd.Series(dtype=object)):
+        c, a = as_actual_pairs(empty)
+        assert c.shape == a.shape == (0,) and c.dtype == a.dtype == np.int64
+    assert math.isnan(map_at_k(np.array([[1, 2]]), {}, customer_keys=[0]))
+    with pytest.raises(TypeError, match="dict/Series of article lists; got list"):
+        as_actual_pairs([(1, 2)])
+    with pytest.raises(ValueError, match=r"^actual purchases frame is missing column\(s\) \['article_id'\]"):
+        as_actual_pairs(frame.rename(columns={"article_id": "article"}))
+    # article ids outside [0, 2**31) cannot be encoded: an error, not a silent wrong code
+    for bad in (-5, 2 ** 31):
+        with pytest.raises(ValueError, match=r"^article ids must be in \[0, 2\*\*31\)$"):
+            as_actual_pairs({1: [3, bad]})
+    assert as_actual_pairs({1: [2 ** 31 - 1]})[1].tolist() == [2 ** 31 - 1]
+
+
+def test_average_precision_at_a_smaller_k_and_its_index():
+    # customer 4 bought 10 and 20; predictions 30, 10, 40, 20: AP@12 = (1/2 + 2/4) / 2 = 0.5,
+    # AP@3 = (1/2) / min(2, 3) = 0.25
+    actual = actual_frame([(4, 10), (4, 20)])
+    mat = np.array([[30, 10, 40, 20]])
+    ap12 = average_precision_at_k(mat, actual, customer_keys=[4])
+    ap3 = average_precision_at_k(mat, actual, k=3, customer_keys=[4])
+    assert ap12.tolist() == [0.5] and ap3.tolist() == [0.25]
+    assert ap3.index.name == "customer_key" and ap3.index.tolist() == [4]

@@ -503,3 +503,31 @@ def test_strategy_registry_and_table():
     assert list(table.index) == ["hard", "original"] and table.columns.tolist() == ["what it changes"]
     with pytest.raises(ValueError, match="'harder'"):
         strategy_table(["harder"])
+
+
+# ----------------------------------------------- edges found by mutation testing (docs/MUTATION.md) ---
+def test_first_per_segment_default_one_per_segment_by_hand():
+    from hm_utils.triplets.purchase_arrays import first_per_segment
+
+    seg = np.array([2, 0, 2, 0, 1, 2])
+    rand = np.array([0.5, 0.9, 0.1, 0.3, 0.7, 0.2])
+    # segment 0: rows 3 (0.3), 1 (0.9); segment 1: row 4; segment 2: rows 2 (0.1), 5 (0.2), 0 (0.5)
+    assert first_per_segment(seg, rand).tolist() == [3, 4, 2]
+    assert first_per_segment(seg, rand, 2).tolist() == [3, 1, 4, 2, 5]
+    assert first_per_segment(np.array([], np.int64), np.array([])).tolist() == []
+
+
+def test_group_counts_and_positives_on_purchases_by_hand():
+    from hm_utils.triplets.purchase_arrays import Catalogue, Purchases
+
+    cat = Catalogue(hand_articles(), "product_group_name")   # codes by size: Fun 0, Shoes 1, Lower 2, Upper 3
+    idx = cat.index_of(np.array([101, 102, 201, 401, 101]))
+    pur = Purchases(cat, np.array([7, 7, 7, 9, 9], np.int32), idx, np.array([1, 2, 3, 1, 2], np.int32))
+    counts = pur.group_counts(cat)
+    assert counts.dtype == np.int32 and counts.tolist() == [[0, 0, 1, 2], [1, 0, 0, 1]]
+    # customer 7: anchor 201 (once each, the latest); positives from the last 2 rows: 102 and 201 minus the anchor
+    rng = np.random.default_rng(0)
+    c, a = pur.positives(rng, last_n=2, k=5, customers=np.array([0, 1]))
+    assert cat.ids[pur.anchor].tolist() == [201, 101]
+    assert list(zip(c.tolist(), cat.ids[a].tolist())) == [(0, 102), (1, 401)]
+    assert c.dtype == a.dtype == np.int32

@@ -45,12 +45,19 @@ def test_03_both_models_trained_and_reported(tiny_series):
         r = m["models"][name]
         assert r["epochs"] == tiny.epochs and r["loss"] == m["loss"]
         assert 0.0 <= r["untrained_accuracy"] <= 1.0 and 0.0 <= r["trained_accuracy"] <= 1.0
+        # training helps: on the held-out triplets the trained head orders more of them right than the
+        # untrained one (tiny run: image_only 0.625 -> 0.781, combined 0.469 -> 0.781 of 32)
+        assert r["trained_accuracy"] > r["untrained_accuracy"], name
         assert math.isfinite(r["final_loss"]) and math.isfinite(r["final_val_loss"])
         assert r["seconds_per_epoch"] > 0
         assert r["used_cache"] is True and r["trainable_backbone"] is False  # the head trained on stored features
     hist = pd.read_parquet(tiny_series / C.TRAINING_HISTORY)
     assert {"image_only", "combined"} <= set(hist["model"])
     assert (hist.groupby("model").size() == tiny.epochs).all()
+    # the training loss falls from the first epoch to the last (tiny run: 4.79 -> 1.21 and 3.84 -> 1.75)
+    for name in ("image_only", "combined"):
+        losses = hist.loc[hist["model"] == name, "loss"].to_numpy()
+        assert losses[-1] < losses[0], name
     last = hist[hist["model"] == "combined"].iloc[-1]
     assert last["loss"] == pytest.approx(m["models"]["combined"]["final_loss"])
     report = read_json(tiny_series / C.TRAINING_REPORT)

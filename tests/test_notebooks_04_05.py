@@ -90,7 +90,8 @@ def test_04_metrics_and_figures(tiny_series):
             == m["rows"][name]
         assert 1 <= m["dims_for_variance"][name] <= m["embedding_dim"][name]
         assert 0.0 <= m["zero_share_mean"][name] <= 1.0
-        assert 0 <= m["dead_dims"][name] <= m["embedding_dim"][name]
+        assert 0 <= m["dead_dims"][name] < m["embedding_dim"][name]     # not every unit dead
+        assert 0.0 < m["zero_share_mean"][name] < 1.0                    # relu output: some zeros, not all
         assert m["images_per_second"][name] > 0
         assert m["precision"][name] in ("float32", "bfloat16")
         _assert_close_for_precision(m["verify_max_abs_diff"][name], m["verify_max_rel_diff"][name],
@@ -121,6 +122,10 @@ def test_05_metrics_and_figures(tiny_series):
         assert -1.0 <= m["mean_ap_cosine"][name] <= 1.0
         assert -1.0 <= m["mean_an_cosine"][name] <= 1.0
         assert 0.0 <= m["share_ap_gt_an"][name] <= 1.0
+        # the trained embeddings put the positive nearer than the negative more often than not, and
+        # nearer on average (tiny run, 64 held-out triplets: shares 0.66 and 0.58)
+        assert m["share_ap_gt_an"][name] > 0.5, name
+        assert m["mean_ap_cosine"][name] > m["mean_an_cosine"][name], name
     assert m["triplets_shown"][:3] == [0, 1, 2]
     assert len(m["query_articles"]) == 4
     figures = ["05_triplets", "05_similarity_histograms", "05_neighbours_image_only", "05_neighbours_combined",

@@ -95,3 +95,17 @@ def test_private_import_check_catches_one():
     tree = ast.parse("from .lists import _secret\nfrom hm_utils.core.lists import top_by_score\n")
     found = [(m, n) for m, n in _imported_names(tree) if n.startswith("_")]
     assert found == [(".lists", "_secret")]
+
+
+def test_tests_check_the_package_not_a_copy_in_benchmarks():
+    """A test comparing the package with a reference that shares its helpers cannot catch a bug in
+    them: references live inside the tests, written from the definition; nothing comes from benchmarks/."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO_ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "benchmarks"]
+    assert not offenders, "\n".join(offenders)

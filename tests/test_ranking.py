@@ -109,6 +109,17 @@ def test_repurchase_orders_by_recency_then_count_then_fills_with_popular():
     assert all(len(set(row)) == 12 for row in m) and m.dtype == np.int32
 
 
+def test_repurchase_customer_with_exactly_eleven_articles_gets_twelve():
+    # customer 0 bought 11 distinct articles: the 12-wide row holds 11 ids and one PAD, which the
+    # filler must complete from the popular list (a fast path taking the row as complete ends it in -1)
+    own = tx([(10 + i, 0, 301 + i) for i in range(11)])
+    t = pd.concat([background(), own], ignore_index=True)
+    r = RepurchaseRanker(days=None).fit(t)
+    row = r.predict([0])[0].tolist()
+    assert row[:11] == list(range(311, 300, -1))          # most recent first
+    assert -1 not in row and len(set(row)) == 12 and row[11] == [a for a in r.popular_ if a < 301][0]
+
+
 # --------------------------------------------------------------- original ---
 def test_original_ranks_candidates_by_cosine_to_the_most_bought_article_since_start():
     ids = np.arange(100, 140)
