@@ -168,7 +168,7 @@ def read_and_decode(path: tf.Tensor, image_size: tuple[int, int], reduced_scale:
 def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int] = (300, 200),
                   batch_size: int = 64, reduced_scale: bool = True,
                   num_parallel_calls: int | None = None, drop_unreadable: bool = True,
-                  fit: str = DEFAULT_FIT) -> tf.data.Dataset:
+                  fit: str = DEFAULT_FIT, prefetch: bool = True) -> tf.data.Dataset:
     """Stream images from disk: a ``tf.data.Dataset`` of ``(index, images)`` batches.
 
     Parameters
@@ -183,6 +183,9 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
         raising ``InvalidArgumentError`` / ``NotFoundError`` when iterating.
     fit : "pad" (keep the aspect ratio, pad with white) or "stretch" (see the
         module docstring).
+    prefetch : keep batches ready in the background (``tf.data.AUTOTUNE``); False
+        decodes a batch when it is asked for (its photos still in parallel), so that
+        the caller can time decoding (:func:`hm_utils.backbone_runtime.overlapped`).
 
     Yields
     ------
@@ -203,7 +206,8 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
                 deterministic=True)
     if drop_unreadable:
         ds = ds.ignore_errors()
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(int(batch_size))
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
 
 def report_unreadable(paths: Sequence[str | os.PathLike], seen_indices: Iterable[int],
