@@ -183,9 +183,11 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
         raising ``InvalidArgumentError`` / ``NotFoundError`` when iterating.
     fit : "pad" (keep the aspect ratio, pad with white) or "stretch" (see the
         module docstring).
-    prefetch : keep batches ready in the background (``tf.data.AUTOTUNE``); False
-        decodes a batch when it is asked for (its photos still in parallel), so that
-        the caller can time decoding (:func:`hm_utils.backbone_runtime.overlapped`).
+    prefetch : decode in ``tf.data``'s background threads and keep batches ready
+        (``tf.data.AUTOTUNE``; the default). False: no background work at all, a
+        batch is decoded in the thread that asks for it, one photo after another
+        (``num_parallel_calls`` ignored), so that the caller can run decoding in a
+        thread of its own and time it (:func:`hm_utils.backbone_runtime.overlapped`).
 
     Yields
     ------
@@ -201,9 +203,12 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
     size = (int(image_size[0]), int(image_size[1]))
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string) if paths else tf.zeros([0], tf.string)))
-    ds = ds.map(lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit)),
-                num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
-                deterministic=True)
+    decode = lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit))  # noqa: E731
+    if prefetch:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
+                    deterministic=True)
+    else:
+        ds = ds.map(decode)
     if drop_unreadable:
         ds = ds.ignore_errors()
     ds = ds.batch(int(batch_size))
