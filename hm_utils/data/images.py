@@ -171,7 +171,7 @@ def read_and_decode(path: tf.Tensor, image_size: tuple[int, int], reduced_scale:
 def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int] = (300, 200),
                   batch_size: int = 64, reduced_scale: bool = True,
                   num_parallel_calls: int | None = None, drop_unreadable: bool = True,
-                  fit: str = DEFAULT_FIT) -> tf.data.Dataset:
+                  fit: str = DEFAULT_FIT, prefetch: bool = True) -> tf.data.Dataset:
     """Stream images from disk: a ``tf.data.Dataset`` of ``(index, images)`` batches.
 
     Parameters
@@ -186,6 +186,11 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
         raising ``InvalidArgumentError`` / ``NotFoundError`` when iterating.
     fit : "pad" (keep the aspect ratio, pad with white) or "stretch" (see the
         module docstring).
+    prefetch : decode in ``tf.data``'s background threads and keep batches ready
+        (``tf.data.AUTOTUNE``; the default). False: no background work at all, a
+        batch is decoded in the thread that asks for it, one photo after another
+        (``num_parallel_calls`` ignored), so that the caller can run decoding in a
+        thread of its own and time it (:func:`hm_utils.model.backbone_runtime.overlapped`).
 
     Yields
     ------
@@ -201,12 +206,16 @@ def image_dataset(paths: Sequence[str | os.PathLike], image_size: tuple[int, int
     size = (int(image_size[0]), int(image_size[1]))
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string) if paths else tf.zeros([0], tf.string)))
-    ds = ds.map(lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit)),
-                num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
-                deterministic=True)
+    decode = lambda i, p: (i, read_and_decode(p, size, reduced_scale, fit))  # noqa: E731
+    if prefetch:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
+                    deterministic=True)
+    else:
+        ds = ds.map(decode)
     if drop_unreadable:
         ds = ds.ignore_errors()
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(int(batch_size))
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
 
 def report_unreadable(paths: Sequence[str | os.PathLike], seen_indices: Iterable[int],

@@ -19,7 +19,11 @@ Files under ``WORK_DIR/features/`` (``config.FEATURES_DIR``):
   scale), the unreadable article ids and, per name: backbone architecture,
   weights file and its sha256 (None for random weights), a digest of the
   backbone's weights (:func:`hm_utils.model.inference.model_digest`), image_size,
-  pooling, feature_dim, seconds, images_per_second.
+  pooling, feature_dim, seconds, images_per_second (of the model alone), runtime
+  ("openvino" or "keras", :mod:`hm_utils.model.backbone_runtime`) and runtime_info (its
+  version, the converted model's cache key, the first batch's cosine to Keras, any
+  fallback reason). Top level: ``runtime`` {asked, used}; ``decoding`` (seconds and
+  photos/s of decoding, of the models, of waiting for a batch, and overall).
 
 Writing is atomic: each ``.npy`` is filled under a temporary name and renamed
 only when the whole pass succeeded, so a failed run keeps the earlier files.
@@ -58,6 +62,7 @@ from hm_utils.model.inference import model_digest  # noqa: E402
 from hm_utils.model.numeric_precision import FLOAT32_TOLERANCE  # noqa: E402
 from hm_utils.core.storage import read_json, write_json, write_parquet  # noqa: E402
 from hm_utils.model.feature_cache import FeatureCache  # noqa: E402
+from hm_utils.model.backbone_runtime import OverlapTimes, backbone_function, overlapped  # noqa: E402
 
 MANIFEST_VERSION = 1
 # what must agree between a stored feature set and a backbone for the features to be reused
@@ -216,11 +221,29 @@ def _forward_fn(model: keras.Model, image_size, check_images: int = 8):
     return fn
 
 
+class _LazyForward:
+    """:func:`_forward_fn`, built on its first call (the Keras path is compiled only where it
+    runs: runtime "keras", or a fallback); ``compiled``: None until then, then whether the
+    compiled graph (rather than the plain model) ran."""
+
+    def __init__(self, model, image_size):
+        self._model, self._size, self._fn = model, image_size, None
+
+    def __call__(self, images):
+        if self._fn is None:
+            self._fn = _forward_fn(self._model, self._size)
+        return self._fn(tf.convert_to_tensor(images, tf.float32))
+
+    @property
+    def compiled(self):
+        return None if self._fn is None else bool(self._fn.state["compiled"])
+
+
 # ------------------------------------------------------------------ the store ---
 def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFrame, work_dir, *,
                      batch_size: int = 64, reduced_scale: bool = True, fit: str | None = None,
                      architectures: dict | None = None, weights_files: dict | None = None,
-                     progress: bool = True) -> dict:
+                     runtime: str | None = "auto", runtime_cache=None, progress: bool = True) -> dict:
     """Compute (or reuse) the backbone features of every article with an image.
 
     Inputs: ``backbones`` ``{name: keras.Model}`` (names of letters, digits, ``_``
@@ -232,9 +255,13 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
     backbone call; ``reduced_scale`` and ``fit`` (None: the default of
     :mod:`hm_utils.data.images`) go to :func:`hm_utils.data.images.image_dataset`; ``architectures`` / ``weights_files``
     ``{name: ...}`` are recorded in the manifest (default: the nested network's
-    name / None).
+    name / None). ``runtime``: "auto" | "keras" | "openvino", what runs the backbones
+    (:mod:`hm_utils.model.backbone_runtime`; the Keras model is the reference and the fallback,
+    features equal within a row cosine of 0.9999); ``runtime_cache``: where converted
+    models are kept (default :func:`hm_utils.model.backbone_runtime.runtime_cache_dir`).
 
-    Every image is decoded once and each batch goes through every backbone
+    Every image is decoded once (a worker thread decodes the next batch while the
+    backbones run on the current one: :func:`hm_utils.model.backbone_runtime.overlapped`) and each batch goes through every backbone
     (backbones with identical weights run once; their files are hard links).
     Output: the manifest dict (see the module docstring) plus ``reused``: True
     when an earlier call's files matched (same articles, images, settings and
@@ -279,21 +306,27 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
         arrays = {n: np.lib.format.open_memmap(tmp[n], mode="w+", dtype=np.float32,
                                                shape=(len(ids), entries[n]["feature_dim"])) for n in leaders}
         ok = np.zeros(len(ids), bool)
-        calls = {n: _forward_fn(backbones[n], image_size) for n in leaders}
+        keras_fns = {n: _LazyForward(backbones[n], image_size) for n in leaders}
+        calls = {n: backbone_function(backbones[n], image_size, runtime, keras_fn=keras_fns[n],
+                                      cache_dir=runtime_cache) for n in leaders}
         seconds = {n: 0.0 for n in leaders}
         idx_with = np.flatnonzero(has)
         sub_paths = [str(p) for p in paths[idx_with]]
         t0 = time.perf_counter()
         n_batches = -(-len(sub_paths) // batch_size)
         ds = image_dataset(sub_paths, image_size, batch_size=batch_size, reduced_scale=reduced_scale,
-                           **image_options)
-        bar = tqdm(ds, total=n_batches, desc=f"backbone features ({', '.join(leaders)})", unit="batch",
+                           prefetch=False, **image_options)
+        times = OverlapTimes()
+        runtimes = sorted({c.runtime for c in calls.values()})
+        bar = tqdm(overlapped(ds, times, count=lambda b: int(b[0].shape[0])), total=n_batches,
+                   desc=f"backbone features ({', '.join(leaders)}; {'/'.join(runtimes)})", unit="batch",
                    disable=not progress)
         for idx, imgs in bar:
             rows = idx_with[idx.numpy()]
+            x = imgs.numpy()
             for n in leaders:
                 t = time.perf_counter()
-                arrays[n][rows] = calls[n](imgs)
+                arrays[n][rows] = calls[n](x)
                 seconds[n] += time.perf_counter() - t
             ok[rows] = True
         wall = time.perf_counter() - t0
@@ -323,9 +356,13 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
         "n_articles": int(len(ids)), "n_with_image": int(has.sum()), "n_ok": n_ok,
         "unreadable": [int(a) for a in unreadable], "seconds": round(wall, 3),
         "images_per_second": round(n_ok / wall, 2) if wall > 0 else None, "precision": "float32",
+        "runtime": {"asked": str(runtime if runtime is not None else "auto"),
+                    "used": sorted({calls[leader[n]].runtime for n in names})},
+        "decoding": times.rates(wall),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "features": {n: {**entries[n], "file": f"{n}.npy", "shared_with": None if leader[n] == n else leader[n],
-                         "compiled": bool(calls[leader[n]].state["compiled"]),
+                         "compiled": keras_fns[leader[n]].compiled,
+                         "runtime": calls[leader[n]].runtime, "runtime_info": dict(calls[leader[n]].info),
                          "seconds": round(seconds[leader[n]], 3),
                          "images_per_second": round(n_ok / seconds[leader[n]], 2) if seconds[leader[n]] > 0
                          else None} for n in names},
@@ -364,8 +401,10 @@ def load_features(work_dir, name: str = "backbone") -> FeatureCache:
 
 def features_summary(manifest: dict):
     """One row per feature set: name, backbone, weights file, feature_dim, pooling,
-    seconds, images/second, shared_with (a name whose backbone had identical weights)."""
+    seconds, images/second, runtime (what ran it; "keras" for stores written before the
+    runtime was recorded), shared_with (a name whose backbone had identical weights)."""
     return pd.DataFrame([{"name": n, "backbone": e["backbone"], "weights_file": e["weights_file"],
                           "feature_dim": e["feature_dim"], "pooling": e["pooling"], "seconds": e["seconds"],
-                          "images_per_second": e["images_per_second"], "shared_with": e["shared_with"]}
+                          "images_per_second": e["images_per_second"], "runtime": e.get("runtime", "keras"),
+                          "shared_with": e["shared_with"]}
                          for n, e in manifest["features"].items()])
