@@ -56,7 +56,7 @@ kaggle: setup
 
 # mutation testing (mutmut 3) of the functions every figure rests on; the scope (files, functions,
 # test files) is in pyproject.toml, [tool.hm-embeddings.mutation.functions] and [tool.mutmut].
-# Installs mutmut into the venv (the "mutation" extra); about 25 minutes on 2 cores; not part of `make test`.
+# Installs mutmut into the venv (the "mutation" extra); 10 to 20 minutes on 2 cores; not part of `make test`.
 mutation: setup
 	$(PY) -m pip install --quiet --progress-bar off -e ".[test,mutation]"
 	rm -rf mutants
