@@ -43,7 +43,9 @@ import pandas as pd
 
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ranking.learned_ranker import LearnedRanker, lightgbm_available
+import lightgbm
+
+from hm_utils.ranking.learned_ranker import LearnedRanker
 from hm_utils.core.lists import dense_lists, top_by_score
 
 N_CUSTOMERS, N_ARTICLES, N_TRANSACTIONS = 1_371_980, 105_542, 31_788_324
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"load average {os.getloadavg()[0]:.1f}; LightGBM {'yes' if lightgbm_available() else 'no (scikit-learn)'}")
+          f"load average {os.getloadavg()[0]:.1f}; LightGBM {lightgbm.__version__}")
 
     t0 = time.perf_counter()
     from hm_utils.core.workdir import load_articles, load_customers, load_transactions

@@ -10,7 +10,7 @@ from hm_utils.ranking.candidates import (CandidateGenerator, CandidateSettings, 
 from hm_utils.core.embedding_index import ArticleEmbeddings
 from hm_utils.ranking.evaluation import evaluate_rolling
 from hm_utils.data.purchase_history import split_week, week_windows
-from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups, lightgbm_available
+from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups
 from hm_utils.ranking.candidate_features import FeatureBuilder
 
 DAY0 = pd.Timestamp("2020-08-01")
@@ -226,7 +226,7 @@ def test_automatic_label_weeks_pool_until_enough_labelled_customers():
     with pytest.raises(ValueError, match="train_weeks"):
         LearnedRanker(catalogue(), train_weeks=0)
     r = LearnedRanker(catalogue(), None, {}, settings=s, progress=False, min_label_customers=3,
-                      backend="sklearn", n_estimators=5).fit(t)
+                      n_estimators=5).fit(t)
     assert "2 label week(s) (automatic: reached 3" in r.label_week_note() and "1/1, 2/2" in r.label_week_note()
 
 
@@ -234,9 +234,8 @@ def test_learned_ranker_lists_backends_and_importance():
     t, arts, customers, emb = synthetic_shop(seed=1)
     train, scored = split_week(t, week_windows(t, 1)[0])
     keys = np.r_[np.unique(scored["customer_key"]), 5000, 3]          # an unknown customer and a repeat
-    backends = ["sklearn"] + (["lightgbm"] if lightgbm_available() else [])
-    for backend in backends:
-        r = LearnedRanker(arts, customers, {"e": emb}, backend=backend, n_estimators=30, progress=False,
+    for backend in ["lightgbm"]:
+        r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=30, progress=False,
                           block_customers=7).fit(train)
         assert r.backend_ == backend and r.model_ is not None
         m = r.predict(keys)
@@ -246,7 +245,7 @@ def test_learned_ranker_lists_backends_and_importance():
         assert not r.personal_[-2] and set(m[-2].tolist()) <= shared
         np.testing.assert_array_equal(m[-1], m[np.nonzero(keys == 3)[0][0]])
         # scoring in blocks of 7 customers equals one block
-        whole = LearnedRanker(arts, customers, {"e": emb}, backend=backend, n_estimators=30, progress=False,
+        whole = LearnedRanker(arts, customers, {"e": emb}, n_estimators=30, progress=False,
                               block_customers=10_000).fit(train)
         np.testing.assert_array_equal(whole.predict(keys), m)
         top = r.predict_top(keys[:5], 40)
@@ -292,7 +291,7 @@ def test_fitting_for_a_sample_of_customers_gives_them_the_same_candidates_and_fe
     assert np.array_equal(a.sources, b.sources) and len(a) > 5 * len(keys)
     np.testing.assert_array_equal(full_fb.transform(a), fb.transform(b))        # NaNs in the same places
     # and the fitted ranker's training rows are those of a fit without the restriction
-    r = LearnedRanker(arts, customers, {"e": emb}, train_weeks=1, max_train_customers=30, backend="sklearn")
+    r = LearnedRanker(arts, customers, {"e": emb}, train_weeks=1, max_train_customers=30)
     X, y, groups, _ = r.training_set(t)
     start = week_windows(t, 1)[0]
     inner, label = split_week(t, start)

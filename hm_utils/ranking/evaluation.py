@@ -45,6 +45,7 @@ from hm_utils.data.purchase_history import as_transactions, split_week, week_win
 from hm_utils.core.intervals import NONE_SUFFIX, RANDOM_SUFFIX, summarize
 from hm_utils.core.metrics import average_precision_at_k, hits_at_k, map_at_k
 from hm_utils.ranking.rankers import ImprovedRanker, OriginalRanker, PopularityRanker, Ranker, RepurchaseRanker
+from hm_utils.core.settings import StageSettings
 from hm_utils.core.storage import write_parquet
 from hm_utils.core.workdir import write_predictions
 
@@ -56,9 +57,12 @@ SLICES = ("all", "inactive_4w", "cold_articles", "known_articles")
 
 # ---------------------------------------------------------------- settings ---
 @dataclass(frozen=True)
-class RankingSettings:
-    """Notebook 06's settings, passed whole and recorded whole (``dataclasses.asdict``) in
-    ``metrics/06_candidate_ranking.json``. Build it with :meth:`from_profile`.
+class RankingSettings(StageSettings):
+    """Notebook 06's settings, passed whole and recorded whole (``to_dict``) in
+    ``metrics/06_candidate_ranking.json``. Build it with :meth:`~hm_utils.core.settings.StageSettings.from_profile`
+    or, in the notebook, :meth:`~hm_utils.core.settings.StageSettings.from_notebook` (the profile sets
+    ``profile``, ``holdout_days``, ``n_candidates``, ``eval_weeks`` (:data:`~hm_utils.core.config.EVAL_WEEKS`)
+    and ``candidate_scale`` (:data:`~hm_utils.core.config.CANDIDATE_SCALE`)).
 
     profile: profile name; seed: seed of the tuning samples, ablation vectors and bootstrap;
     holdout_days: length of the held-out week and of each rolling week, in days;
@@ -90,6 +94,8 @@ class RankingSettings:
     candidate_scale: float = 1.0
 
     def __post_init__(self):
+        for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
+            object.__setattr__(self, key, int(getattr(self, key)))
         if self.holdout_days < 1 or self.eval_weeks < 1 or self.n_candidates < 1 or self.bootstrap_samples < 1:
             raise ValueError(f"holdout_days, eval_weeks, n_candidates and bootstrap_samples must be at least 1; "
                              f"got {self.holdout_days}, {self.eval_weeks}, {self.n_candidates}, "
@@ -105,22 +111,9 @@ class RankingSettings:
         object.__setattr__(self, "candidate_scale", float(self.candidate_scale))
 
     @classmethod
-    def from_profile(cls, profile, **overrides) -> "RankingSettings":
-        """The profile's values (``holdout_days``, ``n_candidates``, ``EVAL_WEEKS[name]`` (4 when the
-        profile has no entry), :data:`~hm_utils.core.config.BOOTSTRAP_SAMPLES`,
-        :data:`~hm_utils.core.config.BASELINE_RANKER`), then every override that is not None (a notebook
-        parameter left at None means "the profile's"). ``profile``: name or
-        :class:`~hm_utils.core.config.Profile`. TypeError names an unknown key."""
-        prof = get_profile(profile) if isinstance(profile, str) else profile
-        values = {"profile": prof.name, "holdout_days": prof.holdout_days, "n_candidates": prof.n_candidates,
-                  "eval_weeks": EVAL_WEEKS.get(prof.name, 4), "bootstrap_samples": BOOTSTRAP_SAMPLES,
-                  "candidate_scale": CANDIDATE_SCALE.get(prof.name, 1.0),
-                  "baseline": BASELINE_RANKER}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
-            if key in values:
-                values[key] = int(values[key])
-        return cls(**values)
+    def profile_values(cls, profile) -> dict:
+        return {"profile": profile.name, "holdout_days": profile.holdout_days, "n_candidates": profile.n_candidates,
+                "eval_weeks": EVAL_WEEKS.get(profile.name, 4), "candidate_scale": CANDIDATE_SCALE.get(profile.name, 1.0)}
 
     def learned_kwargs(self) -> dict:
         """Keyword arguments of the learned rankers from these settings: ``train_weeks``

@@ -16,9 +16,8 @@ winning solutions ranked candidates with gradient-boosted trees. Here:
    cosine, the cosine to the last purchase and the max over recent purchases.
 3. **Model**: LightGBM's LambdaRank (Burges 2010, "From RankNet to LambdaRank
    to LambdaMART: An Overview"; Ke et al. 2017, "LightGBM: A Highly Efficient
-   Gradient Boosting Decision Tree"), one query group per customer-week; where
-   LightGBM is not importable, scikit-learn's ``HistGradientBoostingClassifier``
-   (pointwise: probability of a purchase).
+   Gradient Boosting Decision Tree"), one query group per customer-week (LightGBM is a
+   required dependency).
 
 Training never sees the scored week: :meth:`LearnedRanker.fit` receives the
 transactions before it, takes the last weeks *of those* as label weeks, and for
@@ -70,15 +69,6 @@ def label_weeks_enough(groups_so_far: int, weeks_so_far: int, min_customers: int
     return groups_so_far >= min_customers or weeks_so_far >= max_weeks
 
 
-def lightgbm_available() -> bool:
-    """True when ``import lightgbm`` works."""
-    try:
-        import lightgbm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def customer_groups(keys: np.ndarray) -> np.ndarray:
     """Sizes of the runs of equal consecutive ``keys`` (the query groups of a ranking model)."""
     keys = np.asarray(keys)
@@ -98,14 +88,14 @@ class LearnedRanker(Ranker):
     as hold ``min_label_customers`` labelled customer-weeks, at most ``max_label_weeks``,
     see the module docstring),
     ``max_train_customers`` per label week (a seeded sample of its buyers),
-    ``backend`` ``"auto"`` | ``"lightgbm"`` | ``"sklearn"``, tree settings,
+    LightGBM's tree settings,
     ``block_customers`` customers scored per block (memory: about
     ``block_customers * 100 * n_features * 4`` bytes per block in flight),
     ``workers`` blocks scored at once in threads (None: one per CPU).
 
     After ``fit``: ``model_`` (None when there was nothing to learn from --
     then candidates are ordered by own recency, then last-week popularity, and
-    ``note_`` says why), ``backend_``, ``training_`` (rows, positives, groups
+    ``note_`` says why), ``backend_`` ("lightgbm", None without a model), ``training_`` (rows, positives, groups
     per label week), ``feature_names_``.
     """
     name = "learned"
@@ -115,12 +105,10 @@ class LearnedRanker(Ranker):
                  embeddings: dict[str, ArticleEmbeddings] | None = None, settings: CandidateSettings | None = None,
                  train_weeks: int | None = None, week_days: int = 7, max_train_customers: int = 50_000,
                  min_label_customers: int = MIN_LABEL_CUSTOMERS, max_label_weeks: int = MAX_LABEL_WEEKS,
-                 backend: str = "auto", n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
+                 n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
                  min_child_samples: int = 20, seed: int = 0, block_customers: int = 25_000,
                  k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True,
                  workers: int | None = None):
-        if backend not in ("auto", "lightgbm", "sklearn"):
-            raise ValueError(f"backend must be 'auto', 'lightgbm' or 'sklearn'; got {backend!r}")
         self.articles, self.customers = articles, customers
         self.embeddings = dict(embeddings or {})
         self.settings = settings or CandidateSettings()
@@ -128,7 +116,6 @@ class LearnedRanker(Ranker):
             raise ValueError(f"train_weeks must be at least 1 or None (automatic); got {train_weeks}")
         self.train_weeks, self.week_days, self.max_train_customers = train_weeks, week_days, max_train_customers
         self.min_label_customers, self.max_label_weeks = int(min_label_customers), int(max_label_weeks)
-        self.backend = backend
         self.n_estimators, self.learning_rate, self.num_leaves = n_estimators, learning_rate, num_leaves
         self.min_child_samples, self.seed, self.block_customers = min_child_samples, seed, block_customers
         self.k, self.n_jobs, self.progress, self.workers = k, n_jobs, progress, workers
@@ -211,30 +198,16 @@ class LearnedRanker(Ranker):
                           f"({len(y)} training rows); candidates are ordered by own recency, then popularity")
             warnings.warn(self.note_, stacklevel=3)
             return None
-        backend = self.backend
-        if backend == "auto":
-            backend = "lightgbm" if lightgbm_available() else "sklearn"
-        self.backend_ = backend
-        if backend == "lightgbm":
-            import lightgbm as lgb
+        import lightgbm as lgb
 
-            model = lgb.LGBMRanker(objective="lambdarank", n_estimators=self.n_estimators,
-                                   learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-                                   min_child_samples=self.min_child_samples, subsample=0.8, subsample_freq=1,
-                                   colsample_bytree=0.8, random_state=self.seed, deterministic=True,
-                                   force_row_wise=True, n_jobs=self.threads(len(y)), verbose=-1)
-            model.fit(X, y, group=groups)
-            return model
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        # scikit-learn's binning fails on a column that is all missing: such a column carries
-        # nothing, so it is set to 0 here and in :meth:`score`
-        self.empty_columns_ = np.isnan(X).all(axis=0)
-        X = np.where(self.empty_columns_, np.float32(0), X)
-        model = HistGradientBoostingClassifier(max_iter=self.n_estimators, learning_rate=self.learning_rate,
-                                               max_leaf_nodes=self.num_leaves,
-                                               min_samples_leaf=self.min_child_samples, random_state=self.seed)
-        return model.fit(X, y)
+        self.backend_ = "lightgbm"
+        model = lgb.LGBMRanker(objective="lambdarank", n_estimators=self.n_estimators,
+                               learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                               min_child_samples=self.min_child_samples, subsample=0.8, subsample_freq=1,
+                               colsample_bytree=0.8, random_state=self.seed, deterministic=True,
+                               force_row_wise=True, n_jobs=self.threads(len(y)), verbose=-1)
+        model.fit(X, y, group=groups)
+        return model
 
     # -- the Ranker interface -----------------------------------------------
     def _fit(self, transactions):
@@ -261,9 +234,7 @@ class LearnedRanker(Ranker):
             own_days = X[:, col["own_days"]].astype(np.float64)
             pop = np.nan_to_num(X[:, col["art_n_1w"]].astype(np.float64))
             return np.where(np.isfinite(own_days), 1e6 - own_days, 0.0) + pop
-        if self.backend_ == "lightgbm":
-            return self.model_.predict(X, num_threads=threads or self.threads(len(X)))
-        return self.model_.predict_proba(np.where(self.empty_columns_, np.float32(0), X))[:, 1]
+        return self.model_.predict(X, num_threads=threads or self.threads(len(X)))
 
     def candidates(self, keys) -> Candidates:
         """The fitted generator's candidates for ``keys``."""
@@ -336,7 +307,7 @@ class LearnedRanker(Ranker):
     def feature_importance(self) -> pd.DataFrame:
         """DataFrame ``feature``, ``gain`` (total split gain, share of the sum), ``splits``;
         largest gain first. Empty without a LightGBM model."""
-        if self.model_ is None or self.backend_ != "lightgbm":
+        if self.model_ is None:
             return pd.DataFrame(columns=["feature", "gain", "splits"])
         b = self.model_.booster_
         gain = b.feature_importance("gain")
@@ -384,5 +355,5 @@ def training_weeks_table(ranker: LearnedRanker) -> pd.DataFrame:
     return ranker.training_.assign(label_week=lambda d: pd.to_datetime(d["label_week"]).dt.date)
 
 
-__all__ = ["LearnedRanker", "lightgbm_available", "customer_groups", "training_weeks_table", "label_choice",
+__all__ = ["LearnedRanker", "customer_groups", "training_weeks_table", "label_choice",
            "label_week_note", "label_weeks_enough", "MIN_LABEL_CUSTOMERS", "MAX_LABEL_WEEKS"]
