@@ -356,3 +356,22 @@ def test_training_set_recall_is_positives_over_distinct_label_pairs():
     r = LearnedRanker(catalogue(), None, {}, settings=SETTINGS, train_weeks=1, week_days=3, progress=False)
     _, y, _, summary = r.training_set(t)
     assert summary["positives"].tolist() == [1] and y.sum() == 1 and summary["recall"].tolist() == [0.5]
+
+
+def test_explain_shows_one_customers_candidates_in_the_order_of_the_list():
+    t, arts, customers, emb = synthetic_shop(seed=1)
+    train, scored = split_week(t, week_windows(t, 1)[0])
+    r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=20, progress=False).fit(train)
+    key = int(np.unique(scored["customer_key"])[0])
+    bought = scored.loc[scored["customer_key"] == key, "article_id"].to_numpy()
+    table = r.explain(key, bought=bought, top=40)
+    # the rank column is the ranker's own list: its first 12 are what predict gives this customer
+    np.testing.assert_array_equal(table["article_id"].to_numpy()[:12], r.predict([key])[0])
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    assert (np.diff(table["score"].to_numpy()) <= 0).all()
+    assert {"own_days", "art_n_1w", "cos_profile_e", "sources", "bought"} <= set(table.columns)
+    # each row's sources are the generator's, and bought marks exactly the week's purchases
+    frame = r.candidates([key]).frame().set_index("article_id")
+    for aid, src in zip(table["article_id"], table["sources"]):
+        assert src.split(", ") == [n for n in r.generator_.names if frame.loc[aid, n]]
+    assert table["bought"].tolist() == [a in set(bought.tolist()) for a in table["article_id"]]

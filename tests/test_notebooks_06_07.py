@@ -52,7 +52,7 @@ def ranking(tiny_series):
 
 @pytest.fixture(scope="module")
 def holdout(tiny_series, ranking):
-    train, hold = split_holdout(load_transactions(tiny_series), days=ranking["holdout_days"])
+    train, hold = split_holdout(load_transactions(tiny_series), days=ranking["settings"]["holdout_days"])
     return train, hold
 
 
@@ -83,7 +83,7 @@ def test_06_held_out_week_is_after_training(ranking, holdout):
 def test_06_writes_the_split_07_reads(tiny_series, ranking, holdout):
     train, hold = holdout
     split = read_holdout_split(tiny_series)
-    assert split.days == ranking["holdout_days"] == ranking["settings"]["holdout_days"]
+    assert split.days == ranking["settings"]["holdout_days"]
     assert list(split.week_starts) == ranking["week_starts"]
     assert np.array_equal(split.customers, np.unique(hold[CUSTOMER_KEY].to_numpy()))
     week_train, week_rows = split_week(load_transactions(tiny_series), split.holdout_start, split.days)
@@ -106,9 +106,9 @@ def test_06_submission_has_every_customer_and_validates(tiny_series, ranking):
 
 def test_06_rolling_weeks_recomputed_from_saved_lists(tiny_series, ranking):
     t = load_transactions(tiny_series)
-    days = ranking["holdout_days"]
-    starts = week_windows(t, ranking["eval_weeks"], days)
-    assert [str(s.date()) for s in starts] == ranking["week_starts"] and len(starts) == ranking["eval_weeks"]
+    days = ranking["settings"]["holdout_days"]
+    starts = week_windows(t, ranking["settings"]["eval_weeks"], days)
+    assert [str(s.date()) for s in starts] == ranking["week_starts"] and len(starts) == ranking["settings"]["eval_weeks"]
     by_week = pd.read_parquet(tiny_series / RANKERS_BY_WEEK)
     assert {"ranker", "week_start", "map12", "n_scored"} <= set(by_week.columns)
     assert len(by_week) == len(ranking["rankers"]) * len(starts)
@@ -129,7 +129,7 @@ def test_06_rolling_weeks_recomputed_from_saved_lists(tiny_series, ranking):
 
 def test_06_intervals_agree_with_the_saved_scores_and_the_verdicts(tiny_series, ranking):
     ap = pd.read_parquet(tiny_series / AP_BY_CUSTOMER_WEEK)
-    base = ranking["baseline_ranker"]
+    base = ranking["settings"]["baseline"]
     b = ap[ap["ranker"] == base].set_index(["week_start", CUSTOMER_KEY])["ap"]
     for name, (diff, lo, hi) in ranking["rolling_interval"].items():
         a = ap[ap["ranker"] == name].set_index(["week_start", CUSTOMER_KEY])["ap"]
@@ -168,7 +168,7 @@ def test_06_weights_per_scored_week_and_of_the_final_refit(tiny_series, ranking)
     w = pd.read_parquet(tiny_series / WEIGHTS_BY_WEEK)
     improved = [n for n in ranking["rankers"] if n.startswith("improved_")]
     assert sorted(w["ranker"].unique()) == sorted(improved)
-    assert (w.groupby("ranker").size() == ranking["eval_weeks"]).all()
+    assert (w.groupby("ranker").size() == ranking["settings"]["eval_weeks"]).all()
     assert sorted(ranking["improved_weights_by_week"]) == sorted(improved)
     for name, weeks in ranking["improved_weights_by_week"].items():
         assert sorted(weeks) == ranking["week_starts"]
@@ -260,3 +260,13 @@ def test_07_rolling_weeks_decide_whether_the_ensemble_is_kept(tiny_series, ranki
         np.testing.assert_array_equal(parse_predictions(sub["prediction"]), mat[order][customers[CUSTOMER_KEY]])
     else:
         assert ens["submission_source"] == ens["ensemble_variant"] == d["variant"]
+
+
+def test_06_rankers_built_by_hand_score_as_in_the_comparison(ranking):
+    """Section 3 fits popularity, repurchase and the learned ranker by hand on the held-out week's training
+    days; the two plain ones must give the held-out MAP@12 the rolling comparison recorded for that week."""
+    by_hand = ranking["by_hand_map12"]
+    assert set(by_hand) == {"popularity", "repurchase", "learned"}
+    for name in ("popularity", "repurchase"):
+        assert by_hand[name] == pytest.approx(ranking["map12"][name], abs=1e-12), name
+    assert 0.0 <= by_hand["learned"] <= 1.0

@@ -504,3 +504,62 @@ def ranking_verdict(table: pd.DataFrame, tunings: dict[str, pd.DataFrame] | None
                          f"({with_sim:.4f} against {without:.4f} for popularity + repurchase alone).")
         lines.append(line)
     return "\n".join(lines) if lines else "No embedding ranker was scored (no embedding files)."
+
+
+# ----------------------------------------------------------- key figures ---
+def rolling_key_figures(res: RollingResult, summary: pd.DataFrame, slices: pd.DataFrame, holdout: pd.DataFrame,
+                        main_rankers: list, learned_vs: list, ablation: pd.DataFrame) -> dict:
+    """Notebook 06's key figures of the comparison, for ``record_metrics``: the held-out week's table
+    (``rankers``, ``map12``, ``coverage``, ``seconds``, ``best_ranker``), the rolling weeks (``week_starts``,
+    ``rolling_map12``, ``customer_weeks``, ``rolling_interval`` [diff, lo, hi] and ``verdict`` against the
+    baseline, from ``summary``), the learned ranker against the improved ones, the ablations, the pooled
+    slices, the label weeks per scored week, and the improved rankers' weights (per week, and after the final
+    refit: ``main_rankers`` as :func:`predict_all` left them)."""
+    table = res.holdout
+    by_ranker = summary.set_index("ranker")
+    pooled = slices.set_index(["ranker", "slice"])
+    return {
+        "holdout_first_date": holdout[T_DAT].min(),
+        "holdout_customers": int(holdout[CUSTOMER_KEY].nunique()),
+        "rankers": table["ranker"].tolist(),
+        "map12": dict(zip(table["ranker"], table["map12"])),
+        "coverage": dict(zip(table["ranker"], table["coverage"])),
+        "seconds": dict(zip(table["ranker"], table["seconds"])),
+        "best_ranker": choose_ranker(table),
+        "improved_weights": {r.name: r.weights.as_dict() for r in main_rankers if r.name.startswith("improved_")},
+        "improved_weights_by_week": {n: {str(w.date()): {"sim": s, "pop": p, "rep": q}
+                                         for w, s, p, q in zip(g["week_start"], g["sim"], g["pop"], g["rep"])}
+                                     for n, g in res.weights.groupby("ranker", sort=False)},
+        "week_starts": [str(w.date()) for w in res.weeks],
+        "rolling_map12": by_ranker["map12"].to_dict(),
+        "customer_weeks": by_ranker["customer_weeks"].to_dict(),
+        "rolling_interval": {n: [r["diff"], r["lo"], r["hi"]] for n, r in by_ranker.iterrows()},
+        "verdict": by_ranker["verdict"].to_dict(),
+        "learned_vs_improved": learned_vs,
+        "ablation": ablation.to_dict("records"),
+        "slices": {f"{n}/{s}": {"map12": r["map12"], "recall100": r["recall100"], "customers": int(r["n_customers"]),
+                                "purchases": int(r["n_purchases"])} for (n, s), r in pooled.iterrows()},
+        "label_weeks_by_week": [{**r, "week_start": str(r["week_start"].date())}
+                                for r in res.label_weeks.to_dict("records")],
+    }
+
+
+def learned_key_figures(learned, candidate_recall_table: pd.DataFrame | None, importance: pd.DataFrame,
+                        recall_by_slice: pd.DataFrame | None, curve: pd.DataFrame | None, pays: float | None) -> dict:
+    """Notebook 06's key figures of the learned ranker (None when it did not run): candidate recall and
+    candidates per customer per source on the held-out week, recall per source and slice pooled over the
+    weeks, the candidate-count curve and where it pays, the label weeks of its last fit, its backend and
+    note, and the share of split gain per feature."""
+    ran = learned is not None
+    return {
+        "candidate_recall": dict(zip(candidate_recall_table["source"], candidate_recall_table["recall"])) if ran else {},
+        "candidates_per_customer": (dict(zip(candidate_recall_table["source"], candidate_recall_table["per_customer"]))
+                                    if ran else {}),
+        "candidate_recall_by_slice": recall_by_slice.to_dict("index") if ran else {},
+        "candidate_curve": curve.to_dict("records") if ran else [],
+        "candidate_curve_pays": pays if ran else None,
+        "learned_backend": getattr(learned, "backend_", None),
+        "learned_note": getattr(learned, "note_", None),
+        "label_weeks": getattr(learned, "label_choice_", None),
+        "feature_importance": dict(zip(importance["feature"], importance["gain"])),
+    }

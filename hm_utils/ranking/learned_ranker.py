@@ -299,6 +299,31 @@ class LearnedRanker(Ranker):
         mat = self._rank(np.asarray(keys, np.int64), k)
         return fill_with_popular(mat, self.generator_.popular_, k)
 
+    #: features :meth:`explain` shows, where the ranker has them (plus every ``cos_profile_<file>``)
+    EXPLAIN_FEATURES = ("own_n", "own_days", "prod_n", "art_n_1w", "art_n_all", "art_days_first")
+
+    def explain(self, customer_key: int, bought=None, top: int = 12) -> pd.DataFrame:
+        """One customer's candidates as the fitted ranker sees them, best first: ``article_id``, the
+        ``sources`` that proposed it, the features of :data:`EXPLAIN_FEATURES` and the embedding profile
+        cosines (NaN: not defined for this pair, e.g. never bought), the model's ``score`` and ``rank``
+        (1: first in the list) and, with ``bought`` (the article ids the customer bought in the scored
+        week), ``bought`` (bool). The first ``top`` rows; an unknown customer gets only shared candidates."""
+        cands = self.candidates([int(customer_key)])
+        X = self.features_.transform(cands)
+        score = self.score(X)
+        bits = cands.sources.astype(np.int64)
+        table = pd.DataFrame({ARTICLE_ID: cands.article_id,
+                              "sources": [", ".join(n for i, n in enumerate(cands.names) if b >> i & 1) for b in bits]})
+        shown = [n for n in self.feature_names_ if n in self.EXPLAIN_FEATURES or n.startswith("cos_profile_")]
+        for name in shown:
+            table[name] = X[:, self.feature_names_.index(name)]
+        table["score"] = score
+        table = table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        if bought is not None:
+            table["bought"] = np.isin(table[ARTICLE_ID].to_numpy(), np.asarray(bought, np.int64))
+        return table.head(top)
+
     def candidate_recall(self, keys, actual: pd.DataFrame) -> pd.DataFrame:
         """:func:`hm_utils.ranking.candidates.candidate_recall` of the fitted generator's candidates for
         ``keys`` against ``actual`` (the scored week's purchases)."""

@@ -168,5 +168,16 @@ def embedding_verdict(comparisons: pd.DataFrame, ranker: str = "learned") -> str
     return "\n".join(lines)
 
 
-__all__ = ["NEW", "KNOWN", "CUSTOMER_SLICES", "METRICS", "hits_by_customer", "customer_slice_rows",
+
+def new_article_key_figures(new_table: pd.DataFrame, comparisons: pd.DataFrame, verdict: str) -> dict:
+    """Notebook 06's key figures on purchases of new articles: per ranker the pooled customer-weeks,
+    purchases, recall@12, recall@100 and MAP@12 (``new_table``, indexed by ranker, from
+    :func:`pool_customer_slices`), the paired comparisons with the ablations (:func:`slice_comparisons`)
+    and the verdict in words (:func:`embedding_verdict`)."""
+    return {"new_articles": new_table[["customer_weeks", "purchases", "recall12", "recall100", "map12"]].to_dict("index"),
+            "new_article_comparisons": comparisons.to_dict("records"),
+            "embedding_verdict": verdict}
+
+
+__all__ = ["new_article_key_figures", "NEW", "KNOWN", "CUSTOMER_SLICES", "METRICS", "hits_by_customer", "customer_slice_rows",
            "pool_customer_slices", "compare_on_slice", "ablation_pairs", "slice_comparisons", "embedding_verdict"]
