@@ -55,6 +55,7 @@ from hm_utils.core.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE
 from hm_utils.data.images import article_image_paths
 from hm_utils.model.inference import make_embed_fn, model_digest
 from hm_utils.model.numeric_precision import PRECISIONS, resolve_precision
+from hm_utils.core.settings import StageSettings
 from hm_utils.core.storage import read_json, write_json, write_parquet
 from hm_utils.data.images import UnreadableImageWarning
 
@@ -66,8 +67,9 @@ DEFAULT_VARIANCE_SHARE = 0.95
 
 
 @dataclass(frozen=True)
-class ExportSettings:
-    """Notebook 04's settings, resolved once.
+class ExportSettings(StageSettings):
+    """Notebook 04's settings, resolved once (:meth:`~hm_utils.core.settings.StageSettings.from_notebook`; the
+    profile sets ``batch_size``).
 
     ``batch_size`` images per model call (profile: its ``batch_size``); ``shard_size``
     articles per shard, the unit an interrupted export resumes from (2048);
@@ -85,6 +87,9 @@ class ExportSettings:
     use_features: bool = True
 
     def __post_init__(self):
+        for name, kind in (("batch_size", int), ("shard_size", int), ("reduced_scale", bool),
+                           ("variance_share", float), ("precision", str), ("use_features", bool)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
         if self.batch_size < 1 or self.shard_size < 1:
             raise ValueError(f"batch_size and shard_size must be >= 1, got {self.batch_size}, {self.shard_size}")
         if not 0 < self.variance_share <= 1:
@@ -93,21 +98,9 @@ class ExportSettings:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
 
     @classmethod
-    def from_profile(cls, profile, *, batch_size: int | None = None, shard_size: int | None = None,
-                     reduced_scale: bool | None = None, variance_share: float | None = None,
-                     precision: str | None = None, use_features: bool | None = None) -> "ExportSettings":
-        """The settings of ``profile`` (a :class:`hm_utils.core.config.Profile`) with the notebook's
-        parameters laid over them; None means the profile's value or the default above."""
-        default = cls()
-        return cls(batch_size=int(profile.batch_size if batch_size is None else batch_size),
-                   shard_size=int(default.shard_size if shard_size is None else shard_size),
-                   reduced_scale=default.reduced_scale if reduced_scale is None else bool(reduced_scale),
-                   variance_share=float(default.variance_share if variance_share is None else variance_share),
-                   precision=default.precision if precision is None else str(precision),
-                   use_features=default.use_features if use_features is None else bool(use_features))
+    def profile_values(cls, profile) -> dict:
+        return {"batch_size": profile.batch_size}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
