@@ -50,8 +50,8 @@ import numpy as np
 from benchmarks.bench_ranking import K, make_data, peak_rss_mb
 from hm_utils.core.config import SUBMISSION_K
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ensemble.ensembling import PredictionList, anchor_queries, ensemble
 from hm_utils.core.lists import PAD, fill_with_popular, first_in_row, iter_blocks, top_by_score
+from hm_utils.ensemble.ensembling import PredictionList, anchor_queries, ensemble
 
 N_LISTS = 3
 

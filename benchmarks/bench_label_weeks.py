@@ -38,11 +38,11 @@ def main(argv=None) -> int:
         print(f"{work}: no embeddings from notebook 04 -- run the series first; skipped")
         return 0
     from hm_utils.core.embedding_index import variant_label
-    from hm_utils.ranking.evaluation import evaluate_rolling
     from hm_utils.core.intervals import compare, summarize
+    from hm_utils.core.workdir import load_articles, load_customers, load_embedding_files, load_transactions
+    from hm_utils.ranking.evaluation import evaluate_rolling
     from hm_utils.ranking.learned_ranker import LearnedRanker
     from hm_utils.ranking.rankers import RepurchaseRanker
-    from hm_utils.core.workdir import load_articles, load_customers, load_embedding_files, load_transactions
 
     t, customers, articles = load_transactions(work), load_customers(work), load_articles(work)
     emb = {variant_label(n): e for n, e in load_embedding_files(work).items()}

@@ -38,15 +38,14 @@ import resource
 import time
 from pathlib import Path
 
+import lightgbm
 import numpy as np
 import pandas as pd
 
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-import lightgbm
-
-from hm_utils.ranking.learned_ranker import LearnedRanker
 from hm_utils.core.lists import dense_lists, top_by_score
+from hm_utils.ranking.learned_ranker import LearnedRanker
 
 N_CUSTOMERS, N_ARTICLES, N_TRANSACTIONS = 1_371_980, 105_542, 31_788_324
 RESULTS = Path(__file__).resolve().parent / "results"

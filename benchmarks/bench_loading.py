@@ -72,6 +72,7 @@ def _polars_plain(data_dir: Path, customers_table: bool = False):
     ``customers_table``: also hold the whole customers table (all columns, collected), as ours
     returns it, and join on its id and key columns. Returns (transactions Arrow table, customers)."""
     import polars as pl
+
     from hm_utils.core import config as C
     path = data_dir / C.TRANSACTIONS_CSV
     customers = (pl.scan_csv(data_dir / C.CUSTOMERS_CSV).with_row_index(C.CUSTOMER_KEY)
@@ -93,6 +94,7 @@ def _polars_plain(data_dir: Path, customers_table: bool = False):
 def _child(method: str, data_dir: Path) -> dict:
     """Run one method in this (fresh) process; return its measurements."""
     import pandas as pd
+
     from hm_utils.core import config as C
     path = data_dir / C.TRANSACTIONS_CSV
     if method in ("ours", "ours_customers"):
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hm_utils.core import config as C
     from hm_utils.synthetic.generate import (DEFAULT_END, DEFAULT_MISSING_IMAGE_SHARE, DEFAULT_START, generator_params,
-                                    is_complete)
+                                             is_complete)
 
     gen = None
     if args.data_dir is not None:

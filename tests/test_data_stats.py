@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from hm_utils.core import config as C
-from hm_utils.data.published_stats import TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics, format_comparison
+from hm_utils.data.published_stats import (TARGETS, TARGETS_BY_KEY, calibration_record, compare_statistics,
+                                           format_comparison)
 from hm_utils.data.statistics import dataset_statistics, folder_statistics
 
 LAST = "2020-09-22"   # a Tuesday; week 0 = Sep 16..22, week 1 = Sep 9..15, week 2 = Sep 2..8, week 3 = Aug 26..Sep 1
@@ -201,8 +202,8 @@ def test_every_band_holds_its_real_value():
 
 # ------------------------------------------------------------------ folders --
 def test_folder_statistics_reads_both_layouts(tmp_path):
-    from hm_utils.data.loading import prepare_data
     from hm_utils.core.workdir import load_articles, load_customers, load_transactions
+    from hm_utils.data.loading import prepare_data
     from hm_utils.synthetic.generate import generate_synthetic
 
     data = generate_synthetic(tmp_path / "syn", 60, 50, 900, seed=3, images=False, progress=False)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hm_utils.core.config import REPO_ROOT
 from hm_utils.model import efficientnet_lite as E
 from hm_utils.model import torch_pickle as T
-from hm_utils.core.config import REPO_ROOT
 
 CATALOGUE = REPO_ROOT.parent / "shared" / "hm_catalogue"
 

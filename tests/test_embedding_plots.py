@@ -13,10 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from hm_utils.plots.embeddings import (  # noqa: E402
-    OTHER, plot_embedding_maps, plot_explained_variance, plot_similarity_histograms, plot_zero_share, project_2d,
-    top_categories,
-)
+from hm_utils.plots.embeddings import (OTHER, plot_embedding_maps, plot_explained_variance,  # noqa: E402
+                                       plot_similarity_histograms, plot_zero_share, project_2d, top_categories)
 
 
 def test_zero_share_figure_title_counts_dead_units():

@@ -117,10 +117,9 @@ def test_submission_file_as_input_list(tmp_path):
 
 
 def test_notebook_helpers_score_lists_and_variants(tmp_path):
-    from hm_utils.ensemble.ensembling import (
-        combine_tables, customer_queries, evaluate_ensembles, read_prediction_lists, score_lists, subset_list,
-    )
     from hm_utils.core.workdir import write_predictions
+    from hm_utils.ensemble.ensembling import (combine_tables, customer_queries, evaluate_ensembles,
+                                              read_prediction_lists, score_lists, subset_list)
 
     # customer 0 bought {1, 2}; customer 1 bought {5}
     hold = pd.DataFrame({"customer_key": [0, 0, 1], "article_id": [1, 2, 5]})
@@ -292,9 +291,8 @@ def test_ensemble_settings_from_profile_and_06s_metrics():
     from dataclasses import asdict
 
     from hm_utils.core.config import get_profile
-    from hm_utils.ensemble.ensembling import EnsembleSettings
-
     from hm_utils.core.workdir import HoldoutSplit
+    from hm_utils.ensemble.ensembling import EnsembleSettings
 
     profile = get_profile("tiny")
     ranking = HoldoutSplit(5, ("2020-09-16",), np.array([1, 2]), rankers=("a", "b"), bootstrap_samples=50)

@@ -7,14 +7,14 @@ import pytest
 
 from hm_utils.core.config import AP_BY_CUSTOMER_WEEK, RANKERS_BY_WEEK, WEIGHTS_BY_WEEK
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ranking.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
-                                 random_embeddings_like, slice_masks)
-from hm_utils.data.purchase_history import split_holdout, split_week, week_windows
-from hm_utils.core.intervals import (ablation_comparisons, compare, interval_verdict, interval_word,
-                                paired_bootstrap, summarize)
+from hm_utils.core.intervals import (ablation_comparisons, compare, interval_verdict, interval_word, paired_bootstrap,
+                                     summarize)
 from hm_utils.core.metrics import hits_at_k, map_at_k, recall_at_k
-from hm_utils.ranking.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
 from hm_utils.core.workdir import read_predictions, week_predictions_path
+from hm_utils.data.purchase_history import split_holdout, split_week, week_windows
+from hm_utils.ranking.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
+                                         random_embeddings_like, slice_masks)
+from hm_utils.ranking.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
 
 DAY0 = pd.Timestamp("2020-09-01")
 

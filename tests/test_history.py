@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ranking.evaluation import RankingSettings
-from hm_utils.data.purchase_history import anchor_mask, customer_history, customer_mask, customer_rows, split_holdout, split_week, week_windows
-from hm_utils.ranking.rankers import OriginalRanker
 from hm_utils.core.workdir import HoldoutSplit, read_holdout_split, write_holdout_split
+from hm_utils.data.purchase_history import (anchor_mask, customer_history, customer_mask, customer_rows, split_holdout,
+                                            split_week, week_windows)
+from hm_utils.ranking.evaluation import RankingSettings
+from hm_utils.ranking.rankers import OriginalRanker
 
 
 def test_anchor_most_bought_then_latest_then_the_named_same_day_tie():

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.core.intervals import (ablation_comparisons, choose_by_interval, compare, interval_word,
-                                paired_bootstrap, paired_differences, summarize)
+from hm_utils.core.intervals import (ablation_comparisons, choose_by_interval, compare, interval_word, paired_bootstrap,
+                                     paired_differences, summarize)
 
 # the quantiles of the standard normal for the levels used below
 Z = {0.95: 1.959964, 0.5: 0.674490, 0.8: 1.281552}

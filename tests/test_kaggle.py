@@ -14,8 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hm_utils.runner import kaggle
 from hm_utils.core.config import NOTEBOOKS_DIR
+from hm_utils.runner import kaggle
 from hm_utils.runner.notebooks import notebook_problems
 
 

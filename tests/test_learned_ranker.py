@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.ranking.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
-                                 top_per_group)
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ranking.evaluation import evaluate_rolling
 from hm_utils.data.purchase_history import split_week, week_windows
-from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups
 from hm_utils.ranking.candidate_features import FeatureBuilder
+from hm_utils.ranking.candidates import (CandidateGenerator, CandidateSettings, candidate_recall, lookup_table,
+                                         top_per_group)
+from hm_utils.ranking.evaluation import evaluate_rolling
+from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups
 
 DAY0 = pd.Timestamp("2020-08-01")
 A1, A2, A3, B1, C1, C2, D1 = 1001001, 1001002, 1001003, 1002001, 1003001, 1003002, 1004001

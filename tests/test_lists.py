@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hm_utils.core.lists import (PAD, dense_lists, fill_with_popular, first_in_row, rank_within, take_first_valid,
-                            top_by_score)
+                                 top_by_score)
 
 
 def test_first_in_row_wide_rows_by_hand():

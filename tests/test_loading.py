@@ -1,8 +1,6 @@
 """Loading and converting the competition files: exact ids, dtypes, bad input."""
 from __future__ import annotations
 
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +8,10 @@ import pandas as pd
 import pytest
 
 from hm_utils.core import config as C
+from hm_utils.core.workdir import load_articles, load_customers, load_images, load_transactions
 from hm_utils.data.csv_columns import DataWarning
 from hm_utils.data.loading import (find_images, prepare_data, read_articles_csv, read_customers_csv,
-                              read_transactions_csv)
-from hm_utils.core.workdir import load_articles, load_customers, load_images, load_transactions
+                                   read_transactions_csv)
 
 HEX = "0123456789abcdef"
 
@@ -182,8 +180,9 @@ def test_find_images_flags_presence(tmp_path):
 
 
 def test_customer_lookup_fast_path_matches_hash_lookup():
-    from hm_utils.data.loading import CustomerLookup
     import pyarrow as pa
+
+    from hm_utils.data.loading import CustomerLookup
     rng = np.random.default_rng(0)
     ids = ["".join(rng.choice(list(HEX), 64)) for _ in range(500)]
     customers = pd.DataFrame({C.CUSTOMER_KEY: np.arange(500, dtype=np.int32), C.CUSTOMER_ID: ids})
@@ -221,8 +220,9 @@ def test_customer_keys_point_back_to_the_exact_ids(hm_sample):
 
 
 def test_customer_lookup_keeps_given_keys_and_order():
-    from hm_utils.data.loading import CustomerLookup
     import pyarrow as pa
+
+    from hm_utils.data.loading import CustomerLookup
     customers = pd.DataFrame({C.CUSTOMER_KEY: np.array([10, 20, 30], dtype=np.int32),
                               C.CUSTOMER_ID: [_cid(1), _cid(2), _cid(3)]})
     lookup = CustomerLookup(customers)

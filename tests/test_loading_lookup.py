@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from hm_utils.core import config as C
+from hm_utils.core.workdir import load_customers, load_transactions
 from hm_utils.data.csv_columns import DataWarning
 from hm_utils.data.loading import CustomerLookup, prepare_data, read_customers_csv, read_transactions_csv
-from hm_utils.core.workdir import load_customers, load_transactions
 from tests.test_loading import _cid, write_mini
 
 IDS = [_cid(3), _cid(0), _cid(9), _cid(2), _cid(1), "f" * 63 + "e"]  # the last one is in no customers file

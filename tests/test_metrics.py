@@ -9,7 +9,7 @@ import pytest
 
 from hm_utils.core.lists import first_in_row
 from hm_utils.core.metrics import (as_prediction_matrix, average_precision_at_k, hits_at_k, map_at_k, recall_at_k,
-                              triplet_accuracy)
+                                   triplet_accuracy)
 
 
 def actual_frame(pairs):

@@ -7,7 +7,7 @@ import pytest
 
 from hm_utils.core.intervals import paired_ratio_bootstrap
 from hm_utils.ranking.new_articles import (ablation_pairs, compare_on_slice, customer_slice_rows, embedding_verdict,
-                                   hits_by_customer, pool_customer_slices, slice_comparisons)
+                                           hits_by_customer, pool_customer_slices, slice_comparisons)
 
 DAY0 = pd.Timestamp("2020-09-01")
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from hm_utils.core import config as C
-from hm_utils.core.workdir import load_articles, load_customers, load_images, load_transactions
 from hm_utils.core.notebook_outputs import load_metrics
+from hm_utils.core.workdir import load_articles, load_customers, load_images, load_transactions
 
 pytestmark = pytest.mark.notebooks
 

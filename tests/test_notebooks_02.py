@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 
 from hm_utils.core import config as C
-from hm_utils.core.workdir import load_articles, load_images, load_transactions
-from hm_utils.triplets.mining import load_triplets
-from hm_utils.triplets.mining import TRIPLET_COLUMNS
-from hm_utils.triplets.strategies import STRATEGIES
 from hm_utils.core.notebook_outputs import load_metrics
+from hm_utils.core.workdir import load_articles, load_images, load_transactions
+from hm_utils.triplets.mining import TRIPLET_COLUMNS, load_triplets
+from hm_utils.triplets.strategies import STRATEGIES
 
 pytestmark = pytest.mark.notebooks
 

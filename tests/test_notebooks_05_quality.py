@@ -41,8 +41,8 @@ def test_05_quality_figures_recorded(tiny_series, key):
 
 def test_05_reference_rows_reproduced(tiny_series):
     """The attribute and random rows follow from articles.parquet and transactions.parquet alone."""
-    from hm_utils.embeddings.quality import attribute_vectors, quality_table, random_vectors
     from hm_utils.core.workdir import load_articles, load_transactions
+    from hm_utils.embeddings.quality import attribute_vectors, quality_table, random_vectors
 
     m = load_metrics(tiny_series, "05_similarity_visualization")
     articles = load_articles(tiny_series)

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 
 from hm_utils.core.config import (AP_BY_CUSTOMER_WEEK, CUSTOMER_KEY, FIGURES_DIR, RANKERS_BY_WEEK, SUBMISSION_CSV,
-                             SUBMISSION_ENSEMBLE_CSV, WEIGHTS_BY_WEEK)
+                                  SUBMISSION_ENSEMBLE_CSV, WEIGHTS_BY_WEEK)
 from hm_utils.core.embedding_index import variant_label
-from hm_utils.data.purchase_history import split_holdout, split_week, week_windows
 from hm_utils.core.metrics import map_at_k
 from hm_utils.core.notebook_outputs import load_metrics
-from hm_utils.ranking.submission import parse_predictions, validate_submission
 from hm_utils.core.workdir import (load_articles, load_customers, load_transactions, predictions_path,
-                              read_holdout_split, read_predictions, week_predictions_path)
+                                   read_holdout_split, read_predictions, week_predictions_path)
+from hm_utils.data.purchase_history import split_holdout, split_week, week_windows
+from hm_utils.ranking.submission import parse_predictions, validate_submission
 
 pytestmark = pytest.mark.notebooks
 

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 
 from hm_utils.core import config as C
-from hm_utils.core.workdir import load_embeddings
-from hm_utils.core.workdir import load_customers, load_images
-from hm_utils.runner.series import run_series
 from hm_utils.core.notebook_outputs import load_metrics
+from hm_utils.core.workdir import load_customers, load_embeddings, load_images
 from hm_utils.ranking.submission import validate_submission
+from hm_utils.runner.series import run_series
 
 pytestmark = pytest.mark.notebooks
 

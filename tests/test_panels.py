@@ -12,8 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from hm_utils.plots.panels import (image_grid, load_thumbnail, plot_group_mix, show_triplet,  # noqa: E402
-                             show_triplets)
+from hm_utils.plots.panels import image_grid, load_thumbnail, plot_group_mix, show_triplet, show_triplets  # noqa: E402
 
 
 def _texts(ax) -> str:

@@ -10,7 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from hm_utils.runner.series import (PipelineError, list_notebooks, main, parse_param, parse_params, run_series,
-                               select_notebooks)
+                                    select_notebooks)
 
 
 def _write_nb(path, *sources, parameters: str = ""):
@@ -213,6 +213,7 @@ def test_cli_console_keeps_real_kernel_output_and_drops_startup_noise(tmp_path):
     its stderr itself still shows; a failure names notebook, cell and error, shows
     the cell's stderr and points to the executed copy."""
     import os
+
     from hm_utils.runner.console import has_nvidia_device, is_startup_noise
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
@@ -301,7 +302,8 @@ def test_kernel_command_keeps_fd_output_out_of_the_cells():
 
 
 def test_compare_runs_lists_figures_that_differ_and_counts_timings_apart(tmp_path, capsys):
-    from hm_utils.runner.compare import compare_runs, main as compare_main
+    from hm_utils.runner.compare import compare_runs
+    from hm_utils.runner.compare import main as compare_main
     a, b = tmp_path / "a", tmp_path / "b"
     for d, acc, secs, extra in ((a, 0.87, 12.0, {"profile": "demo"}), (b, 0.91, 15.5, {})):
         (d / "metrics").mkdir(parents=True)

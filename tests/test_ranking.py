@@ -6,13 +6,12 @@ import pandas as pd
 import pytest
 
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ranking.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
-from hm_utils.data.purchase_history import CustomerProfiles, customer_history, popular_articles, split_holdout
 from hm_utils.core.lists import fill_with_popular, first_in_row, top_by_score
 from hm_utils.core.metrics import map_at_k
-from hm_utils.ranking.rankers import (BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker,
-                              RepurchaseRanker)
 from hm_utils.core.workdir import load_embedding_files, read_predictions, write_predictions
+from hm_utils.data.purchase_history import CustomerProfiles, customer_history, popular_articles, split_holdout
+from hm_utils.ranking.evaluation import choose_ranker, evaluate_rankers, predict_all, ranking_verdict
+from hm_utils.ranking.rankers import BlendWeights, ImprovedRanker, OriginalRanker, PopularityRanker, RepurchaseRanker
 
 DAY0 = pd.Timestamp("2020-09-01")
 
@@ -375,8 +374,8 @@ def test_improved_tuning_pools_several_weeks_before_the_fit_end():
 
 
 def test_neighbour_ids_in_threads_are_top_k_indices():
-    from hm_utils.ranking.rankers import neighbour_ids
     from hm_utils.core.similarity import top_k
+    from hm_utils.ranking.rankers import neighbour_ids
 
     rng = np.random.default_rng(3)
     q, m = rng.standard_normal((2500, 8)).astype(np.float32), rng.standard_normal((300, 8)).astype(np.float32)

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
 
-from hm_utils.core.similarity import (
-    cosine_similarity, dims_for_variance, explained_variance, l2_normalize, pairwise_cosine,
-    top_k, zero_share_per_dimension,
-)
+from hm_utils.core.similarity import (cosine_similarity, dims_for_variance, explained_variance, l2_normalize,
+                                      pairwise_cosine, top_k, zero_share_per_dimension)
 
 
 def test_l2_normalize_hand_values_and_zero_row():

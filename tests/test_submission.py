@@ -5,14 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.ranking.submission import (
-    format_predictions,
-    make_submission,
-    parse_predictions,
-    read_submission_predictions,
-    validate_submission,
-    write_submission,
-)
+from hm_utils.ranking.submission import (format_predictions, make_submission, parse_predictions,
+                                         read_submission_predictions, validate_submission, write_submission)
 
 POPULAR = np.arange(500, 512)
 

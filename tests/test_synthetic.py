@@ -12,9 +12,9 @@ import pytest
 
 from hm_utils.core import config as C
 from hm_utils.synthetic import generate as S
-from hm_utils.synthetic.generate import ensure_synthetic, generate_synthetic, is_complete, load_ground_truth
 from hm_utils.synthetic.catalogue import (INDEX_GROUPS, INDEXES, N_TASTE, PRICE_SCALE, categorical,
-                                         topk_without_replacement)
+                                          topk_without_replacement)
+from hm_utils.synthetic.generate import ensure_synthetic, generate_synthetic, is_complete, load_ground_truth
 from hm_utils.synthetic.images import render_article_image
 from hm_utils.synthetic.transactions import day_weights
 

@@ -30,7 +30,6 @@ from hm_utils.core.checks import require_columns
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, PREDICTION, SUBMISSION_K
 from hm_utils.core.lists import PAD, first_in_row
 
-
 # article ids are < 2**31, so (customer << 31) | article fits an int64 for
 # customer keys < 2**32.
 _ARTICLE_BITS = 31

@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hm_utils.core.arrays import sorted_unique
 from hm_utils.core import config as C
-from hm_utils.core.config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_FILES, EMBEDDING_ORIGINAL, HOLDOUT_CUSTOMERS,
-                     HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, WEEKS_SUBDIR)
+from hm_utils.core.arrays import sorted_unique
+from hm_utils.core.config import (ARTICLE_ID, CUSTOMER_KEY, EMBEDDING, EMBEDDING_FILES, EMBEDDING_ORIGINAL, HELD_OUT,
+                                  HOLDOUT_CUSTOMERS, HOLDOUT_SPLIT, HOLDOUT_SUBDIR, PREDICTIONS_DIR, TRAINING_HISTORY,
+                                  TRAINING_REPORT, TRIPLET_SPLIT, WEEKS_SUBDIR)
 from hm_utils.core.embedding_index import ArticleEmbeddings
 from hm_utils.core.lists import predictions_frame
 from hm_utils.core.storage import read_json, require_file, write_json, write_parquet
@@ -84,8 +85,6 @@ def write_training_outputs(work_dir, histories: dict[str, dict], reports: dict[s
     """Write ``models/training_history.parquet`` (:func:`training_history_frame`) and
     ``models/training_report.json`` (the reports of :func:`hm_utils.model.training.train_siamese`)
     atomically; returns their paths."""
-    from hm_utils.core.config import TRAINING_HISTORY, TRAINING_REPORT
-    from hm_utils.core.storage import write_json, write_parquet
 
     work_dir = Path(work_dir)
     return {"history": write_parquet(training_history_frame(histories), work_dir / TRAINING_HISTORY),
@@ -98,8 +97,6 @@ def write_triplet_split(work_dir, train: pd.DataFrame, validation: pd.DataFrame)
     ``models/triplet_split.parquet`` (``config.TRIPLET_SPLIT``): their columns (customer_key,
     anchor, positive, negative, ...) plus bool ``held_out``; training rows first, each side in
     its own order. Atomic; returns the path."""
-    from hm_utils.core.config import HELD_OUT, TRIPLET_SPLIT
-    from hm_utils.core.storage import write_parquet
 
     table = pd.concat([train.assign(**{HELD_OUT: False}), validation.assign(**{HELD_OUT: True})],
                       ignore_index=True)
@@ -110,8 +107,6 @@ def read_triplet_split(work_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, held_out): what :func:`write_triplet_split` wrote, each with the columns it was
     given (``held_out`` dropped), in the order written, index reset. FileNotFoundError naming
     notebook 03 when the file is missing."""
-    from hm_utils.core.config import HELD_OUT, TRIPLET_SPLIT
-    from hm_utils.core.storage import require_file
 
     table = pd.read_parquet(require_file(Path(work_dir) / TRIPLET_SPLIT, "03_model_training"))
     held = table[HELD_OUT].to_numpy(bool)

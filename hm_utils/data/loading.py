@@ -56,9 +56,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hm_utils.core import config as C
-from hm_utils.data.csv_files import sniff
-from hm_utils.data.csv_columns import HEX64, Column, DataWarning, strict_frame, read_csv, require_header
 from hm_utils.core.storage import write_json, write_parquet
+from hm_utils.data.csv_columns import HEX64, Column, DataWarning, read_csv, require_header, strict_frame
+from hm_utils.data.csv_files import sniff
+from hm_utils.synthetic.generate import ensure_synthetic
 
 __all__ = ["CustomerLookup", "read_articles_csv", "read_customers_csv", "read_transactions_csv",
            "find_images", "resolve_data_source", "prepare_data"]
@@ -351,7 +352,6 @@ def resolve_data_source(data_dir: str | Path | None, profile: str = C.DEFAULT_PR
         if given:
             return found, "given"
         return found, "kaggle" if found == C.KAGGLE_INPUT else "checkout"
-    from hm_utils.synthetic.generate import ensure_synthetic
     return Path(ensure_synthetic(profile, seed, images=synthetic_images)), "synthetic"
 
 

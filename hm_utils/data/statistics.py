@@ -60,16 +60,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hm_utils.core.arrays import run_starts, sorted_unique
 from hm_utils.core import config as C
-from hm_utils.data.published_stats import COMPETITION_YEARS, REAL_TOP_FRACTIONS, TARGETS
 from hm_utils.core import workdir
+from hm_utils.core.arrays import run_starts, sorted_unique
 from hm_utils.core.checks import require_columns
 from hm_utils.core.lists import PAD, fill_with_popular
 from hm_utils.core.metrics import map_at_k
 from hm_utils.data import loading
-from hm_utils.data.purchase_history import (as_transactions, popular_articles, repurchase_lists, rows_for,
-                                            split_holdout)
+from hm_utils.data.published_stats import (COMPETITION_YEARS, REAL_TOP_FRACTIONS, TARGETS, compare_statistics,
+                                           format_comparison)
+from hm_utils.data.purchase_history import as_transactions, popular_articles, repurchase_lists, rows_for, split_holdout
 
 # ---------------------------------------------------------------- helpers --
 # Everything below counts distinct keys by sorting (np.sort) or, when the key range is
@@ -488,7 +488,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from hm_utils.data.published_stats import compare_statistics, format_comparison
 
     parser = argparse.ArgumentParser(prog="python -m hm_utils.data.statistics", description=main.__doc__.split("\n")[0])
     parser.add_argument("folder", metavar="DIR")

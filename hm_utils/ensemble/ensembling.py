@@ -43,10 +43,14 @@ from tqdm.auto import tqdm
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import CUSTOMER_KEY, SUBMISSION_K
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ensemble.kernels import BlockEnsembler
 from hm_utils.core.lists import PAD, fill_with_popular, iter_blocks
-from hm_utils.core.metrics import as_prediction_matrix
+from hm_utils.core.metrics import as_prediction_matrix, map_at_k
 from hm_utils.core.settings import StageSettings
+from hm_utils.core.storage import require_file
+from hm_utils.core.workdir import predictions_path, read_predictions
+from hm_utils.data.purchase_history import CustomerProfiles
+from hm_utils.ensemble.kernels import BlockEnsembler
+from hm_utils.ranking.rankers import OriginalRanker
 from hm_utils.ranking.submission import read_submission_predictions
 
 
@@ -241,8 +245,6 @@ def read_prediction_lists(work_dir, names, subdir: str = "holdout", weights: dic
     """``predictions/<subdir>/<name>.parquet`` of each ranker ``name`` (written by notebook 06)
     as :class:`PredictionList` objects, weighted by ``weights[name]`` (default 1.0); a
     missing file is a FileNotFoundError naming it."""
-    from hm_utils.core.workdir import predictions_path, read_predictions
-    from hm_utils.core.storage import require_file
 
     out = []
     for name in names:
@@ -261,8 +263,6 @@ def customer_queries(transactions: pd.DataFrame, embeddings: ArticleEmbeddings, 
     embedding of the article bought most since ``start_date`` (the original
     ranker's anchor). Returns ``keys int64 [b] -> float32 [b, d]`` unit rows.
     """
-    from hm_utils.data.purchase_history import CustomerProfiles
-    from hm_utils.ranking.rankers import OriginalRanker
 
     if mode == "profile":
         return CustomerProfiles(embeddings).fit(transactions)
@@ -274,7 +274,6 @@ def customer_queries(transactions: pd.DataFrame, embeddings: ArticleEmbeddings, 
 
 def score_lists(lists: list[PredictionList], holdout: pd.DataFrame) -> pd.DataFrame:
     """MAP@12 of each input list on the held-out purchases: DataFrame ``list``, ``map12``, ``customers``."""
-    from hm_utils.core.metrics import map_at_k
 
     return pd.DataFrame([{"list": pl.name, "map12": map_at_k(pl.matrix, holdout, customer_keys=pl.customer_keys),
                           "customers": len(pl.customer_keys)} for pl in lists])
@@ -289,7 +288,6 @@ def evaluate_ensembles(lists: list[PredictionList], embeddings: ArticleEmbedding
     ``{name: (customer_keys, matrix)}``)."""
     import time
 
-    from hm_utils.core.metrics import map_at_k
 
     keys = sorted_unique(holdout[CUSTOMER_KEY].to_numpy()).astype(np.int64)
     sub = [subset_list(pl, keys) for pl in lists]

@@ -20,10 +20,10 @@ import pandas as pd
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import BOOTSTRAP_SAMPLES, CUSTOMER_KEY, SUBMISSION_K, WEEKS_SUBDIR
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.ensemble.ensembling import customer_queries, evaluate_ensembles, read_prediction_lists, subset_list
-from hm_utils.data.purchase_history import popular_articles, split_week
 from hm_utils.core.intervals import compare, summarize
 from hm_utils.core.metrics import average_precision_at_k
+from hm_utils.data.purchase_history import popular_articles, split_week
+from hm_utils.ensemble.ensembling import customer_queries, evaluate_ensembles, read_prediction_lists, subset_list
 
 
 @dataclass

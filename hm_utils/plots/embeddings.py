@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from hm_utils.plots.figures import pyplot
+from hm_utils.core.config import ANCHOR, NEGATIVE, POSITIVE, format_article_id
 from hm_utils.core.similarity import explained_variance
+from hm_utils.plots.figures import pyplot
+from hm_utils.plots.panels import article_label, image_grid, show_triplet
 
 OTHER = "(other)"
 
@@ -230,8 +232,6 @@ def plot_triplets_with_cosines(triplets: pd.DataFrame, cosines: dict[str, tuple[
     """
     plt = pyplot()
 
-    from hm_utils.core.config import ANCHOR, NEGATIVE, POSITIVE
-    from hm_utils.plots.panels import show_triplet
 
     t = len(triplets)
     fig, grid = plt.subplots(max(t, 1), 3, figsize=(panel_size[0] * 3, panel_size[1] * max(t, 1)), squeeze=False)
@@ -263,8 +263,6 @@ def plot_neighbour_gallery(query_ids, neighbour_ids, similarities, images: pd.Da
     """
     plt = pyplot()
 
-    from hm_utils.core.config import format_article_id
-    from hm_utils.plots.panels import article_label, image_grid
 
     q = len(query_ids)
     nb = np.asarray(neighbour_ids).reshape(q, -1)

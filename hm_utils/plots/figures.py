@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.core import config as C
+
+
 def pyplot():
     """``matplotlib.pyplot``, with the package's one set-up: the "Agg" backend unless an inline
     notebook backend is active (then that one is kept)."""

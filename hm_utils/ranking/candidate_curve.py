@@ -21,9 +21,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hm_utils.core.arrays import sorted_unique
-from hm_utils.ranking.candidates import CandidateGenerator, CandidateSettings, candidate_recall
 from hm_utils.core.config import CUSTOMER_KEY
 from hm_utils.core.embedding_index import ArticleEmbeddings
+from hm_utils.ranking.candidates import CandidateGenerator, CandidateSettings, candidate_recall
 
 SCALED = ("own_max", "n_variants", "n_popular", "n_trending", "n_neighbors", "n_pairs", "n_new_popular", "n_new")
 FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)

@@ -47,11 +47,12 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.core.arrays import sorted_unique
-from hm_utils.ranking.candidates import Candidates, encode_pairs
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, PRICE, PRODUCT_CODE, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.data.purchase_history import CustomerProfiles, as_transactions, customer_history, customer_mask, leave_one_out_cosine
 from hm_utils.core.lists import PAD, dense_lists
+from hm_utils.data.purchase_history import (CustomerProfiles, as_transactions, customer_history, customer_mask,
+                                            leave_one_out_cosine)
+from hm_utils.ranking.candidates import Candidates, encode_pairs
 
 ATTRIBUTES = ["product_type_no", "graphical_appearance_no", "colour_group_code", "perceived_colour_value_id",
               "perceived_colour_master_id", "department_no", "index_group_no", "section_no", "garment_group_no"]

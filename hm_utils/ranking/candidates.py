@@ -54,8 +54,8 @@ import pandas as pd
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.data.purchase_history import as_transactions, customer_history
 from hm_utils.core.lists import PAD, dense_lists
+from hm_utils.data.purchase_history import as_transactions, customer_history
 from hm_utils.ranking.rankers import neighbour_ids
 
 BASE_SOURCES = ("own", "same_product", "popular", "trending", "bought_together")

@@ -37,17 +37,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hm_utils.core.arrays import sorted_unique
-from hm_utils.core.config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CANDIDATE_SCALE, CUSTOMER_KEY,
-                     EVAL_WEEKS, FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K, SLICES_BY_WEEK, SUBMISSION_K,
-                     T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK, get_profile)
+from hm_utils.core.config import (AP_BY_CUSTOMER_WEEK, ARTICLE_ID, BASELINE_RANKER, BOOTSTRAP_SAMPLES, CANDIDATE_SCALE,
+                                  CUSTOMER_KEY, EVAL_WEEKS, FULL_SUBDIR, HOLDOUT_SUBDIR, RANKERS_BY_WEEK, RECALL_K,
+                                  SLICES_BY_WEEK, SUBMISSION_K, T_DAT, WEEKS_SUBDIR, WEIGHTS_BY_WEEK)
 from hm_utils.core.embedding_index import ArticleEmbeddings, variant_label
-from hm_utils.data.purchase_history import as_transactions, split_week, week_windows
 from hm_utils.core.intervals import NONE_SUFFIX, RANDOM_SUFFIX, summarize
 from hm_utils.core.metrics import average_precision_at_k, hits_at_k, map_at_k
-from hm_utils.ranking.rankers import ImprovedRanker, OriginalRanker, PopularityRanker, Ranker, RepurchaseRanker
 from hm_utils.core.settings import StageSettings
 from hm_utils.core.storage import write_parquet
 from hm_utils.core.workdir import write_predictions
+from hm_utils.data.purchase_history import as_transactions, split_week, week_windows
+from hm_utils.ranking.candidate_curve import scaled_settings
+from hm_utils.ranking.candidates import CandidateSettings, candidate_recall
+from hm_utils.ranking.learned_ranker import LearnedRanker
+from hm_utils.ranking.new_articles import CUSTOMER_SLICES, customer_slice_rows
+from hm_utils.ranking.rankers import ImprovedRanker, OriginalRanker, PopularityRanker, Ranker, RepurchaseRanker
 
 INACTIVE_DAYS = 28
 CUSTOMER_SLICES_BY_WEEK = "evaluation/customer_slices_by_week.parquet"   # ranker, week, slice, customer: AP, hits
@@ -118,8 +122,6 @@ class RankingSettings(StageSettings):
     def learned_kwargs(self) -> dict:
         """Keyword arguments of the learned rankers from these settings: ``train_weeks``
         (label weeks; None: automatic) and ``settings`` (candidate quotas x ``candidate_scale``)."""
-        from hm_utils.ranking.candidate_curve import scaled_settings
-        from hm_utils.ranking.candidates import CandidateSettings
 
         return {"train_weeks": self.label_weeks, "settings": scaled_settings(CandidateSettings(), self.candidate_scale)}
 
@@ -240,8 +242,6 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
     starts = week_windows(transactions, n_weeks, days)
     if not starts:
         raise ValueError(f"no week among the last {n_weeks} has transactions before it to fit on")
-    from hm_utils.ranking.candidates import candidate_recall
-    from hm_utils.ranking.new_articles import CUSTOMER_SLICES, customer_slice_rows
 
     by_week, aps, weights, slice_out, cust_out, cand_out, label_out = [], [], [], [], [], [], []
     holdout_rows, predictions = [], {}
@@ -355,7 +355,6 @@ def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.Data
     features), ``learned_random`` and ``learned_none``. ``original_none`` would
     be the popular list, i.e. ``popularity``.
     """
-    from hm_utils.ranking.learned_ranker import LearnedRanker
 
     embeddings = {variant_label(n): e for n, e in embeddings.items()}   # image_only -> improved_image
     rand = {n: random_embeddings_like(e, seed + 1 + i) for i, (n, e) in enumerate(embeddings.items())} if random else {}

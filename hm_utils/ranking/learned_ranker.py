@@ -49,12 +49,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hm_utils.core.arrays import sorted_unique
-from hm_utils.ranking.candidates import CandidateGenerator, CandidateSettings, Candidates, candidate_recall, encode_pairs
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.data.purchase_history import as_transactions, customer_history, customer_rows, split_week, week_windows
 from hm_utils.core.lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_score
+from hm_utils.data.purchase_history import as_transactions, customer_history, customer_rows, split_week, week_windows
 from hm_utils.ranking.candidate_features import FeatureBuilder
+from hm_utils.ranking.candidates import (CandidateGenerator, Candidates, CandidateSettings, candidate_recall,
+                                         encode_pairs)
 from hm_utils.ranking.rankers import Ranker
 
 MIN_LABEL_CUSTOMERS = 4_000   # labelled customer-weeks the automatic choice pools (benchmarks/RESULTS_label_weeks.md)

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.core.config import BOOTSTRAP_SAMPLES, CUSTOMER_KEY, RECALL_K, SUBMISSION_K
-from hm_utils.core.intervals import NONE_SUFFIX, RANDOM_SUFFIX, interval_word, is_ablation, paired_bootstrap, paired_ratio_bootstrap
+from hm_utils.core.intervals import (NONE_SUFFIX, RANDOM_SUFFIX, interval_word, is_ablation, paired_bootstrap,
+                                     paired_ratio_bootstrap)
 from hm_utils.core.lists import first_in_row
 from hm_utils.core.metrics import as_actual_pairs, as_prediction_matrix, average_precision_at_k
 

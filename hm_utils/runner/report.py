@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hm_utils.core.config import EXECUTED_DIR, FIGURES_DIR, METRICS_DIR, REPORT_DIR, REPORT_INDEX, RUN_RECORD
+from hm_utils.core.storage import atomic_path
 
 MAX_LIST_ITEMS = 12               # longer lists of numbers are shortened in the tables
 
@@ -186,7 +187,6 @@ def render_notebook(executed: str | Path, out_html: str | Path) -> Path:
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    from hm_utils.core.storage import atomic_path
 
     nb = nbformat.read(str(executed), as_version=4)
     _static_widgets(nb)
@@ -243,7 +243,6 @@ def build_report(work_dir: str | Path, render: bool = True) -> Path:
     figure copies beside it) from what the work directory holds. ``render=False``
     skips nbconvert (the links then point at pages rendered earlier, if any).
     Returns the path of ``index.html``."""
-    from hm_utils.core.storage import atomic_path
 
     work_dir = Path(work_dir).resolve()
     if not work_dir.is_dir():

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hm_utils.core.config import (DEFAULT_PROFILE, EXECUTED_DIR, KERNEL_LOG_SUFFIX, METRICS_DIR, NOTEBOOKS_DIR, PROFILES,
-                     REPORT_DIR, RUN_RECORD)
+from hm_utils.core.config import (DEFAULT_PROFILE, EXECUTED_DIR, KERNEL_LOG_SUFFIX, METRICS_DIR, NOTEBOOKS_DIR,
+                                  PROFILES, REPORT_DIR, RUN_RECORD)
+from hm_utils.core.storage import write_json
 from hm_utils.runner.console import CellProgress, KernelWatch, kernel_manager_class
 from hm_utils.runner.notebooks import REQUIRED_PARAMETERS
-from hm_utils.core.storage import write_json
 
 KERNEL_NAME = "hm-embeddings"
 

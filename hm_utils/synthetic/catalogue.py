@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.core import config as C
+
 PRICE_SCALE = 590.0         # competition prices look like SEK list price / 590
 N_TASTE = 3                 # taste draws (colours, product types) per customer
 

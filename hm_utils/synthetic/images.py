@@ -200,6 +200,7 @@ def write_images(root: Path, articles: pd.DataFrame, art: dict, has_image: np.nd
     bar = tqdm(total=len(rows), desc="synthetic images", unit="img", disable=not progress)
     if workers > 1 and len(rows) > 400:
         import multiprocessing as mp
+
         # spawn: safe even when the caller has TensorFlow (threads) loaded
         with mp.get_context("spawn").Pool(workers) as pool:
             for n in pool.imap_unordered(_render_chunk, jobs):

@@ -32,20 +32,20 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hm_utils.core import config
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.checks import require_columns
-from hm_utils.core.storage import require_file, write_parquet
-from hm_utils.core import config
 from hm_utils.core.config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, NEGATIVE, POSITIVE, STRATEGY, T_DAT
+from hm_utils.core.storage import require_file, write_parquet
+from hm_utils.triplets.purchase_arrays import BoughtSet, Catalogue, Purchases, as_day, to_days
 from hm_utils.triplets.settings import MiningSettings, select_strategies  # noqa: F401 (select_strategies: API)
 from hm_utils.triplets.strategies import STRATEGIES, NegativeDraw, balance_index_groups
-from hm_utils.triplets.purchase_arrays import BoughtSet, Catalogue, Purchases, as_day, to_days
 
 TRIPLET_COLUMNS = [CUSTOMER_KEY, ANCHOR, POSITIVE, NEGATIVE, STRATEGY]
 

@@ -25,8 +25,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from hm_utils.core.arrays import run_starts, sorted_unique
 from hm_utils.core import config
+from hm_utils.core.arrays import run_starts, sorted_unique
 from hm_utils.core.checks import require_columns
 from hm_utils.core.config import ARTICLE_ID, T_DAT
 from hm_utils.data.purchase_history import anchor_mask
