@@ -102,17 +102,18 @@ def bench_set(name: str, table: pd.DataFrame, backbones: dict, args, cache: Path
     import tensorflow as tf
 
     from hm_utils.model.backbone_runtime import backbone_function
-    from hm_utils.model.feature_store import _forward_fn, compute_features
+    from hm_utils.model.feature_store import compute_features
+    from hm_utils.model.inference import compile_for_inference
     from hm_utils.model.numeric_precision import row_cosines
 
     model = backbones["backbone"]
     paths = table.loc[table[HAS_IMAGE], "abs_path"].tolist()
     batches = decode_all(paths[: args.max_images], args.batch_size)
     n = sum(len(b) for b in batches)
-    graph = _forward_fn(model, IMAGE_SIZE)
+    graph = compile_for_inference(model, [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)], "float32")
     ov = backbone_function(model, IMAGE_SIZE, "openvino", cache_dir=cache)
     methods = {"keras": lambda x: np.asarray(model(x, training=False)),
-               "tf-graph": lambda x: graph(tf.constant(x)),
+               "tf-graph": lambda x: np.asarray(graph(tf.constant(x))),
                "openvino": ov}
     # warm-up (traces, compiles, the first-batch check) and the features' agreement
     outs = {k: np.concatenate([f(b) for b in batches]) for k, f in methods.items()}

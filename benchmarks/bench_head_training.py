@@ -70,13 +70,30 @@ def head_flops(head) -> tuple[float, float]:
     return train, fwd
 
 
+def _epoch_timer_class():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall seconds of every epoch (training + validation), in ``seconds``."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+    return EpochTimer
+
+
 def train_once(variant: str, options: dict, feats, tab, train_rows, val_rows, args) -> dict:
     import keras
     import tensorflow as tf
 
     from hm_utils.model.losses import make_loss
     from hm_utils.model.siamese import build_head, build_siamese, tabular_stats
-    from hm_utils.model.training import _EpochTimer
     from hm_utils.model.triplet_datasets import cached_triplet_dataset
 
     keras.utils.set_random_seed(42)
@@ -87,7 +104,7 @@ def train_once(variant: str, options: dict, feats, tab, train_rows, val_rows, ar
                   loss=make_loss("triplet", margin=0.2), **options)
     feats_t = tf.constant(feats)
     tab_t = tf.constant(tab) if variant == "combined" else None
-    timer = _EpochTimer()
+    timer = _epoch_timer_class()()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         hist = model.fit(cached_triplet_dataset(train_rows, feats_t, tab_t, args.batch_size, True, 42),

@@ -123,6 +123,29 @@ def test_03_feature_store_holds_every_article_once(tiny_series):
     np.testing.assert_allclose(stored, direct, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(direct).max())))
 
 
+def test_03_backbone_runtime_is_recorded_and_printed(tiny_series):
+    """BACKBONE_RUNTIME "auto": OpenVINO where it is installed; the runtime and the photos/s of
+    decoding and of the backbones are in the manifest and the notebook's output."""
+    import nbformat
+
+    from hm_utils.model.backbone_runtime import openvino_version
+    from hm_utils.model.feature_store import read_manifest
+
+    man = read_manifest(tiny_series)
+    want = "openvino" if openvino_version() is not None else "keras"
+    assert man["runtime"] == {"asked": "auto", "used": [want]}
+    for name in (C.BACKBONE_FEATURES, C.UNTRAINED_FEATURES):
+        entry = man["features"][name]
+        assert entry["runtime"] == want and entry["runtime_info"]["fallback_reason"] is None
+        if want == "openvino":
+            assert entry["runtime_info"]["min_cosine"] >= 0.9999
+    dec = man["decoding"]
+    assert dec["decode_images_per_second"] > 0 and dec["model_images_per_second"] > 0
+    nb = nbformat.read(tiny_series / "executed" / "03_model_training.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"backbone runtime: {want} (asked: auto)" in text and "photos/s" in text
+
+
 def test_03_toy_triplet_loss_matches_the_worked_example(tiny_series):
     """Anchors at the origin, margin 0.2: easy (0.01 vs 1.00) -> 0, semi-hard (0.25 vs 0.25) -> 0.2,
     hard (1.00 vs 0.25) -> 0.95; mean 1.15 / 3."""

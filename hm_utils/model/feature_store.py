@@ -229,10 +229,13 @@ class _LazyForward:
     def __init__(self, model, image_size):
         self._model, self._size, self._fn = model, image_size, None
 
-    def __call__(self, images):
+    def build(self):
         if self._fn is None:
             self._fn = _forward_fn(self._model, self._size)
-        return self._fn(tf.convert_to_tensor(images, tf.float32))
+        return self
+
+    def __call__(self, images):
+        return self.build()._fn(tf.convert_to_tensor(images, tf.float32))
 
     @property
     def compiled(self):
@@ -309,6 +312,9 @@ def compute_features(backbones: dict, articles: pd.DataFrame, images: pd.DataFra
         keras_fns = {n: _LazyForward(backbones[n], image_size) for n in leaders}
         calls = {n: backbone_function(backbones[n], image_size, runtime, keras_fn=keras_fns[n],
                                       cache_dir=runtime_cache) for n in leaders}
+        for n in leaders:  # compile the Keras path before the clock starts where it is the one that runs
+            if calls[n].runtime == "keras":
+                keras_fns[n].build()
         seconds = {n: 0.0 for n in leaders}
         idx_with = np.flatnonzero(has)
         sub_paths = [str(p) for p in paths[idx_with]]
