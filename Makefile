@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@echo ">> creating virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	@echo ">> installing hm-embeddings and its dependencies (tensorflow, pandas, pyarrow, papermill, jupyter, ...)"
-	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
+	$(PY) -m pip install --quiet --progress-bar off -e ".[test,fast]"
 	@echo ">> registering the Jupyter kernel '$(KERNEL)'"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (hm-embeddings)"
 	@touch $(STAMP)
@@ -58,7 +58,7 @@ kaggle: setup
 # test files) is in pyproject.toml, [tool.hm-embeddings.mutation.functions] and [tool.mutmut].
 # Installs mutmut into the venv (the "mutation" extra); 10 to 20 minutes on 2 cores; not part of `make test`.
 mutation: setup
-	$(PY) -m pip install --quiet --progress-bar off -e ".[test,mutation]"
+	$(PY) -m pip install --quiet --progress-bar off -e ".[test,fast,mutation]"
 	rm -rf mutants
 	$(PY) -m tools.mutation
 
