@@ -331,3 +331,32 @@ def plot_quality(table: pd.DataFrame, title: str | None = None):
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_selection_curves(reports: dict[str, dict]) -> "plt.Figure":
+    """Epoch selection (:mod:`hm_utils.epoch_selection`), one line per model: the selection customers'
+    next-purchase recall@100 after each epoch (epoch 0: untrained) on the left, the held-out triplet accuracy on
+    the right; the kept epoch is circled. Input ``{model: report}`` of
+    :func:`hm_utils.training.train_siamese` (models without ``selection_curve`` are left out)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, rep) in enumerate(reports.items()):
+        curve = rep.get("selection_curve") or []
+        if not curve:
+            continue
+        ep = [c["epoch"] for c in curve]
+        for ax, key in zip(axes, ("recall", "accuracy")):
+            vals = [np.nan if c[key] is None else c[key] for c in curve]
+            ax.plot(ep, vals, "-o", color=f"C{i}", ms=3, label=name)
+            best = rep.get("best_epoch")
+            if best is not None and best in ep:
+                ax.plot([best], [vals[ep.index(best)]], "o", ms=11, mfc="none", color=f"C{i}")
+    axes[0].set_ylabel("held-out customers' next-purchase recall@100")
+    axes[1].set_ylabel("held-out triplet accuracy")
+    axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
+    for ax in axes:
+        ax.set_xlabel("epoch (0 = untrained; circled: kept)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ the exact expectation under random tie-breaking.
 
 Catalogue command (real photos, no transactions)::
 
-    python -m hm_utils.embedding_quality CATALOGUE_DIR --out PATH.csv [--backbone efficientnet_lite0]
+    python -m hm_utils.embedding_quality CATALOGUE_DIR [--out PATH.csv] [--backbone efficientnet_lite0]
         [--image-size 224 224] [--fit stretch|pad] [--model path.keras ...] [--center | --no-center]
 """
 from __future__ import annotations
@@ -234,24 +234,28 @@ class PurchaseQueries:
         sel = np.flatnonzero(keep)[dif][uniq]
         return pd.DataFrame({"target": tgt[uniq], "previous": prev[uniq], "day": d[sel], CUSTOMER_KEY: c[sel]})
 
-    def queries(self, ok, max_queries: int | None, seed: int) -> tuple:
+    def queries(self, ok, max_queries: int | None, seed: int, customers=None) -> tuple:
         """The sampled queries of :func:`retrieval_measures` and their popularity ranks (they do not
-        depend on the vectors): ``(target, previous, day)`` int64 [q] sorted by (day, target), and the
+        depend on the vectors): ``(target, previous, day)`` int64 [q] sorted by (day, target), the
         number of candidates with more (``greater`` float [q]) and as many (``equal``) purchases
-        strictly before the query's day."""
+        strictly before the query's day, and each query's ``customer_key`` int64 [q]. ``customers``:
+        only the purchases of these customer keys are queries (popularity still counts everyone's)."""
         ok = np.asarray(ok, bool).reshape(-1)
-        key = (ok.tobytes(), max_queries, int(seed))
+        who = None if customers is None else sorted_unique(np.asarray(customers, np.int64))
+        key = (ok.tobytes(), max_queries, int(seed), None if who is None else who.tobytes())
         if key not in self._queries:
-            self._queries[key] = self._compute_queries(ok, max_queries, seed)
+            self._queries[key] = self._compute_queries(ok, max_queries, seed, who)
         return self._queries[key]
 
-    def _compute_queries(self, ok: np.ndarray, max_queries: int | None, seed: int) -> tuple:
+    def _compute_queries(self, ok: np.ndarray, max_queries: int | None, seed: int, customers=None) -> tuple:
         pairs = self.pairs(ok)
+        if customers is not None:
+            pairs = pairs[np.isin(pairs[CUSTOMER_KEY].to_numpy(np.int64), customers)]
         if max_queries is not None and len(pairs) > max_queries:
             pairs = pairs.sample(n=int(max_queries), random_state=int(seed))
         pairs = pairs.sort_values(["day", "target"], kind="stable").reset_index(drop=True)
         q = len(pairs)
-        tgt, prev, qday = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day"))
+        tgt, prev, qday, cust = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day", CUSTOMER_KEY))
         # popularity: purchase counts before each query day, added day by day
         tx_rows, tx_day = self.rows_by_day, self.day_sorted
         counts = np.zeros(self.n_articles, np.int64)
@@ -267,7 +271,7 @@ class PurchaseQueries:
             hi, lo = np.searchsorted(cand, ct, "right"), np.searchsorted(cand, ct, "left")
             pg[sel] = len(cand) - hi - (cp > ct)          # the previous article is not a candidate
             pe[sel] = hi - lo - 1 - (cp == ct)             # minus the target itself
-        return tgt, prev, qday, pg, pe
+        return tgt, prev, qday, pg, pe, cust
 
 
 def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd.DataFrame:
@@ -293,6 +297,35 @@ def _expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarr
     return np.clip((k - greater) / (equal + 1.0), 0.0, 1.0)
 
 
+def _target_ranks(u: np.ndarray, ok: np.ndarray, tgt: np.ndarray, prev: np.ndarray, batch_size: int = 256):
+    """(greater, equal) float [q]: for each query, how many candidates (ok rows but the previous article)
+    are more similar to ``u[prev]`` than the target ``u[tgt]``, and how many as similar (the target
+    not counted). ``u``: unit rows float32 [n, d]."""
+    q = len(tgt)
+    greater, equal = np.zeros(q), np.zeros(q)
+    for s in range(0, q, batch_size):
+        b = np.arange(s, min(s + batch_size, q))
+        sims = u[prev[b]] @ u.T
+        sims[:, ~ok] = -np.inf
+        sims[np.arange(len(b)), prev[b]] = -np.inf
+        t = sims[np.arange(len(b)), tgt[b]][:, None]
+        greater[b] = (sims > t + TIE_TOL).sum(axis=1)
+        equal[b] = (np.abs(sims - t) <= TIE_TOL).sum(axis=1) - 1
+    return greater, equal
+
+
+def query_recalls(vectors, ok, target, previous, k: int = 100, center: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+    """Per-query next-purchase recall@k, float [q] in 0..1: for query i the chance (random tie-breaking)
+    that ``target[i]`` is among the ``k`` ok articles most cosine-similar to ``previous[i]`` (the previous
+    article itself excluded), as :func:`retrieval_measures` averages. ``vectors`` [n, d], ``ok`` bool [n],
+    ``target``/``previous`` int rows [q] (e.g. from :meth:`PurchaseQueries.queries`)."""
+    v, ok = _checked(vectors, ok)
+    tgt, prev = np.asarray(target, np.int64), np.asarray(previous, np.int64)
+    greater, equal = _target_ranks(unit_vectors(v, ok, center), ok, tgt, prev, batch_size)
+    return _expected_recall(greater, equal, k)
+
+
 def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.DataFrame, center: bool = False,
                        ks=RECALL_KS, max_queries: int | None = 2000, seed: int = 0, batch_size: int = 256,
                        purchases: PurchaseQueries | None = None, _units: dict | None = None) -> dict:
@@ -315,19 +348,11 @@ def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.Dat
         purchases = PurchaseQueries(transactions, articles)
     elif purchases.n_articles != len(articles):
         raise ValueError(f"purchases were prepared for {purchases.n_articles} articles, not {len(articles)}")
-    tgt, prev, qday, pg, pe = purchases.queries(ok, max_queries, seed)
+    tgt, prev, qday, pg, pe, _ = purchases.queries(ok, max_queries, seed)
     q = len(tgt)
     out = {"n_retrieval_queries": int(q)}
     u = _unit({} if _units is None else _units, v, ok, center)
-    greater, equal = np.zeros(q), np.zeros(q)
-    for s in range(0, q, batch_size):
-        b = np.arange(s, min(s + batch_size, q))
-        sims = u[prev[b]] @ u.T
-        sims[:, ~ok] = -np.inf
-        sims[np.arange(len(b)), prev[b]] = -np.inf
-        t = sims[np.arange(len(b)), tgt[b]][:, None]
-        greater[b] = (sims > t + TIE_TOL).sum(axis=1)
-        equal[b] = (np.abs(sims - t) <= TIE_TOL).sum(axis=1) - 1
+    greater, equal = _target_ranks(u, ok, tgt, prev, batch_size)
     for k in ks:
         out[f"recall@{k}"] = float(_expected_recall(greater, equal, k).mean()) if q else float("nan")
     for k in ks:
@@ -459,7 +484,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hm_utils.embedding_quality",
                                 description="Quality table of backbone features and embeddings on a photo catalogue")
     p.add_argument("catalogue_dir", type=Path, help="folder with articles.csv and images/0XX/0XXXXXXXXX.jpg")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write (a .md copy goes beside it)")
+    p.add_argument("--out", type=Path, default=None, help="CSV to write (a .md copy goes beside it); "
+                   "without it the table is only printed")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     p.add_argument("--fit", choices=("pad", "stretch"), default="pad", help="photo to backbone input")
@@ -501,12 +527,13 @@ def main(argv=None) -> int:
     sources["random"] = random_vectors(len(arts), sources[f"{bb} untrained"][0].shape[1], args.seed)
     table = pd.concat([quality_table(sources, arts, center=c, neighbour_queries=None, seed=args.seed)
                        for c in ([False, True] if args.center is None else [args.center])])
-    write_csv(table.reset_index(), args.out)
     note = (f"{len(arts)} articles, {len(rows)} photos from {args.catalogue_dir}; backbone {bb}, input "
             f"{size[0]}x{size[1]} ({args.fit}), seed {args.seed}; photos through {len(models)} model(s) in "
             f"{seconds:.0f} s ({len(rows) / max(seconds, 1e-9):.1f} photos/s)")
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(f"{note}\n\n{markdown_table(table)}")
+    if args.out is not None:
+        write_csv(table.reset_index(), args.out)
+        with atomic_path(args.out.with_suffix(".md")) as tmp:
+            tmp.write_text(f"{note}\n\n{markdown_table(table)}")
     print(f"{note}\n{markdown_table(table)}")
     return 0
 

@@ -2,7 +2,8 @@
 
 Both give (x, y) batches for a siamese model (:func:`hm_utils.model.build_siamese`): x holds
 ``<role>_<input>`` for role in anchor, positive, negative; y is zeros (the loss reads only the
-embeddings). :func:`cached_triplet_dataset` gathers backbone features computed once
+embeddings; InfoNCE reads ``y`` as the articles' identifiers [B, 3], the rows of the three articles,
+so that a row's own articles are never counted as its negatives). :func:`cached_triplet_dataset` gathers backbone features computed once
 (:class:`hm_utils.feature_cache.FeatureCache`) for a head; :func:`image_triplet_dataset` decodes
 the three images of every triplet from disk each epoch for a whole tower.
 """
@@ -21,7 +22,8 @@ from .model import ROLES  # noqa: E402
 
 def cached_triplet_dataset(rows: np.ndarray, features, tabular: tf.Tensor | None, batch_size: int,
                            shuffle: bool, seed: int) -> tf.data.Dataset:
-    """(x, y) batches for the siamese head: x = {role_features [B, F], role_tabular [B, 11]}, y zeros [B].
+    """(x, y) batches for the siamese head: x = {role_features [B, F], role_tabular [B, 11]}, y the
+    triplets' rows float32 [B, 3] (article identifiers for :class:`hm_utils.losses.InfoNCELoss`).
 
     ``features``: a tensor (in memory), or a ``np.memmap`` (on-disk cache), whose
     rows are then read batch by batch instead of being loaded whole."""
@@ -45,7 +47,7 @@ def cached_triplet_dataset(rows: np.ndarray, features, tabular: tf.Tensor | None
             x[f"{role}_features"] = take(r[:, j])
             if tabular is not None:
                 x[f"{role}_tabular"] = tf.gather(tabular, r[:, j])
-        return x, tf.zeros([tf.shape(r)[0]], tf.float32)
+        return x, tf.cast(r, tf.float32)
 
     return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -54,7 +56,8 @@ def image_triplet_dataset(rows: np.ndarray, paths: np.ndarray, tabular: np.ndarr
                           image_size: tuple[int, int], batch_size: int, shuffle: bool, seed: int,
                           reduced_scale: bool = True) -> tf.data.Dataset:
     """(x, y) batches for the full siamese tower: every triplet's three images
-    decoded from disk each epoch (no cache). Triplets with an unreadable image are dropped."""
+    decoded from disk each epoch (no cache), y the triplet's rows float32 [3] per element (article
+    identifiers). Triplets with an unreadable image are dropped."""
     paths_t = tf.constant([str(p) for p in paths])
     tab_t = tf.constant(tabular, tf.float32) if tabular is not None else None
     size = (int(image_size[0]), int(image_size[1]))
@@ -68,7 +71,7 @@ def image_triplet_dataset(rows: np.ndarray, paths: np.ndarray, tabular: np.ndarr
             x[f"{role}_image"] = read_and_decode(paths_t[r[j]], size, reduced_scale)
             if tab_t is not None:
                 x[f"{role}_tabular"] = tab_t[r[j]]
-        return x, tf.constant(0.0)
+        return x, tf.cast(r, tf.float32)
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,146 @@
+"""Training chosen by what it is for: the next purchases of customers held out from training.
+
+:func:`hm_utils.training.train_siamese` holds out customers (all their triplets). Their purchases
+become next-purchase queries (:class:`hm_utils.embedding_quality.PurchaseQueries`: each purchase
+after an earlier one, the previous article as the query, repurchases dropped), split by customer
+into two halves (:func:`heldout_queries`):
+
+* ``selection``: after every epoch (and before the first, "epoch 0", the untrained head) the head
+  embeds every article with features and :class:`EpochSelection` measures these customers'
+  next-purchase recall@k (k = 100) and the held-out triplet accuracy; the best epoch's weights are
+  kept and restored at the end, and training stops when recall has not improved for ``patience``
+  epochs. Epoch 0 competes too, so training can only keep or add to what the untrained head (the
+  projected pretrained features) finds.
+* ``report``: customers never used for any choice, on which :func:`paired_recall` compares the chosen
+  head with the pretrained features (and random vectors, and popularity) per customer, with a paired
+  bootstrap interval (:func:`hm_utils.intervals.paired_bootstrap`).
+
+Recall is averaged per customer first (each customer counts once), then over customers.
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+import keras
+
+from .arrays import sorted_unique
+from .config import ARTICLE_ID, CUSTOMER_KEY
+from .embedding_quality import PurchaseQueries, _expected_recall, query_recalls
+
+SELECTION_K = 100
+SELECTION_QUERIES = 4000  # queries per half at most (seeded sample)
+
+
+class Queries(NamedTuple):
+    """Next-purchase queries: ``target``, ``previous`` int64 [q] rows of the feature store's articles,
+    ``customer`` int64 [q], ``popularity`` float [q] (recall@k of ranking by purchases before the day)."""
+    target: np.ndarray
+    previous: np.ndarray
+    customer: np.ndarray
+    popularity: np.ndarray
+
+
+def heldout_queries(transactions: pd.DataFrame, article_ids: np.ndarray, ok: np.ndarray, customers,
+                    k: int = SELECTION_K, max_queries: int | None = SELECTION_QUERIES, seed: int = 0
+                    ) -> dict[str, Queries]:
+    """``{"selection": Queries, "report": Queries}``: the next purchases of ``customers`` (keys), split
+    by customer into two seeded halves (a customer's queries all on one side), at most ``max_queries``
+    each. ``article_ids`` int [n] / ``ok`` bool [n]: the articles that can be queries and candidates
+    (the feature store's rows). Popularity counts every customer's purchases before the query day."""
+    arts = pd.DataFrame({ARTICLE_ID: np.asarray(article_ids, np.int64)})
+    pq = PurchaseQueries(transactions, arts)
+    cust = sorted_unique(np.asarray(customers, np.int64))
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(cust))
+    halves = {"selection": cust[np.sort(pick[: len(cust) // 2])], "report": cust[np.sort(pick[len(cust) // 2:])]}
+    out = {}
+    for name, who in halves.items():
+        tgt, prev, _, pg, pe, c = pq.queries(ok, max_queries, seed, customers=who)
+        out[name] = Queries(tgt, prev, c, _expected_recall(pg, pe, k))
+    return out
+
+
+def customer_mean(values: np.ndarray, customer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(customers sorted, the mean of ``values`` over each customer's queries) float [c]."""
+    keys, inv = np.unique(customer, return_inverse=True)
+    return keys, np.bincount(inv, weights=values) / np.bincount(inv)
+
+
+def customer_recall(vectors, ok, q: Queries, k: int = SELECTION_K) -> float:
+    """Recall@k averaged per customer, then over customers (NaN without queries)."""
+    if not len(q.target):
+        return float("nan")
+    return float(customer_mean(query_recalls(vectors, ok, q.target, q.previous, k), q.customer)[1].mean())
+
+
+def paired_recall(sources: dict, ok, q: Queries, baseline: str, k: int = SELECTION_K, seed: int = 0) -> dict:
+    """Per source ``{name: vectors [n, d]}`` (and ``"popularity"``): recall@k per customer averaged over
+    customers, and for every source but ``baseline`` the paired difference to it with a 95% bootstrap
+    interval over customers (:func:`hm_utils.intervals.paired_bootstrap`). Output
+    ``{"n_customers", "n_queries", "k", "recall": {name: r}, "vs_<baseline>": {name: {"diff", "lo", "hi"}}}``."""
+    from .intervals import paired_bootstrap
+
+    per = {name: customer_mean(query_recalls(v, ok, q.target, q.previous, k), q.customer)[1]
+           for name, v in sources.items()} if len(q.target) else {}
+    if len(q.target):
+        per["popularity"] = customer_mean(q.popularity, q.customer)[1]
+    out = {"n_customers": int(len(np.unique(q.customer))), "n_queries": int(len(q.target)), "k": int(k),
+           "recall": {name: float(r.mean()) for name, r in per.items()}, f"vs_{baseline}": {}}
+    for name, r in per.items():
+        if name != baseline and baseline in per:
+            diff, lo, hi = paired_bootstrap(r - per[baseline], seed=seed)
+            out[f"vs_{baseline}"][name] = {"diff": diff, "lo": lo, "hi": hi}
+    return out
+
+
+class EpochSelection(keras.callbacks.Callback):
+    """Keras callback: after each epoch (and at the start, epoch 0) embed every article with ``embed()``
+    (float32 [n, D], rows aligned with ``ok``), measure the selection customers' next-purchase recall@k
+    (:func:`customer_recall`) and the triplet accuracy of ``val_rows`` [m, 3] (rows into the same
+    matrix); keep the weights of ``head`` at the best recall (ties: the earlier epoch), stop after
+    ``patience`` epochs without improvement, restore the best weights when training ends. ``curve``:
+    one dict per epoch (epoch, recall, accuracy, seconds of the measurement); ``best_epoch``."""
+
+    def __init__(self, head, embed, ok, queries: Queries, val_rows, patience: int = 2, k: int = SELECTION_K,
+                 log=print):
+        super().__init__()
+        self.head, self.embed, self.ok, self.q = head, embed, np.asarray(ok, bool), queries
+        self.val_rows, self.patience, self.k, self.log = val_rows, int(patience), int(k), log
+        self.curve: list[dict] = []
+        self.best_epoch, self.best, self.wait, self.best_weights = 0, -np.inf, 0, None
+
+    def measure(self, epoch: int) -> dict:
+        from .training import rows_accuracy
+
+        t0 = time.perf_counter()
+        emb = self.embed()
+        row = {"epoch": int(epoch), "recall": customer_recall(emb, self.ok, self.q, self.k),
+               "accuracy": rows_accuracy(emb, self.val_rows) if len(self.val_rows) else float("nan")}
+        row["seconds"] = time.perf_counter() - t0
+        self.curve.append(row)
+        if row["recall"] > self.best + 1e-9:
+            self.best, self.best_epoch, self.wait = row["recall"], int(epoch), 0
+            self.best_weights = [np.array(w) for w in self.head.get_weights()]
+        else:
+            self.wait += 1
+        return row
+
+    def on_train_begin(self, logs=None):
+        r = self.measure(0)
+        self.log(f"epoch 0 (untrained): held-out recall@{self.k} {r['recall']:.4f}, triplet accuracy {r['accuracy']:.3f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        r = self.measure(epoch + 1)
+        self.log(f"epoch {epoch + 1}: held-out recall@{self.k} {r['recall']:.4f}, triplet accuracy "
+                 f"{r['accuracy']:.3f} (best: epoch {self.best_epoch})")
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.head.set_weights(self.best_weights)
+            self.log(f"kept epoch {self.best_epoch} (held-out recall@{self.k} {self.best:.4f})")
