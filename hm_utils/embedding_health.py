@@ -86,8 +86,8 @@ def health_warnings(health: dict[str, dict], threshold: float = COLLAPSE_SHARE) 
     all are healthy)."""
     msgs = []
     for name, h in health.items():
-        z, dead = h.get("zero_share"), h.get("dead_units")
-        if (z is not None and z > threshold) or (dead is not None and dead > threshold):
+        z, dead = (float("nan") if h.get(k) is None else float(h[k]) for k in ("zero_share", "dead_units"))
+        if z > threshold or dead > threshold:
             msgs.append(f"embedding {name!r} has collapsed: {z:.1%} of its entries are zero and {dead:.1%} of its "
                         f"{h.get('n_dims')} units are dead (never active over {h.get('n_rows')} articles); above "
                         f"{threshold:.0%} (a final ReLU met the loss with zeros? HEAD='residual' cannot die)")

@@ -597,6 +597,10 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
             from .epoch_selection import EpochSelection, heldout_queries
             queries = heldout_queries(transactions, feature_cache.article_ids, feature_cache.ok,
                                       split.validation[CUSTOMER_KEY].to_numpy(), k=s.selection_k, seed=s.seed)
+        if queries is not None and not (len(queries["selection"].target) and len(queries["report"].target)):
+            log(f"{variant}: the held-out customers have no next purchases to look up; all epochs kept")
+            queries = None
+        if queries is not None:
             selection = EpochSelection(head, embed_all, feature_cache.ok, queries["selection"], val_rows,
                                        patience=s.patience, k=s.selection_k, log=log)
             untrained_emb = embed_all()

@@ -469,3 +469,17 @@ def test_infonce_model_outputs_what_the_loss_compares(toy):
         x = {"image": np.random.default_rng(0).uniform(0, 255, (4, *SIZE, 3)).astype(np.float32)}
         np.testing.assert_allclose(np.linalg.norm(run.model.predict(x, verbose=0), axis=1), 1.0, atol=1e-5)
     assert not T.effective_normalize(T.TrainingSettings(head="original", loss="triplet"))
+
+
+def test_no_next_purchases_means_no_selection_and_all_epochs(toy):
+    articles, images, trip, _ = toy
+    notes = []
+    empty = _toy_transactions(trip).iloc[:0]
+    run = T.train_siamese(trip, articles, images, T.TrainingSettings(
+        backbone="small_cnn", image_size=SIZE, embedding_dim=8, pooling="avg", epochs=3, batch_size=16,
+        hidden_units=16, validation_split=0.5, seed=3), "image_only",
+        backbone_model=build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=3), verbose=0,
+        log=notes.append, transactions=empty)
+    assert len(run.history["epoch"]) == 3 and "heldout_recall" not in run.history
+    assert "heldout" not in run.report and "best_epoch" not in run.report and run.report["health"]["n_rows"] == 40
+    assert any("no next purchases" in n for n in notes)
