@@ -91,6 +91,9 @@ class TrainingSettings:
     (:func:`hm_utils.model.build_head`); symmetric: InfoNCE in both directions; patience:
     epochs without a better held-out next-purchase recall before training stops
     (:mod:`hm_utils.epoch_selection`; ``epochs`` is then a maximum); selection_k: the k of that recall@k.
+    product_positives: that many catalogue triplets per training purchase triplet (0: none), whose positive
+    is another colour of the anchor's product (:func:`product_triplet_rows`); held_out_products: the share of
+    products (seeded) never used there, on which a same-product figure can then be measured.
 
     The defaults are the original notebook's (ResNet50, flatten, 300 x 200, 550);
     :meth:`from_profile` takes a profile's instead. ``weights="random"`` means None.
@@ -122,6 +125,8 @@ class TrainingSettings:
     symmetric: bool = False
     patience: int = 2
     selection_k: int = 100
+    product_positives: float = 0.0
+    held_out_products: float = 0.2
 
     def __post_init__(self):
         if isinstance(self.weights, str) and self.weights.strip().lower() == "random":
@@ -163,6 +168,8 @@ class TrainingRun:
     ``seconds``); ``report``, a JSON-able dict (triplet counts, validation note, untrained /
     trained triplet accuracy on validation and training triplets, final losses, seconds per
     epoch, whether the cache was used, pretrained weights or not, feature extraction seconds;
+    with stored features ``health`` of the trained embedding; with epoch selection ``selection_curve``,
+    ``best_epoch``, ``selection_recall`` and ``heldout``, the report customers' paired comparison;
     None where a figure could not be measured); ``split``, the :class:`TripletSplit` the model
     was trained and validated on (after the cap and the drop of triplets without features)."""
     model: keras.Model
@@ -388,6 +395,41 @@ def triplet_rows(triplets: pd.DataFrame, ids: np.ndarray, ok: np.ndarray) -> tup
     return triplets[keep].reset_index(drop=True), rows[keep]
 
 
+def product_triplet_rows(articles: pd.DataFrame, ids: np.ndarray, ok: np.ndarray, n: int, seed: int,
+                         held_out_share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Free supervision from the catalogue: ``n`` triplets (rows into ``ids`` int64 [n, 3]) whose anchor is an
+    article with features (``ok``) whose product (``product_code``) has another coloured article with features,
+    positive that other article (drawn at random), negative a random article with features of another product.
+    A seeded ``held_out_share`` of the products with 2+ such articles is never used; returns (rows, held-out
+    product codes int64 sorted). No triplet when no product qualifies. ``articles``: ``article_id``,
+    ``product_code``."""
+    from .config import PRODUCT_CODE
+
+    require_columns(articles, [ARTICLE_ID, PRODUCT_CODE], "articles table (product positives)")
+    code = pd.Series(articles[PRODUCT_CODE].to_numpy(np.int64), index=articles[ARTICLE_ID].to_numpy(np.int64))
+    prod = code.reindex(np.asarray(ids, np.int64)).to_numpy()
+    usable = np.flatnonzero(np.asarray(ok, bool) & ~pd.isna(prod))
+    prod = prod.astype(np.float64)
+    codes, counts = np.unique(prod[usable], return_counts=True)
+    multi = codes[counts > 1].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(multi, size=int(round(held_out_share * len(multi))), replace=False)) if len(multi) \
+        else np.zeros(0, np.int64)
+    train_codes = np.setdiff1d(multi, held)
+    anchors = usable[np.isin(prod[usable], train_codes)]
+    if n <= 0 or not len(anchors):
+        return np.zeros((0, 3), np.int64), held
+    a = rng.choice(anchors, size=int(n))
+    by_code = pd.Series(anchors).groupby(prod[anchors]).apply(np.asarray)
+    pos = np.array([rng.choice(by_code[prod[r]][by_code[prod[r]] != r]) for r in a], np.int64)
+    neg = rng.choice(usable, size=int(n))
+    same = prod[neg] == prod[a]
+    while same.any():  # a negative of the anchor's own product is redrawn
+        neg[same] = rng.choice(usable, size=int(same.sum()))
+        same = prod[neg] == prod[a]
+    return np.stack([a, pos, neg], axis=1).astype(np.int64), held
+
+
 def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``trip``'s training and validation triplets (the split keeps order within each side)."""
     if not len(split.validation):
@@ -585,6 +627,14 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         report.update(n_triplets=int(len(trip)), n_train=int(len(train_rows)), n_validation=int(len(val_rows)),
                       validation_note=split.note)
         log(f"{variant}: {len(trip)} triplets ({n_given} given); {split.note}")
+        if s.product_positives > 0:
+            extra, held = product_triplet_rows(art, ids, ok, int(round(s.product_positives * len(train_rows))),
+                                               s.seed, s.held_out_products)
+            train_rows = np.concatenate([train_rows, extra])
+            rows = np.concatenate([rows, extra])  # the articles the accuracies embed
+            report.update(n_product_triplets=int(len(extra)), held_out_products=held.tolist())
+            log(f"{variant}: {len(extra)} catalogue triplets (another colour of the anchor's product as the "
+                f"positive) added to the training triplets; {len(held)} products held out from them")
 
         tab = None if tab_all is None else tab_all[pd.Series(np.arange(len(art)), index=art[ARTICLE_ID]).loc[ids].to_numpy()]
         tower, train_model, make_ds, embed, local, head, embed_all = _compiled_models(

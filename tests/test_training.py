@@ -345,7 +345,7 @@ def test_training_settings_from_profile_and_overrides():
     with pytest.raises(AttributeError):
         s.epochs = 3  # frozen: one run, one set of settings
     from dataclasses import asdict
-    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 27
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 29
     # the head that cannot die is every profile's default; epochs are a maximum (early stop after 2 idle epochs)
     assert all((T.TrainingSettings.from_profile(p).head, T.TrainingSettings.from_profile(p).patience) == ("residual", 2)
                for p in ("tiny", "demo", "full"))
@@ -483,3 +483,35 @@ def test_no_next_purchases_means_no_selection_and_all_epochs(toy):
     assert len(run.history["epoch"]) == 3 and "heldout_recall" not in run.history
     assert "heldout" not in run.report and "best_epoch" not in run.report and run.report["health"]["n_rows"] == 40
     assert any("no next purchases" in n for n in notes)
+
+
+def test_product_triplets_use_another_colour_and_hold_products_out():
+    # products: 10 -> articles 1, 2, 3; 20 -> 4, 5; 30 -> 6 (alone); 40 -> 7, 8 with 8 unusable; 50 -> 9, 10
+    arts = pd.DataFrame({"article_id": np.arange(1, 11), "product_code": [10, 10, 10, 20, 20, 30, 40, 40, 50, 50]})
+    ids = np.arange(1, 11)
+    ok = np.ones(10, bool)
+    ok[7] = False  # article 8
+    rows, held = T.product_triplet_rows(arts, ids, ok, 200, seed=0, held_out_share=0.34)
+    prod = arts["product_code"].to_numpy()
+    # qualifying products: 10, 20, 50 (40 has one usable article, 30 one article); a third of 3 held out: 1
+    assert len(held) == 1 and set(held) <= {10, 20, 50}
+    assert rows.shape == (200, 3)
+    a, p, n = prod[rows[:, 0]], prod[rows[:, 1]], prod[rows[:, 2]]
+    assert (a == p).all() and (rows[:, 0] != rows[:, 1]).all()   # another colour of the same product
+    assert (n != a).all() and ok[rows].all()                       # negative of another product; all usable
+    assert not np.isin(a, held).any()                              # held-out products never anchor a positive
+    assert set(a) == {10, 20, 50} - set(held)
+    assert T.product_triplet_rows(arts, ids, ok, 0, seed=0)[0].shape == (0, 3)
+
+
+def test_training_with_product_positives_reports_them(toy):
+    articles, images, trip, _ = toy
+    arts = articles.assign(product_code=np.repeat(np.arange(20), 2))  # pairs of articles share a product
+    run = T.train_siamese(trip, arts, images, T.TrainingSettings(
+        backbone="small_cnn", image_size=SIZE, embedding_dim=8, pooling="avg", epochs=1, batch_size=16,
+        hidden_units=16, validation_split=0.25, seed=3, product_positives=0.5), "image_only",
+        backbone_model=build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=3), verbose=0,
+        log=lambda *a: None)
+    assert run.report["n_product_triplets"] == round(0.5 * run.report["n_train"])
+    assert len(run.report["held_out_products"]) == 4  # 20% of 20 products
+    assert np.isfinite(run.report["trained_train_accuracy"])
