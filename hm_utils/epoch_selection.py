@@ -33,6 +33,7 @@ from .embedding_quality import PurchaseQueries, _expected_recall, query_recalls
 
 SELECTION_K = 100
 SELECTION_QUERIES = 4000  # queries per half at most (seeded sample)
+SELECTION_RULES = ("interval", "best")
 
 
 class Queries(NamedTuple):
@@ -101,29 +102,46 @@ class EpochSelection(keras.callbacks.Callback):
     """Keras callback: after each epoch (and at the start, epoch 0) embed every article with ``embed()``
     (float32 [n, D], rows aligned with ``ok``), measure the selection customers' next-purchase recall@k
     (:func:`customer_recall`) and the triplet accuracy of ``val_rows`` [m, 3] (rows into the same
-    matrix); keep the weights of ``head`` at the best recall (ties: the earlier epoch), stop after
-    ``patience`` epochs without improvement, restore the best weights when training ends. ``curve``:
-    one dict per epoch (epoch, recall, accuracy, seconds of the measurement); ``best_epoch``."""
+    matrix); keep the weights of ``head`` of the kept epoch, stop after ``patience`` epochs without
+    improvement, restore the kept weights when training ends. ``rule`` "interval" (default): an epoch
+    replaces the kept one only when its per-customer gain over it has a 95% paired bootstrap interval above
+    0 (a change the held-out customers do not show to help is not taken: on photos unlike the training
+    set's, every learned change costs); "best": any higher recall. ``curve``: one dict per epoch (epoch,
+    recall, accuracy, gain_lo under "interval", seconds of the measurement); ``best_epoch``."""
 
     def __init__(self, head, embed, ok, queries: Queries, val_rows, patience: int = 2, k: int = SELECTION_K,
-                 log=print):
+                 log=print, rule: str = "interval", seed: int = 0):
         super().__init__()
+        if rule not in SELECTION_RULES:
+            raise ValueError(f"unknown selection rule {rule!r}; choose one of {SELECTION_RULES}")
         self.head, self.embed, self.ok, self.q = head, embed, np.asarray(ok, bool), queries
         self.val_rows, self.patience, self.k, self.log = val_rows, int(patience), int(k), log
+        self.rule, self.seed = rule, int(seed)
         self.curve: list[dict] = []
-        self.best_epoch, self.best, self.wait, self.best_weights = 0, -np.inf, 0, None
+        self.best_epoch, self.best, self.wait, self.best_weights, self.best_per = 0, -np.inf, 0, None, None
 
     def measure(self, epoch: int) -> dict:
         from .training import rows_accuracy
 
+        from .intervals import paired_bootstrap
+
         t0 = time.perf_counter()
         emb = self.embed()
-        row = {"epoch": int(epoch), "recall": customer_recall(emb, self.ok, self.q, self.k),
+        per = customer_mean(query_recalls(emb, self.ok, self.q.target, self.q.previous, self.k), self.q.customer)[1]
+        row = {"epoch": int(epoch), "recall": float(per.mean()) if len(per) else float("nan"),
                "accuracy": rows_accuracy(emb, self.val_rows) if len(self.val_rows) else float("nan")}
+        if self.best_per is None:
+            better = np.isfinite(row["recall"])
+        elif self.rule == "best":
+            better = row["recall"] > self.best + 1e-9
+        else:  # the gain over the kept epoch, per customer, must have a 95% paired interval above 0
+            _, lo, _ = paired_bootstrap(per - self.best_per, n_boot=1000, seed=self.seed)
+            row["gain_lo"] = lo
+            better = lo > 0
         row["seconds"] = time.perf_counter() - t0
         self.curve.append(row)
-        if row["recall"] > self.best + 1e-9:
-            self.best, self.best_epoch, self.wait = row["recall"], int(epoch), 0
+        if better:
+            self.best, self.best_epoch, self.wait, self.best_per = row["recall"], int(epoch), 0, per
             self.best_weights = [np.array(w) for w in self.head.get_weights()]
         else:
             self.wait += 1

@@ -90,7 +90,8 @@ class TrainingSettings:
     L2-normalised, starts at the projected pretrained features) or "original"
     (:func:`hm_utils.model.build_head`); symmetric: InfoNCE in both directions; patience:
     epochs without a better held-out next-purchase recall before training stops
-    (:mod:`hm_utils.epoch_selection`; ``epochs`` is then a maximum); selection_k: the k of that recall@k.
+    (:mod:`hm_utils.epoch_selection`; ``epochs`` is then a maximum); selection_k: the k of that recall@k;
+    selection_rule: "interval" (an epoch is kept only when its gain has a 95% paired interval above 0) or "best".
     product_positives: that many catalogue triplets per training purchase triplet (0: none), whose positive
     is another colour of the anchor's product (:func:`product_triplet_rows`); held_out_products: the share of
     products (seeded) never used there, on which a same-product figure can then be measured.
@@ -125,6 +126,7 @@ class TrainingSettings:
     symmetric: bool = False
     patience: int = 2
     selection_k: int = 100
+    selection_rule: str = "interval"
     product_positives: float = 0.0
     held_out_products: float = 0.2
 
@@ -652,7 +654,8 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
             queries = None
         if queries is not None:
             selection = EpochSelection(head, embed_all, feature_cache.ok, queries["selection"], val_rows,
-                                       patience=s.patience, k=s.selection_k, log=log)
+                                       patience=s.patience, k=s.selection_k, log=log, rule=s.selection_rule,
+                                       seed=s.seed)
             untrained_emb = embed_all()
         elif transactions is not None:
             log(f"{variant}: no epoch selection (needs stored features and held-out customers); all epochs kept")

@@ -345,7 +345,7 @@ def test_training_settings_from_profile_and_overrides():
     with pytest.raises(AttributeError):
         s.epochs = 3  # frozen: one run, one set of settings
     from dataclasses import asdict
-    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 29
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 30
     # the head that cannot die is every profile's default; epochs are a maximum (early stop after 2 idle epochs)
     assert all((T.TrainingSettings.from_profile(p).head, T.TrainingSettings.from_profile(p).patience) == ("residual", 2)
                for p in ("tiny", "demo", "full"))
@@ -427,7 +427,8 @@ def test_epoch_selection_keeps_the_best_epoch_and_stops_early(toy):
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=3)
     run = T.train_siamese(trip, articles, images, T.TrainingSettings(
         backbone="small_cnn", image_size=SIZE, embedding_dim=8, pooling="avg", epochs=40, batch_size=16,
-        learning_rate=3e-3, hidden_units=32, validation_split=0.5, seed=3, patience=2, selection_k=3),
+        learning_rate=3e-3, hidden_units=32, validation_split=0.5, seed=3, patience=2, selection_k=3,
+        selection_rule="best"),
         "image_only", backbone_model=bb, verbose=0, log=lambda *a: None, transactions=_toy_transactions(trip))
     h, r = run.history, run.report
     curve = r["selection_curve"]
@@ -515,3 +516,39 @@ def test_training_with_product_positives_reports_them(toy):
     assert run.report["n_product_triplets"] == round(0.5 * run.report["n_train"])
     assert len(run.report["held_out_products"]) == 4  # 20% of 20 products
     assert np.isfinite(run.report["trained_train_accuracy"])
+
+
+class _FakeHead:
+    """get_weights / set_weights of one number: the epoch the embeddings come from."""
+    def __init__(self):
+        self.w = [np.zeros(1)]
+
+    def get_weights(self):
+        return [w.copy() for w in self.w]
+
+    def set_weights(self, w):
+        self.w = [np.asarray(x).copy() for x in w]
+
+
+def test_interval_rule_keeps_an_epoch_only_when_its_gain_is_shown():
+    from hm_utils.epoch_selection import EpochSelection, Queries
+    # 6 articles on a line; 40 customers, one query each: previous article 0, bought article 1
+    n_cust = 40
+    q = Queries(np.ones(n_cust, np.int64), np.zeros(n_cust, np.int64), np.arange(n_cust), np.zeros(n_cust))
+    far = np.array([[1, 0], [-1, 0.1], [0.9, 0.1], [0.9, -0.1], [0.8, 0.3], [0.8, -0.3]], np.float32)
+    near = far.copy()
+    near[1] = [1, 0.05]  # article 1 becomes article 0's nearest
+    head = _FakeHead()
+    frames = iter([far, far, near, near, near])  # epochs 0..4
+    sel = EpochSelection(head, lambda: next(frames), np.ones(6, bool), q, np.zeros((0, 3), np.int64), patience=2,
+                         k=1, log=lambda *a: None, rule="interval")
+    for epoch in range(5):
+        head.w = [np.array([float(epoch)])]
+        sel.measure(epoch)
+    # epoch 1 equals epoch 0 (gain 0, interval [0, 0]): not kept; epoch 2 finds every purchase: kept;
+    # epochs 3, 4 equal epoch 2: not kept
+    assert [c["recall"] for c in sel.curve] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert sel.best_epoch == 2 and sel.best_weights[0][0] == 2.0 and sel.wait == 2
+    assert sel.curve[2]["gain_lo"] == 1.0 and sel.curve[1]["gain_lo"] == 0.0
+    with pytest.raises(ValueError, match="selection rule"):
+        EpochSelection(head, None, np.ones(6, bool), q, None, rule="max")
