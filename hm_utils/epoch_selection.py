@@ -102,12 +102,13 @@ class EpochSelection(keras.callbacks.Callback):
     """Keras callback: after each epoch (and at the start, epoch 0) embed every article with ``embed()``
     (float32 [n, D], rows aligned with ``ok``), measure the selection customers' next-purchase recall@k
     (:func:`customer_recall`) and the triplet accuracy of ``val_rows`` [m, 3] (rows into the same
-    matrix); keep the weights of ``head`` of the kept epoch, stop after ``patience`` epochs without
-    improvement, restore the kept weights when training ends. ``rule`` "interval" (default): an epoch
-    replaces the kept one only when its per-customer gain over it has a 95% paired bootstrap interval above
-    0 (a change the held-out customers do not show to help is not taken: on photos unlike the training
-    set's, every learned change costs); "best": any higher recall. ``curve``: one dict per epoch (epoch,
-    recall, accuracy, gain_lo under "interval", seconds of the measurement); ``best_epoch``."""
+    matrix); stop after ``patience`` epochs without a higher recall; when training ends restore the
+    weights of the kept epoch (:meth:`choose`): the best one, but under ``rule`` "interval" (default) only
+    when its per-customer gain over epoch 0 (the untrained start) has a 95% paired bootstrap interval above
+    0, else epoch 0: a change the held-out customers do not show to help is not taken (on photos unlike the
+    training set's, every learned change costs sight); "best": the best epoch regardless. ``curve``: one
+    dict per epoch (epoch, recall, accuracy, seconds of the measurement); ``best_epoch`` (kept),
+    ``best_recall_epoch`` (highest recall), ``gain`` (its gain over epoch 0 under "interval")."""
 
     def __init__(self, head, embed, ok, queries: Queries, val_rows, patience: int = 2, k: int = SELECTION_K,
                  log=print, rule: str = "interval", seed: int = 0):
@@ -119,33 +120,39 @@ class EpochSelection(keras.callbacks.Callback):
         self.rule, self.seed = rule, int(seed)
         self.curve: list[dict] = []
         self.best_epoch, self.best, self.wait, self.best_weights, self.best_per = 0, -np.inf, 0, None, None
+        self.start_per, self.start_weights, self.gain, self.best_recall_epoch = None, None, None, 0
 
     def measure(self, epoch: int) -> dict:
         from .training import rows_accuracy
-
-        from .intervals import paired_bootstrap
 
         t0 = time.perf_counter()
         emb = self.embed()
         per = customer_mean(query_recalls(emb, self.ok, self.q.target, self.q.previous, self.k), self.q.customer)[1]
         row = {"epoch": int(epoch), "recall": float(per.mean()) if len(per) else float("nan"),
-               "accuracy": rows_accuracy(emb, self.val_rows) if len(self.val_rows) else float("nan")}
-        if self.best_per is None:
-            better = np.isfinite(row["recall"])
-        elif self.rule == "best":
-            better = row["recall"] > self.best + 1e-9
-        else:  # the gain over the kept epoch, per customer, must have a 95% paired interval above 0
-            _, lo, _ = paired_bootstrap(per - self.best_per, n_boot=1000, seed=self.seed)
-            row["gain_lo"] = lo
-            better = lo > 0
-        row["seconds"] = time.perf_counter() - t0
+               "accuracy": rows_accuracy(emb, self.val_rows) if len(self.val_rows) else float("nan"),
+               "seconds": time.perf_counter() - t0}
         self.curve.append(row)
-        if better:
+        if self.start_per is None:
+            self.start_per, self.start_weights = per, [np.array(w) for w in self.head.get_weights()]
+        if row["recall"] > self.best + 1e-9:
             self.best, self.best_epoch, self.wait, self.best_per = row["recall"], int(epoch), 0, per
             self.best_weights = [np.array(w) for w in self.head.get_weights()]
         else:
             self.wait += 1
         return row
+
+    def choose(self) -> int:
+        """The epoch to keep: the best one (highest recall), under rule "interval" only when its per-customer
+        gain over epoch 0 has a 95% paired bootstrap interval above 0 (``gain``: diff, lo, hi), else epoch 0."""
+        from .intervals import paired_bootstrap
+
+        self.best_recall_epoch = self.best_epoch
+        if self.rule == "interval" and self.best_epoch > 0:
+            diff, lo, hi = paired_bootstrap(self.best_per - self.start_per, seed=self.seed)
+            self.gain = {"diff": diff, "lo": lo, "hi": hi}
+            if not lo > 0:
+                self.best_epoch, self.best, self.best_weights = 0, self.curve[0]["recall"], self.start_weights
+        return self.best_epoch
 
     def on_train_begin(self, logs=None):
         r = self.measure(0)
@@ -159,6 +166,11 @@ class EpochSelection(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.head.set_weights(self.best_weights)
-            self.log(f"kept epoch {self.best_epoch} (held-out recall@{self.k} {self.best:.4f})")
+        if self.best_weights is None:
+            return
+        best = self.best_epoch
+        self.choose()
+        self.head.set_weights(self.best_weights)
+        why = "" if best == self.best_epoch else (f"; epoch {best}'s gain over it, {self.gain['diff']:+.4f} "
+                                                   f"[{self.gain['lo']:+.4f}, {self.gain['hi']:+.4f}], not shown")
+        self.log(f"kept epoch {self.best_epoch} (held-out recall@{self.k} {self.best:.4f}{why})")

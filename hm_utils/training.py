@@ -91,7 +91,8 @@ class TrainingSettings:
     (:func:`hm_utils.model.build_head`); symmetric: InfoNCE in both directions; patience:
     epochs without a better held-out next-purchase recall before training stops
     (:mod:`hm_utils.epoch_selection`; ``epochs`` is then a maximum); selection_k: the k of that recall@k;
-    selection_rule: "interval" (an epoch is kept only when its gain has a 95% paired interval above 0) or "best".
+    selection_rule: "interval" (the best epoch is kept only when its gain over the untrained start has a 95%
+    paired interval above 0, else the start) or "best".
     product_positives: that many catalogue triplets per training purchase triplet (0: none), whose positive
     is another colour of the anchor's product (:func:`product_triplet_rows`); held_out_products: the share of
     products (seeded) never used there, on which a same-product figure can then be measured.
@@ -531,6 +532,8 @@ def _held_out_report(emb: np.ndarray, feature_cache: FeatureCache, selection, qu
         return out
     out["selection_curve"] = selection.curve
     out["best_epoch"] = int(selection.best_epoch)
+    out["best_recall_epoch"] = int(selection.best_recall_epoch)
+    out["selection_gain"] = selection.gain
     out["selection_recall"] = float(selection.best)
     out["n_selection_customers"] = int(len(np.unique(queries["selection"].customer)))
     out["n_selection_queries"] = int(len(queries["selection"].target))

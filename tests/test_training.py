@@ -530,25 +530,60 @@ class _FakeHead:
         self.w = [np.asarray(x).copy() for x in w]
 
 
-def test_interval_rule_keeps_an_epoch_only_when_its_gain_is_shown():
+def _selection_run(frames, rule, n_cust=40, patience=2):
     from hm_utils.epoch_selection import EpochSelection, Queries
-    # 6 articles on a line; 40 customers, one query each: previous article 0, bought article 1
-    n_cust = 40
+    # 6 articles; n_cust customers, one query each: previous article 0, bought article 1
     q = Queries(np.ones(n_cust, np.int64), np.zeros(n_cust, np.int64), np.arange(n_cust), np.zeros(n_cust))
-    far = np.array([[1, 0], [-1, 0.1], [0.9, 0.1], [0.9, -0.1], [0.8, 0.3], [0.8, -0.3]], np.float32)
-    near = far.copy()
-    near[1] = [1, 0.05]  # article 1 becomes article 0's nearest
     head = _FakeHead()
-    frames = iter([far, far, near, near, near])  # epochs 0..4
-    sel = EpochSelection(head, lambda: next(frames), np.ones(6, bool), q, np.zeros((0, 3), np.int64), patience=2,
-                         k=1, log=lambda *a: None, rule="interval")
-    for epoch in range(5):
+    it = iter(frames)
+    sel = EpochSelection(head, lambda: next(it), np.ones(6, bool), q, np.zeros((0, 3), np.int64),
+                         patience=patience, k=1, log=lambda *a: None, rule=rule)
+    for epoch in range(len(frames)):
         head.w = [np.array([float(epoch)])]
         sel.measure(epoch)
-    # epoch 1 equals epoch 0 (gain 0, interval [0, 0]): not kept; epoch 2 finds every purchase: kept;
-    # epochs 3, 4 equal epoch 2: not kept
+    sel.choose()
+    return sel
+
+
+FAR = np.array([[1, 0], [-1, 0.1], [0.9, 0.2], [0.9, -0.1], [0.8, 0.3], [0.8, -0.35]], np.float32)
+NEAR = FAR.copy()
+NEAR[1] = [1, 0.05]  # article 1 becomes article 0's nearest: every purchase found at k = 1
+
+
+def test_interval_rule_keeps_the_best_epoch_only_when_its_gain_is_shown():
+    sel = _selection_run([FAR, FAR, NEAR, NEAR, NEAR], "interval")
     assert [c["recall"] for c in sel.curve] == [0.0, 0.0, 1.0, 1.0, 1.0]
-    assert sel.best_epoch == 2 and sel.best_weights[0][0] == 2.0 and sel.wait == 2
-    assert sel.curve[2]["gain_lo"] == 1.0 and sel.curve[1]["gain_lo"] == 0.0
+    # epoch 2 is the best (ties: the earlier), its gain over epoch 0 is 1 for every customer: kept
+    assert sel.best_epoch == sel.best_recall_epoch == 2 and sel.best_weights[0][0] == 2.0 and sel.wait == 2
+    assert sel.gain == {"diff": 1.0, "lo": 1.0, "hi": 1.0}
+    # a better epoch whose gain is not shown: 1 of 40 customers finds the purchase -> interval reaches 0
+    one = [FAR, FAR, FAR]
+    sel = _selection_run(one, "interval")
+    assert sel.best_epoch == 0
+    from hm_utils.epoch_selection import EpochSelection, Queries
+    q = Queries(np.ones(40, np.int64), np.zeros(40, np.int64), np.arange(40), np.zeros(40))
+    # customer 0 looks up article 2 instead (found at epoch 1 only when article 2 moves nearest)
+    q = q._replace(target=np.r_[2, np.ones(39, np.int64)])
+    moved = FAR.copy()
+    moved[2] = [1, 0.01]
+    head = _FakeHead()
+    frames = iter([FAR, moved, moved])
+    sel = EpochSelection(head, lambda: next(frames), np.ones(6, bool), q, np.zeros((0, 3), np.int64), patience=2,
+                         k=1, log=lambda *a: None, rule="interval")
+    for epoch in range(3):
+        head.w = [np.array([float(epoch)])]
+        sel.measure(epoch)
+    assert sel.curve[0]["recall"] == 0.0 and sel.curve[1]["recall"] == pytest.approx(1 / 40)
+    assert sel.choose() == 0 and sel.best_recall_epoch == 1 and sel.best_weights[0][0] == 0.0
+    assert sel.gain["lo"] == 0.0 and sel.gain["diff"] == pytest.approx(1 / 40)
+    # rule "best" keeps it regardless
+    head = _FakeHead()
+    frames = iter([FAR, moved, moved])
+    sel = EpochSelection(head, lambda: next(frames), np.ones(6, bool), q, np.zeros((0, 3), np.int64), patience=2,
+                         k=1, log=lambda *a: None, rule="best")
+    for epoch in range(3):
+        head.w = [np.array([float(epoch)])]
+        sel.measure(epoch)
+    assert sel.choose() == 1 and sel.best_weights[0][0] == 1.0
     with pytest.raises(ValueError, match="selection rule"):
         EpochSelection(head, None, np.ones(6, bool), q, None, rule="max")
