@@ -96,9 +96,17 @@ def health_warnings(health: dict[str, dict], threshold: float = COLLAPSE_SHARE) 
     return msgs
 
 
+def plain(v):
+    """``v`` with numpy scalars as Python numbers and every non-finite float as None, nested dicts and lists
+    included (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    v = v.item() if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
 def health_records(health: dict[str, dict]) -> dict:
     """``health`` with plain Python numbers and NaN as None (for a metrics JSON)."""
-    def plain(x):
-        x = x.item() if isinstance(x, np.generic) else x
-        return None if isinstance(x, float) and not np.isfinite(x) else x
-    return {name: {k: plain(v) for k, v in h.items()} for name, h in health.items()}
+    return plain(health)

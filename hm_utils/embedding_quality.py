@@ -291,11 +291,13 @@ def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd
     return PurchaseQueries(transactions, articles).pairs(ok)
 
 
-def _expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarray:
+def expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarray:
     """P(rank <= k) for a target behind ``greater`` better candidates and tied with ``equal`` others
     (ties in random order: the rank is uniform on greater + 1 .. greater + equal + 1)."""
     return np.clip((k - greater) / (equal + 1.0), 0.0, 1.0)
 
+
+_expected_recall = expected_recall  # the name the module used before
 
 def _target_ranks(u: np.ndarray, ok: np.ndarray, tgt: np.ndarray, prev: np.ndarray, batch_size: int = 256):
     """(greater, equal) float [q]: for each query, how many candidates (ok rows but the previous article)

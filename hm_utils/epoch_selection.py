@@ -29,7 +29,7 @@ import keras
 
 from .arrays import sorted_unique
 from .config import ARTICLE_ID, CUSTOMER_KEY
-from .embedding_quality import PurchaseQueries, _expected_recall, query_recalls
+from .embedding_quality import PurchaseQueries, expected_recall, query_recalls
 
 SELECTION_K = 100
 SELECTION_QUERIES = 4000  # queries per half at most (seeded sample)
@@ -61,7 +61,7 @@ def heldout_queries(transactions: pd.DataFrame, article_ids: np.ndarray, ok: np.
     out = {}
     for name, who in halves.items():
         tgt, prev, _, pg, pe, c = pq.queries(ok, max_queries, seed, customers=who)
-        out[name] = Queries(tgt, prev, c, _expected_recall(pg, pe, k))
+        out[name] = Queries(tgt, prev, c, expected_recall(pg, pe, k))
     return out
 
 
@@ -174,3 +174,87 @@ class EpochSelection(keras.callbacks.Callback):
         why = "" if best == self.best_epoch else (f"; epoch {best}'s gain over it, {self.gain['diff']:+.4f} "
                                                    f"[{self.gain['lo']:+.4f}, {self.gain['hi']:+.4f}], not shown")
         self.log(f"kept epoch {self.best_epoch} (held-out recall@{self.k} {self.best:.4f}{why})")
+
+
+# ------------------------------------------------------------- reports ---
+def held_out_report(emb: np.ndarray, feature_cache, selection, queries, seed: int,
+                     untrained: np.ndarray | None = None) -> dict:
+    """The health of the trained embedding ``emb`` [n, D] (rows of ``feature_cache``) and, after epoch
+    selection, the chosen epoch and the report customers' recall@100 of the embedding, the pretrained
+    features and random vectors, paired against the features (:func:`hm_utils.epoch_selection.paired_recall`)."""
+    from .embedding_health import embedding_health
+    from .embedding_quality import random_vectors
+
+    out = {"health": embedding_health(emb, feature_cache.ok)}
+    if selection is None or queries is None:
+        return out
+    out["selection_curve"] = selection.curve
+    out["best_epoch"] = int(selection.best_epoch)
+    out["best_recall_epoch"] = int(selection.best_recall_epoch)
+    out["selection_gain"] = selection.gain
+    out["selection_recall"] = float(selection.best)
+    out["n_selection_customers"] = int(len(np.unique(queries["selection"].customer)))
+    out["n_selection_queries"] = int(len(queries["selection"].target))
+    sources = {"trained": emb, **({"untrained": untrained} if untrained is not None else {}),
+               "features": feature_cache.features, "random": random_vectors(len(emb), emb.shape[1], seed)[0]}
+    out["heldout"] = paired_recall(sources, feature_cache.ok, queries["report"], "features", k=selection.k, seed=seed)
+    return out
+
+
+def embed_features(model: keras.Model, feature_cache: FeatureCache, articles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every article of ``feature_cache`` through ``model``'s head: (embeddings float32 [n, D] in the cache's
+    row order, ok bool [n]); the tabular rows (combined) come from ``articles`` (``article_id`` + the tabular
+    columns). Rows without features are zero and not ok."""
+    from .model import get_head, model_variant, tabular_features
+
+    tab = None
+    if model_variant(model) == "combined":
+        art = articles.assign(**{ARTICLE_ID: articles[ARTICLE_ID].astype(np.int64)}).set_index(ARTICLE_ID)
+        tab = tabular_features(art.loc[feature_cache.article_ids].reset_index())
+    head, feats, parts = get_head(model), feature_cache.features, []
+    for s in range(0, len(feats), 4096):  # a memory-mapped store is read block by block
+        x = {"features": np.asarray(feats[s:s + 4096], np.float32)}
+        if tab is not None:
+            x["tabular"] = tab[s:s + 4096]
+        parts.append(np.asarray(head(x, training=False), np.float32))
+    emb = np.concatenate(parts) if parts else np.zeros((0, int(head.output_shape[-1])), np.float32)
+    emb[~feature_cache.ok] = 0.0
+    return emb, feature_cache.ok
+
+
+def heldout_frame(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row per model: head, loss, kept epoch, held-out triplet accuracy (untrained / trained), the report
+    customers' next-purchase recall@100 (trained, pretrained features, popularity), the trained head minus the
+    features with its 95% paired bootstrap interval, and the health of the trained embedding (zero share, dead
+    units, effective rank, mean pairwise cosine). Models trained without epoch selection have None there."""
+    rows = []
+    for name, r in reports.items():
+        held, health = r.get("heldout") or {}, r.get("health") or {}
+        rec, vs = held.get("recall", {}), held.get("vs_features", {}).get("trained", {})
+        rows.append({"model": name, "head": r.get("head"), "loss": r.get("loss"), "best_epoch": r.get("best_epoch"),
+                     "epochs_run": r.get("epochs"), "untrained_accuracy": r.get("untrained_accuracy"),
+                     "trained_accuracy": r.get("trained_accuracy"), "recall@100": rec.get("trained"),
+                     "features_recall@100": rec.get("features"), "popularity_recall@100": rec.get("popularity"),
+                     "gain": vs.get("diff"), "gain_lo": vs.get("lo"), "gain_hi": vs.get("hi"),
+                     "n_customers": held.get("n_customers"), "zero_share": health.get("zero_share"),
+                     "dead_units": health.get("dead_units"), "effective_rank": health.get("effective_rank"),
+                     "mean_cosine": health.get("mean_pairwise_cosine")})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def make_selection(transactions, feature_cache, split, val_rows, head, embed_all, settings, variant, log):
+    """(EpochSelection or None, {"selection", "report"} Queries or None, untrained embeddings or None) for
+    :func:`hm_utils.training.train_siamese`: selection needs stored features (``feature_cache``), held-out
+    customers (``split.validation``) and next purchases of both halves; otherwise a note and (None, None, None)."""
+    s = settings
+    if feature_cache is None or embed_all is None or not len(val_rows):
+        log(f"{variant}: no epoch selection (needs stored features and held-out customers); all epochs kept")
+        return None, None, None
+    queries = heldout_queries(transactions, feature_cache.article_ids, feature_cache.ok,
+                              split.validation[CUSTOMER_KEY].to_numpy(), k=s.selection_k, seed=s.seed)
+    if not (len(queries["selection"].target) and len(queries["report"].target)):
+        log(f"{variant}: the held-out customers have no next purchases to look up; all epochs kept")
+        return None, None, None
+    selection = EpochSelection(head, embed_all, feature_cache.ok, queries["selection"], val_rows,
+                               patience=s.patience, k=s.selection_k, log=log, rule=s.selection_rule, seed=s.seed)
+    return selection, queries, embed_all()

@@ -54,7 +54,9 @@ from .losses import make_loss  # noqa: E402
 from .metrics import triplet_correct  # noqa: E402
 from .model import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
                     build_siamese, tabular_features, tabular_stats)
-from .triplet_datasets import cached_triplet_dataset, image_triplet_dataset  # noqa: E402
+from .triplet_datasets import cached_triplet_dataset, image_triplet_dataset, product_triplet_rows  # noqa: E402, F401
+from .epoch_selection import embed_features, held_out_report, heldout_frame  # noqa: E402, F401
+from .fine_tuning import copy_model, set_trainable_top  # noqa: E402, F401
 
 MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to hold any out)
 # AdamW learning rate. On the demo profile (frozen random ResNet50, average pooling: features of mean ~4,
@@ -281,47 +283,6 @@ def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray, block: int = 65_536)
     return float(correct / len(rows))
 
 
-# ------------------------------------------------------------- fine-tuning ---
-def _all_layers(model: keras.Model):
-    """Every layer of ``model`` in order, nested models first as themselves, then their layers."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def set_trainable_top(backbone_model: keras.Model, n_layers: int) -> list[str]:
-    """Fine-tune the top of a backbone: make its last ``n_layers`` layers that hold
-    weights trainable, not counting BatchNormalization layers, which all stay frozen
-    (they then normalise with their ImageNet statistics, as in inference; training
-    them on small batches would spoil those). Everything else is frozen. Changes
-    ``backbone_model`` in place; returns the names of the layers made trainable
-    (``[]`` for ``n_layers`` 0, which freezes the whole backbone)."""
-    if n_layers < 0:
-        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
-    leaves = [layer for layer in _all_layers(backbone_model) if not isinstance(layer, keras.Model)]
-    backbone_model.trainable = n_layers > 0
-    for layer in leaves:
-        layer.trainable = False
-    weighted = [layer for layer in leaves
-                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
-    top = weighted[len(weighted) - min(n_layers, len(weighted)):] if n_layers else []
-    for layer in top:
-        layer.trainable = True
-    return [layer.name for layer in top]
-
-
-def copy_model(model: keras.Model) -> keras.Model:
-    """An independent copy of ``model`` (same architecture, same current weights, own
-    variables, the same ``trainable`` flag on every layer, nested ones included)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    copy.trainable = model.trainable
-    for src, dst in zip(_all_layers(model), _all_layers(copy)):
-        dst.trainable = src.trainable  # parents come before their layers: theirs is set last
-    return copy
-
-
 # ------------------------------------------------------------- training steps ---
 def effective_normalize(settings: TrainingSettings) -> bool:
     """Whether the embedding model ends in an L2 normalisation: always for the residual head; for the
@@ -396,41 +357,6 @@ def triplet_rows(triplets: pd.DataFrame, ids: np.ndarray, ok: np.ndarray) -> tup
         warnings.warn(f"{(~keep).sum()} of {len(triplets)} triplets dropped: an article has no readable "
                       f"image (e.g. article {bad})", stacklevel=3)
     return triplets[keep].reset_index(drop=True), rows[keep]
-
-
-def product_triplet_rows(articles: pd.DataFrame, ids: np.ndarray, ok: np.ndarray, n: int, seed: int,
-                         held_out_share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Free supervision from the catalogue: ``n`` triplets (rows into ``ids`` int64 [n, 3]) whose anchor is an
-    article with features (``ok``) whose product (``product_code``) has another coloured article with features,
-    positive that other article (drawn at random), negative a random article with features of another product.
-    A seeded ``held_out_share`` of the products with 2+ such articles is never used; returns (rows, held-out
-    product codes int64 sorted). No triplet when no product qualifies. ``articles``: ``article_id``,
-    ``product_code``."""
-    from .config import PRODUCT_CODE
-
-    require_columns(articles, [ARTICLE_ID, PRODUCT_CODE], "articles table (product positives)")
-    code = pd.Series(articles[PRODUCT_CODE].to_numpy(np.int64), index=articles[ARTICLE_ID].to_numpy(np.int64))
-    prod = code.reindex(np.asarray(ids, np.int64)).to_numpy()
-    usable = np.flatnonzero(np.asarray(ok, bool) & ~pd.isna(prod))
-    prod = prod.astype(np.float64)
-    codes, counts = np.unique(prod[usable], return_counts=True)
-    multi = codes[counts > 1].astype(np.int64)
-    rng = np.random.default_rng(seed)
-    held = np.sort(rng.choice(multi, size=int(round(held_out_share * len(multi))), replace=False)) if len(multi) \
-        else np.zeros(0, np.int64)
-    train_codes = np.setdiff1d(multi, held)
-    anchors = usable[np.isin(prod[usable], train_codes)]
-    if n <= 0 or not len(anchors):
-        return np.zeros((0, 3), np.int64), held
-    a = rng.choice(anchors, size=int(n))
-    by_code = pd.Series(anchors).groupby(prod[anchors]).apply(np.asarray)
-    pos = np.array([rng.choice(by_code[prod[r]][by_code[prod[r]] != r]) for r in a], np.int64)
-    neg = rng.choice(usable, size=int(n))
-    same = prod[neg] == prod[a]
-    while same.any():  # a negative of the anchor's own product is redrawn
-        neg[same] = rng.choice(usable, size=int(same.sum()))
-        same = prod[neg] == prod[a]
-    return np.stack([a, pos, neg], axis=1).astype(np.int64), held
 
 
 def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tuple[np.ndarray, np.ndarray]:
@@ -519,31 +445,6 @@ def _accuracies(embed, local, train_rows, eval_rows, rows, when: str) -> dict:
             f"{when}_train_accuracy": rows_accuracy(emb, local(train_rows))}
 
 
-def _held_out_report(emb: np.ndarray, feature_cache: FeatureCache, selection, queries, seed: int,
-                     untrained: np.ndarray | None = None) -> dict:
-    """The health of the trained embedding ``emb`` [n, D] (rows of ``feature_cache``) and, after epoch
-    selection, the chosen epoch and the report customers' recall@100 of the embedding, the pretrained
-    features and random vectors, paired against the features (:func:`hm_utils.epoch_selection.paired_recall`)."""
-    from .embedding_health import embedding_health
-    from .embedding_quality import random_vectors
-
-    out = {"health": embedding_health(emb, feature_cache.ok)}
-    if selection is None or queries is None:
-        return out
-    out["selection_curve"] = selection.curve
-    out["best_epoch"] = int(selection.best_epoch)
-    out["best_recall_epoch"] = int(selection.best_recall_epoch)
-    out["selection_gain"] = selection.gain
-    out["selection_recall"] = float(selection.best)
-    out["n_selection_customers"] = int(len(np.unique(queries["selection"].customer)))
-    out["n_selection_queries"] = int(len(queries["selection"].target))
-    from .epoch_selection import paired_recall
-    sources = {"trained": emb, **({"untrained": untrained} if untrained is not None else {}),
-               "features": feature_cache.features, "random": random_vectors(len(emb), emb.shape[1], seed)[0]}
-    out["heldout"] = paired_recall(sources, feature_cache.ok, queries["report"], "features", k=selection.k, seed=seed)
-    return out
-
-
 def _finish_report(report: dict, history: dict, t_start: float) -> dict:
     """Final losses, seconds per epoch (the median of all epochs but the first, which includes tracing),
     epochs and total seconds; every non-finite float becomes None (JSON has no NaN)."""
@@ -553,18 +454,9 @@ def _finish_report(report: dict, history: dict, t_start: float) -> dict:
     report["seconds_per_epoch"] = float(np.median(secs[1:] if len(secs) > 1 else secs)) if secs else float("nan")
     report["epochs"] = len(secs)
     report["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    return _plain(report)
+    from .embedding_health import plain
+    return plain(report)
 
-
-def _plain(v):
-    """``v`` with numpy scalars as Python numbers and every non-finite float as None, nested dicts and lists
-    included (JSON has no NaN)."""
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    v = v.item() if isinstance(v, np.generic) else v
-    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 # ------------------------------------------------------------- training ---
@@ -583,12 +475,8 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
     ``cache_path`` when given); a trainable ``backbone_model`` is copied first, so the caller's object
     is never changed. ``verbose`` is Keras's; ``log`` receives one-line notes.
 
-    ``transactions`` (``customer_key``, ``article_id``, ``t_dat``; with stored features and held-out
-    customers): the held-out customers' next purchases choose the epoch (:mod:`hm_utils.epoch_selection`:
-    recall@100 of one half after every epoch, the best epoch's weights kept, early stop after
-    ``settings.patience`` epochs without gain); the other half compares the chosen head with the pretrained
-    features (``report["heldout"]``). The report also holds the health of the trained embedding over every
-    article with features (``report["health"]``, :func:`hm_utils.embedding_health.embedding_health`).
+    ``transactions`` (with stored features and held-out customers): their next purchases choose the epoch and
+    judge the kept head against the features (:func:`hm_utils.epoch_selection.make_selection`).
 
     Steps: cap the triplets (:func:`cap_triplets`); build or copy the backbone; features per article
     (cached) or image paths; drop triplets without (:func:`triplet_rows`); split by customer
@@ -648,20 +536,11 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
         report["accuracy_on"] = "validation" if len(val_rows) else "training"
         report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "untrained"))
         selection, queries, untrained_emb = None, None, None
-        if transactions is not None and embed_all is not None and len(val_rows):
-            from .epoch_selection import EpochSelection, heldout_queries
-            queries = heldout_queries(transactions, feature_cache.article_ids, feature_cache.ok,
-                                      split.validation[CUSTOMER_KEY].to_numpy(), k=s.selection_k, seed=s.seed)
-        if queries is not None and not (len(queries["selection"].target) and len(queries["report"].target)):
-            log(f"{variant}: the held-out customers have no next purchases to look up; all epochs kept")
-            queries = None
-        if queries is not None:
-            selection = EpochSelection(head, embed_all, feature_cache.ok, queries["selection"], val_rows,
-                                       patience=s.patience, k=s.selection_k, log=log, rule=s.selection_rule,
-                                       seed=s.seed)
-            untrained_emb = embed_all()
-        elif transactions is not None:
-            log(f"{variant}: no epoch selection (needs stored features and held-out customers); all epochs kept")
+        if transactions is not None:
+            from .epoch_selection import make_selection
+            selection, queries, untrained_emb = make_selection(
+                transactions, feature_cache if embed_all is not None else None, split, val_rows, head, embed_all, s,
+                variant, log)
         if len(train_rows) and s.epochs > 0:
             history = _fit(train_model, make_ds, train_rows, val_rows, s.epochs, verbose, selection)
         else:
@@ -669,7 +548,7 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
             log(f"{variant}: no training triplets, model left untrained")
         report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "trained"))
         if embed_all is not None:
-            report.update(_held_out_report(embed_all(), feature_cache, selection, queries, s.seed, untrained_emb))
+            report.update(held_out_report(embed_all(), feature_cache, selection, queries, s.seed, untrained_emb))
     return TrainingRun(tower, history, _finish_report(report, history, t_start), split)
 
 
@@ -711,37 +590,3 @@ def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, imag
     again = load_embedding_model(path)
     return float(np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max())
 
-
-def embed_features(model: keras.Model, feature_cache: FeatureCache, articles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Every article of ``feature_cache`` through ``model``'s head: (embeddings float32 [n, D] in the cache's
-    row order, ok bool [n]); the tabular rows (combined) come from ``articles`` (``article_id`` + the tabular
-    columns). Rows without features are zero and not ok."""
-    from .model import get_head, model_variant
-
-    tab = None
-    if model_variant(model) == "combined":
-        art = articles.assign(**{ARTICLE_ID: articles[ARTICLE_ID].astype(np.int64)}).set_index(ARTICLE_ID)
-        tab = tabular_features(art.loc[feature_cache.article_ids].reset_index())
-    emb = _head_embeddings(get_head(model), feature_cache.features, tab)
-    emb[~feature_cache.ok] = 0.0
-    return emb, feature_cache.ok
-
-
-def heldout_frame(reports: dict[str, dict]) -> pd.DataFrame:
-    """One row per model: head, loss, kept epoch, held-out triplet accuracy (untrained / trained), the report
-    customers' next-purchase recall@100 (trained, pretrained features, popularity), the trained head minus the
-    features with its 95% paired bootstrap interval, and the health of the trained embedding (zero share, dead
-    units, effective rank, mean pairwise cosine). Models trained without epoch selection have None there."""
-    rows = []
-    for name, r in reports.items():
-        held, health = r.get("heldout") or {}, r.get("health") or {}
-        rec, vs = held.get("recall", {}), held.get("vs_features", {}).get("trained", {})
-        rows.append({"model": name, "head": r.get("head"), "loss": r.get("loss"), "best_epoch": r.get("best_epoch"),
-                     "epochs_run": r.get("epochs"), "untrained_accuracy": r.get("untrained_accuracy"),
-                     "trained_accuracy": r.get("trained_accuracy"), "recall@100": rec.get("trained"),
-                     "features_recall@100": rec.get("features"), "popularity_recall@100": rec.get("popularity"),
-                     "gain": vs.get("diff"), "gain_lo": vs.get("lo"), "gain_hi": vs.get("hi"),
-                     "n_customers": held.get("n_customers"), "zero_share": health.get("zero_share"),
-                     "dead_units": health.get("dead_units"), "effective_rank": health.get("effective_rank"),
-                     "mean_cosine": health.get("mean_pairwise_cosine")})
-    return pd.DataFrame(rows).set_index("model")

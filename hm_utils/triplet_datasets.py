@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -75,3 +76,39 @@ def image_triplet_dataset(rows: np.ndarray, paths: np.ndarray, tabular: np.ndarr
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def product_triplet_rows(articles: pd.DataFrame, ids: np.ndarray, ok: np.ndarray, n: int, seed: int,
+                         held_out_share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Free supervision from the catalogue: ``n`` triplets (rows into ``ids`` int64 [n, 3]) whose anchor is an
+    article with features (``ok``) whose product (``product_code``) has another coloured article with features,
+    positive that other article (drawn at random), negative a random article with features of another product.
+    A seeded ``held_out_share`` of the products with 2+ such articles is never used; returns (rows, held-out
+    product codes int64 sorted). No triplet when no product qualifies. ``articles``: ``article_id``,
+    ``product_code``."""
+    from .checks import require_columns
+    from .config import ARTICLE_ID, PRODUCT_CODE
+
+    require_columns(articles, [ARTICLE_ID, PRODUCT_CODE], "articles table (product positives)")
+    code = pd.Series(articles[PRODUCT_CODE].to_numpy(np.int64), index=articles[ARTICLE_ID].to_numpy(np.int64))
+    prod = code.reindex(np.asarray(ids, np.int64)).to_numpy()
+    usable = np.flatnonzero(np.asarray(ok, bool) & ~pd.isna(prod))
+    prod = prod.astype(np.float64)
+    codes, counts = np.unique(prod[usable], return_counts=True)
+    multi = codes[counts > 1].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(multi, size=int(round(held_out_share * len(multi))), replace=False)) if len(multi) \
+        else np.zeros(0, np.int64)
+    train_codes = np.setdiff1d(multi, held)
+    anchors = usable[np.isin(prod[usable], train_codes)]
+    if n <= 0 or not len(anchors):
+        return np.zeros((0, 3), np.int64), held
+    a = rng.choice(anchors, size=int(n))
+    by_code = pd.Series(anchors).groupby(prod[anchors]).apply(np.asarray)
+    pos = np.array([rng.choice(by_code[prod[r]][by_code[prod[r]] != r]) for r in a], np.int64)
+    neg = rng.choice(usable, size=int(n))
+    same = prod[neg] == prod[a]
+    while same.any():  # a negative of the anchor's own product is redrawn
+        neg[same] = rng.choice(usable, size=int(same.sum()))
+        same = prod[neg] == prod[a]
+    return np.stack([a, pos, neg], axis=1).astype(np.int64), held
