@@ -152,12 +152,12 @@ def test_plotting_modules_never_load_tensorflow_and_share_one_setup():
 def test_visualization_settings_defaults_overrides_and_unknown_names():
     from hm_utils.plots.embeddings import VisualizationSettings
 
-    d = VisualizationSettings.from_parameters(n_queries=None, tsne_points=None)
+    d = VisualizationSettings.from_profile("demo", n_queries=None, tsne_points=None)
     assert (d.triplet_indices, d.n_random_triplets, d.query_articles, d.n_queries, d.k_neighbours,
             d.tsne_points, d.quality_queries) == ((0, 1, 2), 3, None, 4, 6, 1000, 2000)
     # a papermill list becomes a tuple of ints (ids may come as zero-padded strings); 0 is kept, not the default
-    o = VisualizationSettings.from_parameters(triplet_indices=[5], query_articles=["0108775015"], tsne_points=0)
+    o = VisualizationSettings.from_profile("demo", triplet_indices=[5], query_articles=["0108775015"], tsne_points=0)
     assert o.triplet_indices == (5,) and o.query_articles == (108775015,) and o.tsne_points == 0
     assert o.to_dict()["query_articles"] == (108775015,)
     with pytest.raises(ValueError, match="n_query"):
-        VisualizationSettings.from_parameters(n_query=3)
+        VisualizationSettings.from_profile("demo", n_query=3)

@@ -7,10 +7,10 @@ import pytest
 
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, REPO_ROOT, T_DAT
 from hm_utils.plots.embeddings import plot_quality
-from hm_utils.embeddings.quality import (
-    attribute_vectors, main, markdown_table, mean_pairwise_cosine, neighbour_measures,
-    purchase_pairs, quality_table, random_vectors, retrieval_measures, unit_vectors,
-)
+from hm_utils.embeddings.quality import (attribute_vectors, markdown_table, mean_pairwise_cosine, neighbour_measures,
+                                         purchase_pairs, quality_table, random_vectors, retrieval_measures,
+                                         unit_vectors)
+from hm_utils.export.catalogue import main
 
 
 def _angles(degrees) -> np.ndarray:
@@ -264,7 +264,7 @@ def _write_jpeg(path, array):
 
 
 def test_photo_features_one_pass_matches_each_model_alone(tmp_path):
-    from hm_utils.embeddings.quality import photo_features
+    from hm_utils.export.catalogue import photo_features
     from hm_utils.data.images import load_image
     from hm_utils.model.siamese import build_backbone
 
@@ -290,7 +290,7 @@ def test_photo_features_one_pass_matches_each_model_alone(tmp_path):
 
 
 def test_fit_image_pads_with_white_or_stretches():
-    from hm_utils.embeddings.quality import fit_image
+    from hm_utils.export.catalogue import fit_image
 
     img = np.full((40, 20, 3), 100, np.float32)
     img[10:30, 5:15] = 0
@@ -303,7 +303,7 @@ def test_fit_image_pads_with_white_or_stretches():
 
 
 def test_photo_features_feeds_a_combined_model_its_tabular_rows(tmp_path):
-    from hm_utils.embeddings.quality import photo_features
+    from hm_utils.export.catalogue import photo_features
     from hm_utils.data.images import load_image
     from hm_utils.model.siamese import build_embedding_model
 
@@ -323,7 +323,7 @@ def test_photo_features_feeds_a_combined_model_its_tabular_rows(tmp_path):
 def test_pixel_thumbnails_average_areas():
     """A 32 x 32 photo whose left half is 0 and right half 200 becomes a 16 x 16 thumbnail with
     the same halves (each thumbnail pixel averages a 2 x 2 block of one half)."""
-    from hm_utils.embeddings.quality import pixel_thumbnails
+    from hm_utils.export.catalogue import pixel_thumbnails
 
     img = np.zeros((1, 32, 32, 3), np.float32)
     img[:, :, 16:, :] = 200.0

@@ -119,3 +119,52 @@ def test_keras_wrappers_on_packed_output_and_serialisation():
     assert isinstance(make_loss("infonce"), InfoNCELoss)
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("contrastive")
+
+
+# A batch of 3 where rows 0 and 1 have the SAME positive article (id 7), and row 2's positive is row 0's
+# anchor article (id 1): without identifiers, p_1 is a "negative" for row 0 identical to its positive,
+# and p_2 a "negative" for row 0 of cosine cos(a_0, a_0) = 1.
+A3 = f32([[1, 0], [0, 1], [1, 1]])
+P3 = f32([[1, 0], [1, 0], [1, 0]])   # p_0 = p_1 (article 7); p_2 = a_0's article, embedded the same
+IDS3 = f32([[1, 7, 20], [2, 7, 21], [3, 1, 22]])
+
+
+def test_info_nce_masks_a_rows_own_articles_among_the_negatives():
+    # row 0 at temperature 1: only its own positive is left among the columns -> loss 0 exactly
+    rows = np.asarray(info_nce_losses(A3, P3, temperature=1.0, ids=IDS3))
+    assert rows[0] == pytest.approx(0.0, abs=1e-6)
+    # without identifiers (the old feeding), row 0 has 3 columns of cosine 1: log 3
+    assert float(info_nce_losses(A3, P3, temperature=1.0)[0]) == pytest.approx(math.log(3), abs=1e-5)
+    # row 1: p_1's article 7 is also p_0 -> masked; p_2 (article 1) stays: log(e^0 + e^0) - 0 = log 2
+    assert rows[1] == pytest.approx(math.log(2), abs=1e-5)
+    # row 2 (anchor article 3, positive article 1): p_0 and p_1 (article 7) stay; all cosines 1/sqrt2 -> log 3
+    assert rows[2] == pytest.approx(math.log(3), abs=1e-5)
+    # a mined negative that is the row's own positive article is masked too
+    neg = f32([[1, 0], [0, 1], [1, 0]])
+    ids = f32([[1, 7, 7], [2, 7, 21], [3, 1, 22]])
+    with_neg = np.asarray(info_nce_losses(A3, P3, negative=neg, temperature=1.0, ids=ids))
+    # row 0's columns: p_0 (cos 1), p_1 and p_2 masked, n_0 masked (article 7 = p_0's), n_1 = (0, 1): cos 0,
+    # n_2 = (1, 0), article 22, kept: cos 1 -> log(e^1 + e^0 + e^1) - 1
+    assert with_neg[0] == pytest.approx(math.log(2 * math.e + 1) - 1, abs=1e-5)
+
+
+def test_info_nce_symmetric_masks_the_anchor_direction_too():
+    # positive -> anchors; p_0's row: a_0 (own), a_1 (article 2), a_2 (article 3); nothing masked for row 0
+    # (no other anchor is article 1 or 7); p_2's row: a_0 is article 1 = p_2's article -> masked
+    sym = np.asarray(info_nce_losses(A3, P3, temperature=1.0, symmetric=True, ids=IDS3))
+    s = 1 / math.sqrt(2)
+    fwd = [0.0, math.log(2), math.log(3)]
+    back = [math.log(math.e + 1 + math.exp(s)) - 1,             # p_0 . (a_0, a_1, a_2) = (1, 0, s)
+            math.log(math.e + 1 + math.exp(s)) - 0,             # p_1: own anchor a_1 (cos 0)
+            math.log(1 + math.exp(s)) - s]                      # p_2: a_0 masked, a_1 (0), own a_2 (s)
+    np.testing.assert_allclose(sym, 0.5 * (np.array(fwd) + np.array(back)), atol=1e-5)
+
+
+def test_keras_infonce_reads_identifiers_from_y_true():
+    packed = np.stack([A3, P3, P3], axis=1)
+    nce = InfoNCELoss(temperature=1.0, use_negatives=False)
+    assert float(nce(IDS3, packed)) == pytest.approx((0 + math.log(2) + math.log(3)) / 3, abs=1e-5)
+    assert float(nce(np.zeros(3, np.float32), packed)) == pytest.approx(
+        float(np.mean(np.asarray(info_nce_losses(A3, P3, temperature=1.0)))), abs=1e-6)
+    again = keras.losses.deserialize(keras.losses.serialize(make_loss("infonce", symmetric=True)))
+    assert isinstance(again, InfoNCELoss) and again.symmetric

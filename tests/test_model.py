@@ -24,17 +24,66 @@ def _x(variant, n=4, seed=0):
 
 
 @pytest.mark.parametrize("variant", M.VARIANTS)
-def test_variants_build_with_the_right_inputs_and_output(variant):
-    m = M.build_embedding_model(variant, "small_cnn", SIZE, embedding_dim=12, pooling="avg", hidden_units=16)
+@pytest.mark.parametrize("head", M.HEADS)
+def test_variants_build_with_the_right_inputs_and_output(variant, head):
+    m = M.build_embedding_model(variant, "small_cnn", SIZE, embedding_dim=12, pooling="avg", hidden_units=16,
+                                head=head)
     assert sorted(m.input.keys()) == (["image", "tabular"] if variant == "combined" else ["image"])
     out = m.predict(_x(variant), verbose=0)
     assert out.shape == (4, 12) and out.dtype == np.float32
-    assert (out >= 0).all()  # the original's final Dense is relu
+    if head == "original":
+        assert (out >= 0).all()  # the original's final Dense is relu
+    else:
+        assert (out < 0).any() and (out != 0).all()  # linear output: signs both ways, no zero entry
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert M.model_variant(m) == variant
 
 
+def _cosines(x):
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return u @ u.T
+
+
+@pytest.mark.parametrize("variant", M.VARIANTS)
+def test_untrained_residual_head_keeps_the_features_cosines(variant):
+    # hand-built features, F = 6 <= D = 8: the orthogonal projection is an isometry and the correction
+    # starts at zero, so the head's cosines equal the features' cosines, whatever the tabular input
+    f = np.array([[1, 0, 0, 0, 0, 0], [0.9, 0.1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0],
+                  [0, 0, 3, 1, 0, 0], [0, 0, 1, 3, 0, 0], [1, 1, 1, 2, 1, 1]], np.float32)
+    head = M.build_head(6, variant, embedding_dim=8, hidden_units=16, seed=3)
+    x = {"features": f}
+    if variant == "combined":
+        x["tabular"] = np.random.default_rng(0).integers(0, 50, (6, 11)).astype("float32")
+    out = np.asarray(head(x, training=False))
+    np.testing.assert_allclose(_cosines(out), _cosines(f), atol=1e-5)
+    # so every article's nearest neighbour is the features' one (worked out: 0<->1, 2->5, 3->4, 4<->5)
+    np.testing.assert_array_equal(np.argmax(_cosines(out) - 2 * np.eye(6), axis=1), [1, 0, 5, 4, 5, 4])
+    # F > D: an approximate isometry (orthonormal columns); the nearest neighbour of well separated
+    # clusters is kept
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 64))
+    g = (np.repeat(centres, 4, axis=0) + 0.05 * rng.normal(size=(20, 64))).astype(np.float32)
+    big = M.build_head(64, "image_only", embedding_dim=32, hidden_units=8, seed=0)
+    emb = np.asarray(big({"features": g}, training=False))
+    nn = np.argmax(_cosines(emb) - 2 * np.eye(20), axis=1)
+    assert (nn // 4 == np.arange(20) // 4).all()
+
+
+def test_residual_head_has_no_relu_at_the_end_and_its_correction_starts_at_zero():
+    head = M.build_head(10, "combined", embedding_dim=6, hidden_units=8)
+    layer = head.get_layer("correction")
+    assert layer.activation.__name__ == "linear"
+    assert not np.any(layer.get_weights()[0]) and not np.any(layer.get_weights()[1])
+    assert head.get_layer("skip_projection").activation.__name__ == "linear"
+    w = head.get_layer("skip_projection").get_weights()[0]  # [F, D] = [10, 6]: orthonormal columns
+    np.testing.assert_allclose(w.T @ w, np.eye(6), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown head"):
+        M.build_head(10, head="relu")
+
+
 def test_original_head_layers_and_widths():
-    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=550, pooling="flatten")
+    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=550, pooling="flatten",
+                                head="original")
     head = M.get_head(m)
     dense = {l.name: l.units for l in head.layers if isinstance(l, keras.layers.Dense)}
     assert dense == {"tab_dense1": 1100, "tab_dense2": 1100, "head_dense": 1100, "embedding": 550}
@@ -43,10 +92,16 @@ def test_original_head_layers_and_widths():
     assert M.get_backbone(m).output_shape[-1] == 6 * 4 * 64
 
 
-def test_combined_uses_the_tabular_input():
-    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=8, pooling="avg", hidden_units=16)
+@pytest.mark.parametrize("head", M.HEADS)
+def test_combined_uses_the_tabular_input(head):
+    m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=8, pooling="avg", hidden_units=16,
+                                head=head)
     x = _x("combined")
     x2 = dict(x, tabular=x["tabular"][::-1].copy())
+    if head == "residual":  # untrained, the correction is zero: the tabular input counts once it is learned
+        np.testing.assert_allclose(m.predict(x, verbose=0), m.predict(x2, verbose=0), atol=1e-6)
+        corr = M.get_head(m).get_layer("correction")
+        corr.set_weights([np.random.default_rng(0).normal(size=w.shape) for w in corr.get_weights()])
     assert not np.allclose(m.predict(x, verbose=0), m.predict(x2, verbose=0))
 
 
@@ -78,9 +133,10 @@ def test_resnet50_backbone_frozen_with_caffe_preprocessing():
     np.testing.assert_allclose(np.asarray(out)[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], atol=1e-4)
 
 
-def test_save_and_load_give_identical_embeddings(tmp_path):
+@pytest.mark.parametrize("head", M.HEADS)
+def test_save_and_load_give_identical_embeddings(tmp_path, head):
     m = M.build_embedding_model("combined", "small_cnn", SIZE, embedding_dim=8, pooling="avg", normalize=True,
-                                hidden_units=16, tabular_stats=(np.full(11, 3.0), np.full(11, 4.0)))
+                                hidden_units=16, tabular_stats=(np.full(11, 3.0), np.full(11, 4.0)), head=head)
     x = _x("combined")
     path = M.save_embedding_model(m, tmp_path / "models" / "combined.keras")
     assert path.is_file() and not list(path.parent.glob(".*tmp*"))

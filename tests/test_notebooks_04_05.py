@@ -90,12 +90,18 @@ def test_04_metrics_and_figures(tiny_series):
             == m["rows"][name]
         assert 1 <= m["dims_for_variance"][name] <= m["embedding_dim"][name]
         assert 0.0 <= m["zero_share_mean"][name] <= 1.0
-        assert 0 <= m["dead_dims"][name] < m["embedding_dim"][name]     # not every unit dead
-        assert 0.0 < m["zero_share_mean"][name] < 1.0                    # relu output: some zeros, not all
+        assert 0 <= m["dead_dims"][name] <= m["embedding_dim"][name]
+        h = m["health"][name]
+        # the default head is linear: no collapse in either exported file, and its figures agree with the file
+        assert h["zero_share"] < 0.01 and h["dead_units"] < 0.01 and h["n_dead_units"] == m["dead_dims"][name]
+        assert h["zero_share"] == pytest.approx(m["zero_share_mean"][name], abs=1e-9)
+        assert 1.0 <= h["effective_rank"] <= m["embedding_dim"][name]
+        assert h["n_rows"] == m["embeddings_present"][name]
         assert m["images_per_second"][name] > 0
         assert m["precision"][name] in ("float32", "bfloat16")
         _assert_close_for_precision(m["verify_max_abs_diff"][name], m["verify_max_rel_diff"][name],
                                     m["verify_min_cosine"][name], m["precision"][name])
+    assert m["collapse_warnings"] == []
     for fig in ("04_zero_share_per_dimension", "04_explained_variance"):
         assert (work / FIGURES_DIR / f"{fig}.png").stat().st_size > 5_000
 

@@ -15,7 +15,9 @@ from hm_utils.core.config import REPO_ROOT
 PACKAGE = REPO_ROOT / "hm_utils"
 
 #: stages in pipeline order: a stage imports only ``core`` and the stages before it (and itself)
-STAGES = ["core", "synthetic", "data", "triplets", "model", "export", "embeddings", "ranking", "ensemble",
+#: ``embeddings`` (what vectors see: retrieval and health measures) comes before ``model``, whose training
+#: chooses its epoch by them
+STAGES = ["core", "synthetic", "data", "triplets", "embeddings", "model", "export", "ranking", "ensemble",
           "plots", "runner"]
 
 
@@ -158,9 +160,9 @@ def tensorflow_imports(source: str) -> tuple[bool, bool]:
 
 
 #: where TensorFlow may be imported (CONTRIBUTING.md, docs/DESIGN.md): at module level by the stages that build
-#: or run a model; inside functions also by the photo decoder and the catalogue measures
+#: or run a model; inside functions also by the photo decoder
 TENSORFLOW_AT_MODULE_LEVEL = {"model", "export"}
-TENSORFLOW_LAZILY = {"hm_utils.data.images", "hm_utils.embeddings.quality"}
+TENSORFLOW_LAZILY = {"hm_utils.data.images"}
 
 
 def test_tensorflow_is_imported_only_where_the_docs_say():

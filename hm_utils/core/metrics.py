@@ -242,3 +242,17 @@ def triplet_correct(anchor, positive, negative) -> np.ndarray:
     d_ap = ((a - p) ** 2).sum(axis=1)
     d_an = ((a - n) ** 2).sum(axis=1)
     return d_ap < d_an
+
+
+def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray, block: int = 65_536) -> float:
+    """Triplet accuracy (:func:`triplet_accuracy`) of article embeddings [n, D]
+    on triplet rows [m, 3] (indices into ``embeddings``); nan when m = 0. Counted ``block``
+    triplets at a time: at competition scale the three gathered float64 copies of all rows
+    would need about 12 GB (500,000 triplets x 550 dimensions); the result is the same."""
+    if len(rows) == 0:
+        return float("nan")
+    correct = 0
+    for start in range(0, len(rows), block):
+        r = rows[start:start + block]
+        correct += int(triplet_correct(embeddings[r[:, 0]], embeddings[r[:, 1]], embeddings[r[:, 2]]).sum())
+    return float(correct / len(rows))

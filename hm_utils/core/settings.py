@@ -24,6 +24,11 @@ def resolve_profile(profile: str | Profile | None) -> Profile:
     return profile if isinstance(profile, Profile) else get_profile(profile)
 
 
+class UnknownSettingError(TypeError, ValueError):
+    """A parameter that is no setting of the stage (both a TypeError, as for an unknown keyword argument,
+    and a ValueError, as for a bad value)."""
+
+
 class StageSettings:
     """Mixin for a stage's settings dataclass: :meth:`from_profile`, :meth:`from_notebook`, :meth:`to_dict`.
 
@@ -49,7 +54,7 @@ class StageSettings:
         known = cls.setting_names()
         unknown = sorted(set(parameters) - set(known))
         if unknown:
-            raise TypeError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {known}")
+            raise UnknownSettingError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {known}")
         values = {k: v for k, v in cls.profile_values(prof).items() if k in known}
         values.update({k: v for k, v in parameters.items() if v is not None})
         return cls(**values)

@@ -71,8 +71,11 @@ def load_images(work_dir: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------- models and training (03) ---
 def training_history_frame(histories: dict[str, dict]) -> pd.DataFrame:
     """Long table of training histories: model (str), epoch (int), loss,
-    val_loss, seconds (float); one row per model and epoch."""
-    frames = [pd.DataFrame({"model": name, **{k: h[k] for k in ("epoch", "loss", "val_loss", "seconds")}})
+    val_loss, seconds (float), and where a history has them (epoch selection,
+    :mod:`hm_utils.model.epoch_selection`) heldout_recall and val_accuracy (float); one row per model and epoch."""
+    extra = ("heldout_recall", "val_accuracy")
+    frames = [pd.DataFrame({"model": name, **{k: h[k] for k in ("epoch", "loss", "val_loss", "seconds")},
+                            **{k: h[k] for k in extra if len(h.get(k, [])) == len(h["epoch"])}})
               for name, h in histories.items() if len(h.get("epoch", []))]
     if not frames:
         return pd.DataFrame({"model": pd.Series(dtype="str"), "epoch": pd.Series(dtype="int64"),

@@ -1,5 +1,6 @@
 """What article vectors see: neighbour and next-purchase measures, reference
-sources, and the quality table (notebook 05 and the catalogue command below).
+sources, and the quality table (notebooks 03, 04 and 05, and the catalogue command
+:mod:`hm_utils.export.catalogue`, which embeds a catalogue's photos and measures them here).
 
 A source is ``vectors`` float32 [n, d] with ``ok`` bool [n] (rows without a
 vector are neither queries nor candidates), aligned row by row with an articles
@@ -13,17 +14,12 @@ centring removes (as in "all-but-the-top", Mu & Viswanath 2018). Ties
 are searched in a seeded random order of the rows, and retrieval recalls are
 the exact expectation under random tie-breaking.
 
-Catalogue command (real photos, no transactions)::
-
-    python -m hm_utils.embeddings.quality CATALOGUE_DIR --out PATH.csv [--backbone efficientnet_lite0]
-        [--image-size 224 224] [--fit stretch|pad] [--model path.keras ...] [--center | --no-center]
+These measures run on vectors only (no model, no TensorFlow): 03 uses the next-purchase retrieval to choose
+its epoch, 04 and 05 the rest.
 """
 from __future__ import annotations
 
-import argparse
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -234,24 +230,28 @@ class PurchaseQueries:
         sel = np.flatnonzero(keep)[dif][uniq]
         return pd.DataFrame({"target": tgt[uniq], "previous": prev[uniq], "day": d[sel], CUSTOMER_KEY: c[sel]})
 
-    def queries(self, ok, max_queries: int | None, seed: int) -> tuple:
+    def queries(self, ok, max_queries: int | None, seed: int, customers=None) -> tuple:
         """The sampled queries of :func:`retrieval_measures` and their popularity ranks (they do not
-        depend on the vectors): ``(target, previous, day)`` int64 [q] sorted by (day, target), and the
+        depend on the vectors): ``(target, previous, day)`` int64 [q] sorted by (day, target), the
         number of candidates with more (``greater`` float [q]) and as many (``equal``) purchases
-        strictly before the query's day."""
+        strictly before the query's day, and each query's ``customer_key`` int64 [q]. ``customers``:
+        only the purchases of these customer keys are queries (popularity still counts everyone's)."""
         ok = np.asarray(ok, bool).reshape(-1)
-        key = (ok.tobytes(), max_queries, int(seed))
+        who = None if customers is None else sorted_unique(np.asarray(customers, np.int64))
+        key = (ok.tobytes(), max_queries, int(seed), None if who is None else who.tobytes())
         if key not in self._queries:
-            self._queries[key] = self._compute_queries(ok, max_queries, seed)
+            self._queries[key] = self._compute_queries(ok, max_queries, seed, who)
         return self._queries[key]
 
-    def _compute_queries(self, ok: np.ndarray, max_queries: int | None, seed: int) -> tuple:
+    def _compute_queries(self, ok: np.ndarray, max_queries: int | None, seed: int, customers=None) -> tuple:
         pairs = self.pairs(ok)
+        if customers is not None:
+            pairs = pairs[np.isin(pairs[CUSTOMER_KEY].to_numpy(np.int64), customers)]
         if max_queries is not None and len(pairs) > max_queries:
             pairs = pairs.sample(n=int(max_queries), random_state=int(seed))
         pairs = pairs.sort_values(["day", "target"], kind="stable").reset_index(drop=True)
         q = len(pairs)
-        tgt, prev, qday = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day"))
+        tgt, prev, qday, cust = (pairs[c].to_numpy(np.int64) for c in ("target", "previous", "day", CUSTOMER_KEY))
         # popularity: purchase counts before each query day, added day by day
         tx_rows, tx_day = self.rows_by_day, self.day_sorted
         counts = np.zeros(self.n_articles, np.int64)
@@ -267,7 +267,7 @@ class PurchaseQueries:
             hi, lo = np.searchsorted(cand, ct, "right"), np.searchsorted(cand, ct, "left")
             pg[sel] = len(cand) - hi - (cp > ct)          # the previous article is not a candidate
             pe[sel] = hi - lo - 1 - (cp == ct)             # minus the target itself
-        return tgt, prev, qday, pg, pe
+        return tgt, prev, qday, pg, pe, cust
 
 
 def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd.DataFrame:
@@ -287,10 +287,41 @@ def purchase_pairs(transactions: pd.DataFrame, articles: pd.DataFrame, ok) -> pd
     return PurchaseQueries(transactions, articles).pairs(ok)
 
 
-def _expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarray:
+def expected_recall(greater: np.ndarray, equal: np.ndarray, k: int) -> np.ndarray:
     """P(rank <= k) for a target behind ``greater`` better candidates and tied with ``equal`` others
     (ties in random order: the rank is uniform on greater + 1 .. greater + equal + 1)."""
     return np.clip((k - greater) / (equal + 1.0), 0.0, 1.0)
+
+
+_expected_recall = expected_recall  # the name the module used before
+
+def _target_ranks(u: np.ndarray, ok: np.ndarray, tgt: np.ndarray, prev: np.ndarray, batch_size: int = 256):
+    """(greater, equal) float [q]: for each query, how many candidates (ok rows but the previous article)
+    are more similar to ``u[prev]`` than the target ``u[tgt]``, and how many as similar (the target
+    not counted). ``u``: unit rows float32 [n, d]."""
+    q = len(tgt)
+    greater, equal = np.zeros(q), np.zeros(q)
+    for s in range(0, q, batch_size):
+        b = np.arange(s, min(s + batch_size, q))
+        sims = u[prev[b]] @ u.T
+        sims[:, ~ok] = -np.inf
+        sims[np.arange(len(b)), prev[b]] = -np.inf
+        t = sims[np.arange(len(b)), tgt[b]][:, None]
+        greater[b] = (sims > t + TIE_TOL).sum(axis=1)
+        equal[b] = (np.abs(sims - t) <= TIE_TOL).sum(axis=1) - 1
+    return greater, equal
+
+
+def query_recalls(vectors, ok, target, previous, k: int = 100, center: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+    """Per-query next-purchase recall@k, float [q] in 0..1: for query i the chance (random tie-breaking)
+    that ``target[i]`` is among the ``k`` ok articles most cosine-similar to ``previous[i]`` (the previous
+    article itself excluded), as :func:`retrieval_measures` averages. ``vectors`` [n, d], ``ok`` bool [n],
+    ``target``/``previous`` int rows [q] (e.g. from :meth:`PurchaseQueries.queries`)."""
+    v, ok = _checked(vectors, ok)
+    tgt, prev = np.asarray(target, np.int64), np.asarray(previous, np.int64)
+    greater, equal = _target_ranks(unit_vectors(v, ok, center), ok, tgt, prev, batch_size)
+    return _expected_recall(greater, equal, k)
 
 
 def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.DataFrame, center: bool = False,
@@ -315,19 +346,11 @@ def retrieval_measures(vectors, ok, articles: pd.DataFrame, transactions: pd.Dat
         purchases = PurchaseQueries(transactions, articles)
     elif purchases.n_articles != len(articles):
         raise ValueError(f"purchases were prepared for {purchases.n_articles} articles, not {len(articles)}")
-    tgt, prev, qday, pg, pe = purchases.queries(ok, max_queries, seed)
+    tgt, prev, qday, pg, pe, _ = purchases.queries(ok, max_queries, seed)
     q = len(tgt)
     out = {"n_retrieval_queries": int(q)}
     u = _unit({} if _units is None else _units, v, ok, center)
-    greater, equal = np.zeros(q), np.zeros(q)
-    for s in range(0, q, batch_size):
-        b = np.arange(s, min(s + batch_size, q))
-        sims = u[prev[b]] @ u.T
-        sims[:, ~ok] = -np.inf
-        sims[np.arange(len(b)), prev[b]] = -np.inf
-        t = sims[np.arange(len(b)), tgt[b]][:, None]
-        greater[b] = (sims > t + TIE_TOL).sum(axis=1)
-        equal[b] = (np.abs(sims - t) <= TIE_TOL).sum(axis=1) - 1
+    greater, equal = _target_ranks(u, ok, tgt, prev, batch_size)
     for k in ks:
         out[f"recall@{k}"] = float(_expected_recall(greater, equal, k).mean()) if q else float("nan")
     for k in ks:
@@ -377,139 +400,3 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + " --- |" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------- catalogue ---
-def fit_image(img, size: tuple[int, int], fit: str):
-    """Decoded photo float32 [h, w, 3] -> [H, W, 3] as :mod:`hm_utils.data.images` does after decoding:
-    "pad" keeps the aspect ratio and pads with white, "stretch" resizes regardless of shape."""
-    import tensorflow as tf
-
-    from hm_utils.data.images import resize_and_pad
-
-    out = resize_and_pad(img, size) if fit == "pad" else tf.image.resize(img, size, antialias=True)
-    return tf.ensure_shape(tf.clip_by_value(out, 0.0, 255.0), [size[0], size[1], 3])
-
-
-def pixel_thumbnails(image_size: tuple[int, int], side: int = 16):
-    """A reference "model" with no learning at all: the photo (float32 [B, H, W, 3], 0..255, as a
-    backbone gets it) shrunk to ``side`` x ``side`` by area averaging and flattened to float32
-    [B, side * side * 3]. Nearest neighbours of these vectors are photos that look alike pixel by pixel,
-    which is what an untrained convolutional network mostly measures too."""
-    import keras
-
-    inp = keras.Input(shape=(int(image_size[0]), int(image_size[1]), 3), name="image")
-    x = keras.layers.Resizing(side, side, interpolation="area", name="thumbnail")(inp)
-    return keras.Model(inp, keras.layers.Flatten(name="flatten")(x), name=f"pixels_{side}")
-
-
-def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits: dict | None = None,
-                   batch_size: int = 64, progress: bool = True) -> dict:
-    """Several keras models over the same photos, each photo read and decoded ONCE (one tf.data pass).
-
-    ``models`` ``{name: model}``: a backbone (``image`` float32 [B, H, W, 3] raw 0..255 RGB) or an
-    embedding model (dict input ``image`` + ``tabular`` float32 [B, 11] when combined: then ``tabular``
-    rows [n, 11] are needed). Each gets the photo (decoded at full scale) brought to its own input size by
-    ``fits[name]``: "pad" (default) or "stretch". ``paths`` [n]. Output ``{name: (float32 [n, F], ok bool
-    [n])}``; unreadable photos are skipped, not ok, and named in a warning.
-    """
-    import tensorflow as tf
-    from tqdm.auto import tqdm
-
-    from hm_utils.data.images import DEFAULT_FIT, FITS, report_unreadable
-    from hm_utils.model.siamese import model_variant
-
-    paths, fits = [str(p) for p in paths], fits or {}
-    keys = {}
-    for name, m in models.items():
-        shape = (m.input["image"] if isinstance(m.input, dict) else m.inputs[0]).shape
-        keys[name] = (int(shape[1]), int(shape[2]), fits.get(name, DEFAULT_FIT))
-        if keys[name][2] not in FITS:
-            raise ValueError(f"unknown fit {keys[name][2]!r} for {name}; choose one of {FITS}")
-        if model_variant(m) == "combined" and tabular is None:
-            raise ValueError(f"combined model {name} needs the tabular rows")
-
-    def load(i, p):
-        img = tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
-        img = tf.cast(tf.ensure_shape(img, [None, None, 3]), tf.float32)
-        return i, {key: fit_image(img, key[:2], key[2]) for key in set(keys.values())}
-
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string)))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    calls = {name: tf.function(lambda x, m=m: m(x, training=False), reduce_retracing=True)
-             for name, m in models.items()}
-    out, ok, seen = {}, np.zeros(len(paths), bool), []
-    for idx, images in tqdm(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), total=-(-len(paths) // batch_size),
-                            desc="photos", unit="batch", disable=not progress):
-        idx = idx.numpy()
-        for name, m in models.items():
-            x = images[keys[name]]
-            if isinstance(m.input, dict):
-                x = {"image": x, **({"tabular": tf.constant(tabular[idx])} if model_variant(m) == "combined" else {})}
-            y = calls[name](x).numpy()
-            out.setdefault(name, np.zeros((len(paths), y.shape[1]), np.float32))[idx] = y
-        ok[idx] = True
-        seen.append(idx)
-    report_unreadable(paths, np.concatenate(seen) if seen else np.zeros(0, np.int64), "photo")
-    return {name: (out.get(name, np.zeros((len(paths), 0), np.float32)), ok.copy()) for name in models}
-
-
-def main(argv=None) -> int:
-    """The catalogue measurement (module docstring): prints the table, writes it as CSV + markdown."""
-    p = argparse.ArgumentParser(prog="python -m hm_utils.embeddings.quality",
-                                description="Quality table of backbone features and embeddings on a photo catalogue")
-    p.add_argument("catalogue_dir", type=Path, help="folder with articles.csv and images/0XX/0XXXXXXXXX.jpg")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write (a .md copy goes beside it)")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    p.add_argument("--fit", choices=("pad", "stretch"), default="pad", help="photo to backbone input")
-    p.add_argument("--model", type=Path, nargs="*", default=[], help="trained embedding model(s) (.keras)")
-    p.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
-                   help="centre the vectors (default: both, raw and centred)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-articles", type=int, default=None, help="only the first N articles (quick checks)")
-    args = p.parse_args(argv)
-
-    from hm_utils.data.loading import find_images, read_articles_csv
-    from hm_utils.model.siamese import build_backbone, load_embedding_model, tabular_features
-    from hm_utils.core.storage import atomic_path, write_csv
-
-    arts = read_articles_csv(args.catalogue_dir).iloc[: args.max_articles].reset_index(drop=True)
-    found = find_images(args.catalogue_dir, arts[ARTICLE_ID])
-    if not found["has_image"].all():
-        warnings.warn(f"{int((~found['has_image']).sum())} article(s) have no photo, e.g. "
-                      f"{found.loc[~found['has_image'], 'path'].head(3).tolist()}", stacklevel=2)
-    rows, size, bb = np.flatnonzero(found["has_image"].to_numpy()), tuple(args.image_size), args.backbone
-    models = {f"{bb} untrained": build_backbone(bb, size, "avg", None, seed=args.seed)}
-    try:
-        models[f"{bb} imagenet"] = build_backbone(bb, size, "avg", "imagenet", seed=args.seed)
-    except (FileNotFoundError, ValueError) as err:
-        warnings.warn(f"pretrained {bb} skipped: {err}", stacklevel=2)
-    models["pixels 16x16"] = pixel_thumbnails(size)
-    fits = {name: args.fit for name in models}  # trained models: the project's default fit
-    models.update({path.stem: load_embedding_model(path) for path in args.model})
-    t0 = time.perf_counter()
-    feats = photo_features(models, [str(args.catalogue_dir / q) for q in found["path"].to_numpy()[rows]],
-                           tabular_features(arts)[rows] if args.model else None, fits, args.batch_size)
-    seconds = time.perf_counter() - t0
-    sources = {}
-    for name, (f, ok) in feats.items():
-        sources[name] = (np.zeros((len(arts), f.shape[1]), np.float32), np.zeros(len(arts), bool))
-        sources[name][0][rows], sources[name][1][rows] = f, ok
-    sources["attributes"] = attribute_vectors(arts)
-    sources["random"] = random_vectors(len(arts), sources[f"{bb} untrained"][0].shape[1], args.seed)
-    table = pd.concat([quality_table(sources, arts, center=c, neighbour_queries=None, seed=args.seed)
-                       for c in ([False, True] if args.center is None else [args.center])])
-    write_csv(table.reset_index(), args.out)
-    note = (f"{len(arts)} articles, {len(rows)} photos from {args.catalogue_dir}; backbone {bb}, input "
-            f"{size[0]}x{size[1]} ({args.fit}), seed {args.seed}; photos through {len(models)} model(s) in "
-            f"{seconds:.0f} s ({len(rows) / max(seconds, 1e-9):.1f} photos/s)")
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(f"{note}\n\n{markdown_table(table)}")
-    print(f"{note}\n{markdown_table(table)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -414,3 +414,11 @@ def features_summary(manifest: dict):
                           "images_per_second": e["images_per_second"], "runtime": e.get("runtime", "keras"),
                           "shared_with": e["shared_with"]}
                          for n, e in manifest["features"].items()])
+
+
+def store_key_figures(store: dict) -> dict:
+    """Notebook 03's key figures of the feature store (:func:`compute_features`' summary): reused or computed,
+    the feature sets, articles with features, unreadable photos, seconds and photos per second of the pass."""
+    return {"features_reused": bool(store["reused"]), "feature_sets": sorted(store["features"]),
+            "n_feature_articles": store["n_ok"], "n_unreadable_images": len(store["unreadable"]),
+            "feature_seconds": store["seconds"], "feature_images_per_second": store["images_per_second"]}

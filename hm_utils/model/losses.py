@@ -49,7 +49,16 @@ def _l2_normalize(x, epsilon: float = 1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
 
-def info_nce_losses(anchor, positive, negative=None, temperature: float = 0.1, symmetric: bool = False):
+_MASKED = -1e9  # logit of a column that is the row's own article (a false negative): never a negative
+
+
+def _same(x, y):
+    """[B, B] bool: x_i == y_j, for identifiers x, y [B]."""
+    return ops.equal(ops.expand_dims(x, 1), ops.expand_dims(y, 0))
+
+
+def info_nce_losses(anchor, positive, negative=None, temperature: float = 0.1, symmetric: bool = False,
+                    ids=None):
     """Per-anchor InfoNCE loss, [B] (van den Oord, Li, Vinyals 2018), in-batch negatives.
 
     The embeddings are L2-normalised; logits[i, j] = cos(a_i, p_j) / temperature
@@ -57,35 +66,57 @@ def info_nce_losses(anchor, positive, negative=None, temperature: float = 0.1, s
     negatives when ``negative`` is given, as extra columns). Row i's loss is the
     cross-entropy against its own positive (the diagonal):
     ``logsumexp_j(logits[i, j]) - logits[i, i]``. Every other positive in the
-    batch serves as a negative for anchor i (so a batch holding the same article
-    twice gets a false negative; with a large catalogue that is rare).
+    batch serves as a negative for anchor i.
+
+    ``ids`` [B, 3] (identifiers of the anchor, positive and negative ARTICLES, e.g.
+    feature-store rows; what the training datasets pass as ``y_true``): a column whose
+    article is row i's positive or row i's anchor article is not a negative for row i
+    (masked out, the diagonal kept): without this, a popular article bought in two
+    triplets of one batch is pushed away from itself, and an anchor article that is
+    another row's positive is a "negative" of cosine 1.
 
     Asymmetric by default (anchors classify positives). With ``symmetric=True``
-    the positive -> anchor direction is added and the two are averaged, as in CLIP.
+    the positive -> anchor direction is added (positive i classifies the batch's
+    anchors) and the two are averaged, as in CLIP (Radford et al. 2021).
     """
     a = _l2_normalize(anchor)
     p = _l2_normalize(positive)
-    logits = ops.matmul(a, ops.transpose(p)) / temperature  # [B, B]
+    b = ops.shape(a)[0]
+    ap = ops.matmul(a, ops.transpose(p)) / temperature  # [B, B]
+    eye = ops.cast(ops.eye(b), "bool")
+    if ids is not None:
+        ids = ops.cast(ids, "float32")
+        aid, pid = ids[:, 0], ids[:, 1]
+        own = ops.logical_or(_same(pid, pid), _same(aid, pid))  # row i: columns that are p_i's or a_i's article
+        ap = ops.where(ops.logical_and(own, ops.logical_not(eye)), _MASKED, ap)
+    logits = ap
     if negative is not None:
         n = _l2_normalize(negative)
-        logits = ops.concatenate([logits, ops.matmul(a, ops.transpose(n)) / temperature], axis=1)  # [B, 2B]
-    diag = ops.diagonal(logits[:, : ops.shape(a)[0]])
-    loss = ops.logsumexp(logits, axis=1) - diag
+        an = ops.matmul(a, ops.transpose(n)) / temperature
+        if ids is not None:
+            nid = ids[:, 2]
+            an = ops.where(ops.logical_or(_same(pid, nid), _same(aid, nid)), _MASKED, an)
+        logits = ops.concatenate([ap, an], axis=1)  # [B, 2B]
+    loss = ops.logsumexp(logits, axis=1) - ops.diagonal(ap)
     if symmetric:
-        logits_t = ops.transpose(ops.matmul(a, ops.transpose(p)) / temperature)
-        loss = 0.5 * (loss + ops.logsumexp(logits_t, axis=1) - ops.diagonal(logits_t))
+        pa = ops.matmul(p, ops.transpose(a)) / temperature  # row i: positive i against every anchor
+        if ids is not None:
+            own = ops.logical_or(_same(aid, aid), _same(pid, aid))
+            pa = ops.where(ops.logical_and(own, ops.logical_not(eye)), _MASKED, pa)
+        loss = 0.5 * (loss + ops.logsumexp(pa, axis=1) - ops.diagonal(pa))
     return loss
 
 
-def info_nce_loss(anchor, positive, temperature: float = 0.1, negative=None, symmetric: bool = False):
+def info_nce_loss(anchor, positive, temperature: float = 0.1, negative=None, symmetric: bool = False, ids=None):
     """InfoNCE with in-batch negatives (van den Oord, Li, Vinyals 2018): the mean
     over the batch of :func:`info_nce_losses`.
 
     anchor, positive: float [B, D] (normalised here, any scale accepted);
     temperature: softmax temperature (0.1 by default); negative: optional
-    [B, D] mined negatives added as extra columns. Returns a scalar.
+    [B, D] mined negatives added as extra columns; ids: optional [B, 3] article
+    identifiers (a row's own articles are never its negatives). Returns a scalar.
     """
-    return ops.mean(info_nce_losses(anchor, positive, negative, temperature, symmetric))
+    return ops.mean(info_nce_losses(anchor, positive, negative, temperature, symmetric, ids))
 
 
 def _unpack(y_pred):
@@ -115,8 +146,10 @@ class TripletLoss(keras.losses.Loss):
 class InfoNCELoss(keras.losses.Loss):
     """Keras loss: InfoNCE with in-batch negatives (van den Oord et al. 2018) on a
     packed siamese output ``y_pred`` float32 [B, 3, D]. The mined negatives are
-    used as extra negatives when ``use_negatives`` (default True). ``y_true`` is
-    ignored. Returns per-anchor losses [B]."""
+    used as extra negatives when ``use_negatives`` (default True). ``y_true``: the
+    articles' identifiers [B, 3] (anchor, positive, negative; the training datasets
+    pass feature-store rows), so that a row's own articles are never its negatives;
+    zeros of shape [B] (no identifiers) masks nothing. Returns per-anchor losses [B]."""
 
     def __init__(self, temperature: float = 0.1, use_negatives: bool = True, symmetric: bool = False,
                  name: str = "info_nce_loss", **kwargs):
@@ -127,7 +160,8 @@ class InfoNCELoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         a, p, n = _unpack(y_pred)
-        return info_nce_losses(a, p, n if self.use_negatives else None, self.temperature, self.symmetric)
+        ids = y_true if len(y_true.shape) == 2 and y_true.shape[-1] == 3 else None
+        return info_nce_losses(a, p, n if self.use_negatives else None, self.temperature, self.symmetric, ids)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,
@@ -137,10 +171,12 @@ class InfoNCELoss(keras.losses.Loss):
 LOSSES = ("triplet", "infonce")
 
 
-def make_loss(name: str = "triplet", margin: float = 0.2, temperature: float = 0.1) -> keras.losses.Loss:
-    """The Keras loss called ``name`` ("triplet" or "infonce"); ValueError names the choices."""
+def make_loss(name: str = "triplet", margin: float = 0.2, temperature: float = 0.1,
+              symmetric: bool = False) -> keras.losses.Loss:
+    """The Keras loss called ``name`` ("triplet" or "infonce", ``symmetric`` for InfoNCE); ValueError
+    names the choices."""
     if name == "triplet":
         return TripletLoss(margin=margin)
     if name == "infonce":
-        return InfoNCELoss(temperature=temperature)
+        return InfoNCELoss(temperature=temperature, symmetric=symmetric)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")

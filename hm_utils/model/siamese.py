@@ -9,7 +9,12 @@ One tower ("embedding model")::
     tabular float32 [B, 11] raw article columns (config.TABULAR_COLUMNS; combined only)
       -> Normalization (mean/variance of the articles) -> Dense 1100 relu -> BatchNorm
       -> Dense 1100 relu -> BatchNorm
-    concatenate(features, tabular code)
+    head "residual" (the default, :func:`build_head`):
+      u = L2-normalised features -> orthogonal projection F -> D (skip)
+      + BatchNorm(features), concatenate tabular code -> Dense 1100 relu -> Dense D, zero-initialised (correction)
+      -> L2 normalisation -> embedding [B, embedding_dim]
+    head "original" (the original notebook):
+      concatenate(features, tabular code)
       -> Dense 1100 relu -> BatchNorm -> Dense embedding_dim (550) relu
       -> [optional L2 normalisation] -> embedding [B, embedding_dim]
 
@@ -48,7 +53,7 @@ from keras import layers, ops  # noqa: E402
 from hm_utils.core.checks import require_columns  # noqa: E402
 from hm_utils.core.config import TABULAR_COLUMNS, INDEX_CODES  # noqa: E402
 from hm_utils.core.storage import atomic_path  # noqa: E402
-from . import efficientnet_lite as lite  # noqa: E402
+from hm_utils.model import efficientnet_lite as lite  # noqa: E402
 
 LITE_BACKBONES = tuple(lite.VARIANTS)  # efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
 BACKBONES = ("resnet50", "efficientnetb0", "mobilenetv3small", "small_cnn") + LITE_BACKBONES
@@ -269,35 +274,74 @@ def tabular_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------- head ---
+HEADS = ("residual", "original")
+DEFAULT_HEAD = "residual"
+
+
+def _tabular_encoder(variant, hidden_units, tabular_stats, bn_momentum):
+    """(inputs to add, tabular code or None): the original's tabular encoder for "combined"
+    (Normalization -> Dense relu -> BatchNorm -> Dense relu -> BatchNorm), nothing for image_only."""
+    if variant != "combined":
+        return {}, None
+    tab = keras.Input(shape=(N_TABULAR,), name="tabular")
+    mean, var = tabular_stats if tabular_stats is not None else (np.zeros(N_TABULAR), np.ones(N_TABULAR))
+    t = layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(var, np.float32),
+                             name="tabular_norm")(tab)
+    t = layers.Dense(hidden_units, activation="relu", name="tab_dense1")(t)
+    t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn1")(t)
+    t = layers.Dense(hidden_units, activation="relu", name="tab_dense2")(t)
+    t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn2")(t)
+    return {"tabular": tab}, t
+
+
 def build_head(feature_dim: int, variant: str = "image_only", embedding_dim: int = 550,
                hidden_units: int = HIDDEN_UNITS, normalize: bool = False,
                tabular_stats: tuple[np.ndarray, np.ndarray] | None = None,
-               bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+               bn_momentum: float = BN_MOMENTUM, head: str = DEFAULT_HEAD, seed: int | None = None) -> keras.Model:
     """The trainable part: inputs ``features`` float32 [B, F] (and, for
     "combined", ``tabular`` float32 [B, 11] raw) -> embedding float32 [B, D].
 
-    Tabular encoder (combined): Normalization(mean, variance = ``tabular_stats``,
-    default 0/1) -> Dense ``hidden_units`` relu -> BatchNorm -> Dense relu ->
-    BatchNorm. Head: concatenate -> Dense ``hidden_units`` relu -> BatchNorm ->
-    Dense ``embedding_dim`` relu (the original) -> L2 normalisation when
-    ``normalize``. BatchNorm layers use ``bn_momentum`` (see BN_MOMENTUM). Named "head".
+    ``head="residual"`` (the default): the features are L2-normalised (u = x / ||x||) and
+    projected by ``skip_projection``, a [F, D] matrix initialised orthogonal (orthonormal
+    columns when F > D, so that projected cosines approximate the features' cosines,
+    Johnson-Lindenstrauss; an exact isometry when F <= D); a learned correction (BatchNorm
+    of the raw features, concatenated with the tabular code for "combined", Dense ``hidden_units`` relu, then a
+    linear Dense D whose weights start at ZERO) is added, and the sum is L2-normalised. The
+    output is linear before the normalisation (no ReLU), so no unit can die, and the
+    untrained head's cosine neighbours are those of the projected features: training
+    starts where the pretrained features are and only adds to them (the residual idea of
+    He et al. 2016, "Deep Residual Learning", with the zero-initialised last layer of
+    Goyal et al. 2017). ``normalize`` is ignored (always unit length).
+
+    ``head="original"`` (the original notebook): tabular encoder (combined): Normalization
+    (mean, variance = ``tabular_stats``, default 0/1) -> Dense ``hidden_units`` relu ->
+    BatchNorm -> Dense relu -> BatchNorm; concatenate -> Dense ``hidden_units`` relu ->
+    BatchNorm -> Dense ``embedding_dim`` relu -> L2 normalisation when ``normalize``. Its final
+    ReLU lets the triplet loss be met by zero vectors (dead units). BatchNorm layers use
+    ``bn_momentum`` (see BN_MOMENTUM). ``seed`` seeds the orthogonal projection. Named "head".
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     feats = keras.Input(shape=(int(feature_dim),), name="features")
-    inputs = {"features": feats}
-    x = feats
-    if variant == "combined":
-        tab = keras.Input(shape=(N_TABULAR,), name="tabular")
-        inputs["tabular"] = tab
-        mean, var = tabular_stats if tabular_stats is not None else (np.zeros(N_TABULAR), np.ones(N_TABULAR))
-        t = layers.Normalization(mean=np.asarray(mean, np.float32), variance=np.asarray(var, np.float32),
-                                 name="tabular_norm")(tab)
-        t = layers.Dense(hidden_units, activation="relu", name="tab_dense1")(t)
-        t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn1")(t)
-        t = layers.Dense(hidden_units, activation="relu", name="tab_dense2")(t)
-        t = layers.BatchNormalization(momentum=bn_momentum, name="tab_bn2")(t)
-        x = layers.Concatenate(name="concat")([x, t])
+    tab_inputs, t = _tabular_encoder(variant, hidden_units, tabular_stats, bn_momentum)
+    inputs = {"features": feats, **tab_inputs}
+    if head == "residual":
+        u = layers.UnitNormalization(axis=-1, name="feature_norm")(feats)
+        skip = layers.Dense(int(embedding_dim), use_bias=False, name="skip_projection",
+                            kernel_initializer=keras.initializers.Orthogonal(seed=seed))(u)
+        # the correction sees the RAW features standardised per dimension (not u: the normalisation drops
+        # the features' norm, e.g. the brightness of a photo; and pooled features of different articles
+        # differ by little, which a Dense layer alone learns slowly)
+        h = layers.BatchNormalization(momentum=bn_momentum, name="correction_bn")(feats)
+        h = layers.Concatenate(name="concat")([h, t]) if t is not None else h
+        h = layers.Dense(hidden_units, activation="relu", name="correction_dense")(h)
+        corr = layers.Dense(int(embedding_dim), kernel_initializer="zeros", name="correction")(h)
+        x = layers.Add(name="residual")([skip, corr])
+        x = layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+        return keras.Model(inputs, x, name="head")
+    x = layers.Concatenate(name="concat")([feats, t]) if t is not None else feats
     x = layers.Dense(hidden_units, activation="relu", name="head_dense")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name="head_bn")(x)
     x = layers.Dense(int(embedding_dim), activation="relu", name="embedding")(x)
@@ -327,7 +371,7 @@ def build_embedding_model(variant: str = "image_only", backbone: str = "resnet50
                           weights: str | os.PathLike | None = None,
                           tabular_stats: tuple[np.ndarray, np.ndarray] | None = None,
                           hidden_units: int = HIDDEN_UNITS, backbone_model: keras.Model | None = None,
-                          trainable_backbone: bool | None = None) -> keras.Model:
+                          trainable_backbone: bool | None = None, head: str = DEFAULT_HEAD) -> keras.Model:
     """Build the one-tower embedding model (see the module docstring).
 
     Inputs: ``{"image"}`` float32 [B, H, W, 3] raw 0..255 (image_only) or
@@ -335,13 +379,14 @@ def build_embedding_model(variant: str = "image_only", backbone: str = "resnet50
     (combined; see :func:`tabular_features`). Output float32 [B, embedding_dim].
     ``backbone_model`` reuses an already built backbone (so two variants can share
     one frozen backbone and its cached features). ``weights`` as in
-    :func:`resolve_weights`.
+    :func:`resolve_weights`. ``head``: "residual" (default) or "original" (:func:`build_head`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     bb = backbone_model or build_backbone(backbone, image_size, pooling, weights, trainable_backbone)
-    head = build_head(bb.output_shape[-1], variant, embedding_dim, hidden_units, normalize, tabular_stats)
-    return assemble_embedding_model(bb, head, variant)
+    tower_head = build_head(bb.output_shape[-1], variant, embedding_dim, hidden_units, normalize, tabular_stats,
+                            head=head)
+    return assemble_embedding_model(bb, tower_head, variant)
 
 
 def get_backbone(model: keras.Model) -> keras.Model:

@@ -51,17 +51,22 @@ from hm_utils.core.config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IM
 from hm_utils.model.feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
 from hm_utils.data.images import article_image_paths, image_dataset  # noqa: E402
 from hm_utils.model.losses import make_loss  # noqa: E402
-from hm_utils.core.metrics import triplet_correct  # noqa: E402
+from hm_utils.core.config import get_profile  # noqa: E402
+from hm_utils.core.metrics import rows_accuracy  # noqa: E402
+from hm_utils.core.settings import StageSettings  # noqa: E402
+from hm_utils.embeddings.health import health_records  # noqa: E402
 from hm_utils.model.siamese import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
                     build_siamese, tabular_features, tabular_stats)
-from hm_utils.model.triplet_datasets import cached_triplet_dataset, image_triplet_dataset  # noqa: E402
+from hm_utils.model.triplet_datasets import cached_triplet_dataset, image_triplet_dataset, product_triplet_rows  # noqa: E402, F401
+from hm_utils.model.epoch_selection import embed_features, held_out_report, heldout_frame  # noqa: E402, F401
+from hm_utils.model.fine_tuning import copy_model, set_trainable_top  # noqa: E402, F401
 
+_DEMO = get_profile("demo")   # TrainingSettings() is the demo profile's model
 MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to hold any out)
 # AdamW learning rate. On the demo profile (frozen random ResNet50, average pooling: features of mean ~4,
 # std ~4) 1e-3 and 3e-4 make the validation loss jump from epoch to epoch and stop at ~0.72-0.74 triplet
 # accuracy; 1e-4 trains smoothly to ~0.91 (image only) and ~0.95 (combined) in 8 epochs.
 LEARNING_RATE = 1e-4
-DISTRIBUTE = ("default", "mirrored")
 # A memory-mapped feature store up to this size is read into memory for training (gathers from memory
 # are faster than reads from the map); a bigger one is read batch by batch.
 IN_MEMORY_FEATURES_BYTES = 1 << 30
@@ -69,7 +74,7 @@ IN_MEMORY_FEATURES_BYTES = 1 << 30
 
 # ------------------------------------------------------------- settings ---
 @dataclass(frozen=True)
-class TrainingSettings:
+class TrainingSettings(StageSettings):
     """Everything that decides how a siamese model is trained (one run of notebook 03).
 
     Model (:func:`hm_utils.model.siamese.build_embedding_model`): backbone, pooling, weights
@@ -80,40 +85,58 @@ class TrainingSettings:
     with learning_rate and weight_decay (4e-3, Keras's default), ``epochs`` of
     ``batch_size`` triplets. Data: validation_split (share of customers held out,
     :func:`split_by_customer`), max_triplets (seeded random subset when given), seed.
-    distribute: "default" or "mirrored". use_cache: with a frozen backbone, train the
+    use_cache: with a frozen backbone, train the
     head on backbone features computed once instead of decoding images every epoch.
     Notebook 03's run: train_strategy (which of 02's mined triplets), fine_tune_layers
     (N > 0 also trains the backbone's last N weight layers, BatchNorm frozen, from the
     photos), untrained_reference (also store an untrained backbone's features, the
     reference of 05's quality table), compare_infonce (also train image-only with the
-    other loss; None: when stored features make it cheap).
+    other loss; None: when stored features make it cheap). head: "residual" (linear,
+    L2-normalised, starts at the projected pretrained features) or "original"
+    (:func:`hm_utils.model.siamese.build_head`); symmetric: InfoNCE in both directions; patience:
+    epochs without a better held-out next-purchase recall before training stops
+    (:mod:`hm_utils.model.epoch_selection`; ``epochs`` is then a maximum); selection_k: the k of that recall@k;
+    selection_rule: "interval" (the best epoch is kept only when its gain over the untrained start has a 95%
+    paired interval above 0, else the start) or "best".
+    product_positives: that many catalogue triplets per training purchase triplet (0: none), whose positive
+    is another colour of the anchor's product (:func:`product_triplet_rows`); held_out_products: the share of
+    products (seeded) never used there, on which a same-product figure can then be measured.
 
-    The defaults are the original notebook's (ResNet50, flatten, 300 x 200, 550);
-    :meth:`from_profile` takes a profile's instead. ``weights="random"`` means None.
+    The defaults are the demo profile's (pretrained EfficientNet-Lite0, average pooling; the original
+    notebook's ResNet50 with flatten pooling is ``backbone="resnet50", pooling="flatten"``);
+    :meth:`~hm_utils.core.settings.StageSettings.from_profile` takes a profile's, and
+    :meth:`~hm_utils.core.settings.StageSettings.from_notebook` notebook 03's parameters on top.
+    ``weights="random"`` means None.
     """
-    backbone: str = "resnet50"
-    pooling: str = "flatten"
-    weights: str | None = None
-    image_size: tuple[int, int] = (300, 200)
-    embedding_dim: int = 550
+    backbone: str = _DEMO.backbone
+    pooling: str = _DEMO.pooling
+    weights: str | None = _DEMO.weights
+    image_size: tuple[int, int] = tuple(_DEMO.image_size)
+    embedding_dim: int = _DEMO.embedding_dim
     hidden_units: int = HIDDEN_UNITS
     normalize: bool = False
     loss: str = "triplet"
     margin: float = 0.2
     temperature: float = 0.1
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = _DEMO.epochs
+    batch_size: int = _DEMO.batch_size
     learning_rate: float = LEARNING_RATE
     weight_decay: float = 4e-3
     validation_split: float = 0.2
     max_triplets: int | None = None
     seed: int = 42
-    distribute: str = "default"
     use_cache: bool = True
     train_strategy: str = "original"
     fine_tune_layers: int = 0
     untrained_reference: bool = True
     compare_infonce: bool | None = None
+    head: str = "residual"
+    symmetric: bool = False
+    patience: int = 2
+    selection_k: int = 100
+    selection_rule: str = "interval"
+    product_positives: float = 0.0
+    held_out_products: float = 0.2
 
     def __post_init__(self):
         if isinstance(self.weights, str) and self.weights.strip().lower() == "random":
@@ -121,23 +144,12 @@ class TrainingSettings:
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
 
     @classmethod
-    def from_profile(cls, profile: str, **overrides) -> "TrainingSettings":
-        """The profile's backbone, pooling, weights, embedding_dim, epochs, batch_size,
-        image_size and max_triplets, the class defaults for the rest; every override
-        that is not None takes precedence (notebook parameters default to None =
-        the profile's / the default). An unknown setting is a ValueError naming it."""
-        from hm_utils.core.config import get_profile
-
-        p = get_profile(profile)
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = {"backbone": p.backbone, "pooling": p.pooling, "weights": p.weights,
-                  "image_size": tuple(p.image_size), "embedding_dim": p.embedding_dim, "epochs": p.epochs,
-                  "batch_size": p.batch_size, "max_triplets": p.max_triplets}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def profile_values(cls, profile) -> dict:
+        """The profile's backbone, pooling, weights, image_size, embedding_dim, epochs, batch_size and
+        max_triplets; the class defaults (the demo profile's) for the rest."""
+        return {"backbone": profile.backbone, "pooling": profile.pooling, "weights": profile.weights,
+                "image_size": tuple(profile.image_size), "embedding_dim": profile.embedding_dim,
+                "epochs": profile.epochs, "batch_size": profile.batch_size, "max_triplets": profile.max_triplets}
 
 
 class TripletSplit(NamedTuple):
@@ -155,6 +167,8 @@ class TrainingRun:
     ``seconds``); ``report``, a JSON-able dict (triplet counts, validation note, untrained /
     trained triplet accuracy on validation and training triplets, final losses, seconds per
     epoch, whether the cache was used, pretrained weights or not, feature extraction seconds;
+    with stored features ``health`` of the trained embedding; with epoch selection ``selection_curve``,
+    ``best_epoch``, ``selection_recall`` and ``heldout``, the report customers' paired comparison;
     None where a figure could not be measured); ``split``, the :class:`TripletSplit` the model
     was trained and validated on (after the cap and the drop of triplets without features)."""
     model: keras.Model
@@ -164,16 +178,6 @@ class TrainingRun:
 
 
 # ------------------------------------------------------------- strategy ---
-def get_distribution_strategy(distribute: str = "default") -> tf.distribute.Strategy:
-    """"default": ``tf.distribute.get_strategy()`` (one device); "mirrored":
-    ``tf.distribute.MirroredStrategy()`` (data parallel over all local GPUs)."""
-    if distribute == "default":
-        return tf.distribute.get_strategy()
-    if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ValueError(f"unknown distribute {distribute!r}; choose one of {DISTRIBUTE}")
-
-
 # ------------------------------------------------------------- triplets ---
 def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, seed: int = 42,
                       min_triplets: int = MIN_TRIPLETS_FOR_VALIDATION) -> TripletSplit:
@@ -249,62 +253,17 @@ def _tower_embeddings(tower: keras.Model, paths: np.ndarray, tabular: np.ndarray
     return emb, ok
 
 
-def rows_accuracy(embeddings: np.ndarray, rows: np.ndarray, block: int = 65_536) -> float:
-    """Triplet accuracy (:func:`hm_utils.core.metrics.triplet_accuracy`) of article embeddings [n, D]
-    on triplet rows [m, 3] (indices into ``embeddings``); nan when m = 0. Counted ``block``
-    triplets at a time: at competition scale the three gathered float64 copies of all rows
-    would need about 12 GB (500,000 triplets x 550 dimensions); the result is the same."""
-    if len(rows) == 0:
-        return float("nan")
-    correct = 0
-    for start in range(0, len(rows), block):
-        r = rows[start:start + block]
-        correct += int(triplet_correct(embeddings[r[:, 0]], embeddings[r[:, 1]], embeddings[r[:, 2]]).sum())
-    return float(correct / len(rows))
-
-
-# ------------------------------------------------------------- fine-tuning ---
-def _all_layers(model: keras.Model):
-    """Every layer of ``model`` in order, nested models first as themselves, then their layers."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def set_trainable_top(backbone_model: keras.Model, n_layers: int) -> list[str]:
-    """Fine-tune the top of a backbone: make its last ``n_layers`` layers that hold
-    weights trainable, not counting BatchNormalization layers, which all stay frozen
-    (they then normalise with their ImageNet statistics, as in inference; training
-    them on small batches would spoil those). Everything else is frozen. Changes
-    ``backbone_model`` in place; returns the names of the layers made trainable
-    (``[]`` for ``n_layers`` 0, which freezes the whole backbone)."""
-    if n_layers < 0:
-        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
-    leaves = [layer for layer in _all_layers(backbone_model) if not isinstance(layer, keras.Model)]
-    backbone_model.trainable = n_layers > 0
-    for layer in leaves:
-        layer.trainable = False
-    weighted = [layer for layer in leaves
-                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
-    top = weighted[len(weighted) - min(n_layers, len(weighted)):] if n_layers else []
-    for layer in top:
-        layer.trainable = True
-    return [layer.name for layer in top]
-
-
-def copy_model(model: keras.Model) -> keras.Model:
-    """An independent copy of ``model`` (same architecture, same current weights, own
-    variables, the same ``trainable`` flag on every layer, nested ones included)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    copy.trainable = model.trainable
-    for src, dst in zip(_all_layers(model), _all_layers(copy)):
-        dst.trainable = src.trainable  # parents come before their layers: theirs is set last
-    return copy
-
-
 # ------------------------------------------------------------- training steps ---
+def effective_normalize(settings: TrainingSettings) -> bool:
+    """Whether the embedding model ends in an L2 normalisation: always for the residual head; for the
+    original head when ``normalize`` is set or the loss is InfoNCE. InfoNCE compares cosines only (it
+    normalises inside the loss), so the norms of an un-normalised output are left to chance: the exported
+    vectors, and the squared-L2 triplet accuracy read from them, then measure something the loss never
+    shaped (on the demo: held-out accuracy 0.477 by squared L2 against 0.875 by cosine, same model)."""
+    return settings.head == "residual" or bool(settings.normalize) or settings.loss == "infonce"
+
+
+
 def cap_triplets(triplets: pd.DataFrame, max_triplets: int | None, seed: int) -> pd.DataFrame:
     """Check the triplet columns (anchor, positive, negative: :func:`hm_utils.core.checks.require_columns`) and
     keep a seeded random subset of ``max_triplets`` rows when there are more (index reset)."""
@@ -379,12 +338,15 @@ def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tu
 
 
 def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, stats, rows, image_size):
-    """(tower, train_model, make_ds, embed, local): the one-tower model and the siamese model that trains it
-    (compiled with AdamW and the loss), a maker of (shuffled) datasets of triplet rows, a function that
-    embeds every article the rows use, and the map of rows into that embedding's rows."""
+    """(tower, train_model, make_ds, embed, local, head, embed_all): the one-tower model and the siamese model
+    that trains it (compiled with AdamW and the loss), a maker of (shuffled) datasets of triplet rows, a
+    function that embeds every article the rows use, the map of rows into that embedding's rows, the head,
+    and (cached only, else None) a function embedding every row of the feature cache."""
     s = settings
-    head = build_head(bb.output_shape[-1], variant, s.embedding_dim, s.hidden_units, s.normalize, stats)
+    head = build_head(bb.output_shape[-1], variant, s.embedding_dim, s.hidden_units, effective_normalize(s), stats,
+                      head=s.head, seed=s.seed)
     tower = assemble_embedding_model(bb, head, variant)
+    embed_all = None
     if cached:
         train_model = build_siamese(head)
         feats = feature_cache.features
@@ -401,6 +363,9 @@ def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, s
         def embed():
             return _head_embeddings(head, feats, tab, used)
 
+        def embed_all():
+            return _head_embeddings(head, feats, tab)
+
         def local(r):
             return np.searchsorted(used, r)
     else:
@@ -415,23 +380,30 @@ def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, s
         def local(r):
             return r
     train_model.compile(optimizer=keras.optimizers.AdamW(learning_rate=s.learning_rate, weight_decay=s.weight_decay),
-                        loss=make_loss(s.loss, margin=s.margin, temperature=s.temperature))
-    return tower, train_model, make_ds, embed, local
+                        loss=make_loss(s.loss, margin=s.margin, temperature=s.temperature, symmetric=s.symmetric))
+    return tower, train_model, make_ds, embed, local, head, embed_all
 
 
-def _fit(train_model, make_ds, train_rows, val_rows, epochs: int, verbose) -> dict:
-    """Train for ``epochs``; the history as a dict of lists (epoch, loss, val_loss, seconds)."""
+def _fit(train_model, make_ds, train_rows, val_rows, epochs: int, verbose, selection=None) -> dict:
+    """Train for at most ``epochs``; the history as a dict of lists (epoch, loss, val_loss, seconds, and with
+    an :class:`hm_utils.model.epoch_selection.EpochSelection` ``selection``: heldout_recall, val_accuracy)."""
     timer = _EpochTimer()
     with warnings.catch_warnings():
         # the image stream drops unreadable files, so its length is unknown to Keras
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         fit = train_model.fit(make_ds(train_rows, True), epochs=int(epochs),
                               validation_data=make_ds(val_rows, False) if len(val_rows) else None,
-                              callbacks=[timer], verbose=verbose, shuffle=False)
+                              callbacks=[timer] + ([selection] if selection is not None else []),
+                              verbose=verbose, shuffle=False)
     h = fit.history
-    return {"epoch": list(range(1, len(h["loss"]) + 1)), "loss": [float(v) for v in h["loss"]],
-            "val_loss": [float(v) for v in h.get("val_loss", [float("nan")] * len(h["loss"]))],
-            "seconds": [float(s) for s in timer.seconds]}
+    out = {"epoch": list(range(1, len(h["loss"]) + 1)), "loss": [float(v) for v in h["loss"]],
+           "val_loss": [float(v) for v in h.get("val_loss", [float("nan")] * len(h["loss"]))],
+           "seconds": [float(s) for s in timer.seconds]}
+    if selection is not None:
+        curve = {r["epoch"]: r for r in selection.curve}
+        out["heldout_recall"] = [float(curve[e]["recall"]) for e in out["epoch"]]
+        out["val_accuracy"] = [float(curve[e]["accuracy"]) for e in out["epoch"]]
+    return out
 
 
 def _accuracies(embed, local, train_rows, eval_rows, rows, when: str) -> dict:
@@ -452,7 +424,9 @@ def _finish_report(report: dict, history: dict, t_start: float) -> dict:
     report["seconds_per_epoch"] = float(np.median(secs[1:] if len(secs) > 1 else secs)) if secs else float("nan")
     report["epochs"] = len(secs)
     report["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in report.items()}
+    from hm_utils.embeddings.health import plain
+    return plain(report)
+
 
 
 # ------------------------------------------------------------- training ---
@@ -460,7 +434,7 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
                   settings: TrainingSettings, variant: str = "image_only", *,
                   backbone_model: keras.Model | None = None, feature_cache: FeatureCache | None = None,
                   cache_path: str | os.PathLike | None = None, verbose: int | str = "auto",
-                  log=print) -> TrainingRun:
+                  log=print, transactions: pd.DataFrame | None = None) -> TrainingRun:
     """Train the embedding model ``variant`` ("image_only" or "combined") as a siamese network on triplets.
 
     triplets: ``anchor``, ``positive``, ``negative`` (article ids) and ``customer_key`` (for the
@@ -470,6 +444,9 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
     (without a cache covering the triplets' articles, one is computed, in a ``.npy`` memory map at
     ``cache_path`` when given); a trainable ``backbone_model`` is copied first, so the caller's object
     is never changed. ``verbose`` is Keras's; ``log`` receives one-line notes.
+
+    ``transactions`` (with stored features and held-out customers): their next purchases choose the epoch and
+    judge the kept head against the features (:func:`hm_utils.model.epoch_selection.make_selection`).
 
     Steps: cap the triplets (:func:`cap_triplets`); build or copy the backbone; features per article
     (cached) or image paths; drop triplets without (:func:`triplet_rows`); split by customer
@@ -481,51 +458,64 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
     t_start = time.perf_counter()
     n_given = len(triplets)
     triplets = cap_triplets(triplets, s.max_triplets, s.seed)
-    strategy = get_distribution_strategy(s.distribute)
     report: dict = {"variant": variant, "backbone": s.backbone, "pooling": s.pooling, "loss": s.loss,
-                    "embedding_dim": int(s.embedding_dim), "normalize": bool(s.normalize),
+                    "embedding_dim": int(s.embedding_dim), "normalize": effective_normalize(s), "head": s.head,
                     "pretrained": s.weights is not None, "weights": None if s.weights is None else str(s.weights),
-                    "distribute": s.distribute, "n_replicas": int(strategy.num_replicas_in_sync),
                     "n_triplets_given": int(n_given)}
     needed, art, tab_all, stats = _tabular_inputs(triplets, articles, variant)
 
-    with strategy.scope():
-        bb, cached = _training_backbone(s, backbone_model, feature_cache, log)
-        image_size = tuple(int(v) for v in bb.input_shape[1:3])
-        report["trainable_backbone"] = bool(bb.trainable)
-        report["used_cache"] = bool(cached)
-        paths = None
-        if cached:
-            if feature_cache is None or not np.isin(needed, feature_cache.article_ids).all():
-                feature_cache = compute_feature_cache(bb, needed, article_image_paths(images, needed),
-                                                      batch_size=max(s.batch_size, 32), cache_path=cache_path)
-            report["feature_seconds"] = round(float(feature_cache.seconds), 3)
-            report["feature_dim"] = int(feature_cache.features.shape[1])
-            ids, ok = feature_cache.article_ids, feature_cache.ok
-        else:
-            ids = needed
-            paths = article_image_paths(images, ids)
-            ok = np.array([p is not None for p in paths], bool)
-        trip, rows = triplet_rows(triplets, ids, ok)
-        report["n_triplets_dropped_no_image"] = int(len(triplets) - len(trip))
-        split = split_by_customer(trip, s.validation_split, s.seed)
-        train_rows, val_rows = _split_rows(trip, rows, split)
-        report.update(n_triplets=int(len(trip)), n_train=int(len(train_rows)), n_validation=int(len(val_rows)),
-                      validation_note=split.note)
-        log(f"{variant}: {len(trip)} triplets ({n_given} given); {split.note}")
+    bb, cached = _training_backbone(s, backbone_model, feature_cache, log)
+    image_size = tuple(int(v) for v in bb.input_shape[1:3])
+    report["trainable_backbone"] = bool(bb.trainable)
+    report["used_cache"] = bool(cached)
+    paths = None
+    if cached:
+        if feature_cache is None or not np.isin(needed, feature_cache.article_ids).all():
+            feature_cache = compute_feature_cache(bb, needed, article_image_paths(images, needed),
+                                                  batch_size=max(s.batch_size, 32), cache_path=cache_path)
+        report["feature_seconds"] = round(float(feature_cache.seconds), 3)
+        report["feature_dim"] = int(feature_cache.features.shape[1])
+        ids, ok = feature_cache.article_ids, feature_cache.ok
+    else:
+        ids = needed
+        paths = article_image_paths(images, ids)
+        ok = np.array([p is not None for p in paths], bool)
+    trip, rows = triplet_rows(triplets, ids, ok)
+    report["n_triplets_dropped_no_image"] = int(len(triplets) - len(trip))
+    split = split_by_customer(trip, s.validation_split, s.seed)
+    train_rows, val_rows = _split_rows(trip, rows, split)
+    report.update(n_triplets=int(len(trip)), n_train=int(len(train_rows)), n_validation=int(len(val_rows)),
+                  validation_note=split.note)
+    log(f"{variant}: {len(trip)} triplets ({n_given} given); {split.note}")
+    if s.product_positives > 0:
+        extra, held = product_triplet_rows(art, ids, ok, int(round(s.product_positives * len(train_rows))),
+                                           s.seed, s.held_out_products)
+        train_rows = np.concatenate([train_rows, extra])
+        rows = np.concatenate([rows, extra])  # the articles the accuracies embed
+        report.update(n_product_triplets=int(len(extra)), held_out_products=held.tolist())
+        log(f"{variant}: {len(extra)} catalogue triplets (another colour of the anchor's product as the "
+            f"positive) added to the training triplets; {len(held)} products held out from them")
 
-        tab = None if tab_all is None else tab_all[pd.Series(np.arange(len(art)), index=art[ARTICLE_ID]).loc[ids].to_numpy()]
-        tower, train_model, make_ds, embed, local = _compiled_models(bb, variant, s, cached, feature_cache, paths,
-                                                                     tab, stats, rows, image_size)
-        eval_rows = val_rows if len(val_rows) else train_rows
-        report["accuracy_on"] = "validation" if len(val_rows) else "training"
-        report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "untrained"))
-        if len(train_rows) and s.epochs > 0:
-            history = _fit(train_model, make_ds, train_rows, val_rows, s.epochs, verbose)
-        else:
-            history = {"epoch": [], "loss": [], "val_loss": [], "seconds": []}
-            log(f"{variant}: no training triplets, model left untrained")
-        report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "trained"))
+    tab = None if tab_all is None else tab_all[pd.Series(np.arange(len(art)), index=art[ARTICLE_ID]).loc[ids].to_numpy()]
+    tower, train_model, make_ds, embed, local, head, embed_all = _compiled_models(
+        bb, variant, s, cached, feature_cache, paths, tab, stats, rows, image_size)
+    eval_rows = val_rows if len(val_rows) else train_rows
+    report["accuracy_on"] = "validation" if len(val_rows) else "training"
+    report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "untrained"))
+    selection, queries, untrained_emb = None, None, None
+    if transactions is not None:
+        from hm_utils.model.epoch_selection import make_selection
+        selection, queries, untrained_emb = make_selection(
+            transactions, feature_cache if embed_all is not None else None, split, val_rows, head, embed_all, s,
+            variant, log)
+    if len(train_rows) and s.epochs > 0:
+        history = _fit(train_model, make_ds, train_rows, val_rows, s.epochs, verbose, selection)
+    else:
+        history = {"epoch": [], "loss": [], "val_loss": [], "seconds": []}
+        log(f"{variant}: no training triplets, model left untrained")
+    report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "trained"))
+    if embed_all is not None:
+        report.update(held_out_report(embed_all(), feature_cache, selection, queries, s.seed, untrained_emb))
     return TrainingRun(tower, history, _finish_report(report, history, t_start), split)
 
 
@@ -566,3 +556,35 @@ def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, imag
         x["tabular"] = tabular_features(art.loc[ids].reset_index(drop=True))
     again = load_embedding_model(path)
     return float(np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max())
+
+
+def feature_triplet_dataset(triplets: pd.DataFrame, cache: FeatureCache, batch_size: int, seed: int = 0,
+                            shuffle: bool = True) -> tf.data.Dataset:
+    """The siamese head's training data from stored features, as :func:`train_siamese` feeds it (image-only
+    variant): batches of ``batch_size`` triplets, x = the anchor's, positive's and negative's features
+    [B, F] each, y = their rows in the store [B, 3]. Triplets with an article without features are dropped
+    with a warning (:func:`triplet_rows`)."""
+    _, rows = triplet_rows(triplets, cache.article_ids, cache.ok)
+    feats = cache.features if isinstance(cache.features, np.memmap) else tf.constant(cache.features)
+    return cached_triplet_dataset(rows, feats, None, batch_size, shuffle, seed)
+
+
+def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comparison: pd.DataFrame) -> dict:
+    """Notebook 03's key figures of its training runs, for ``record_metrics``: the triplet counts of the split
+    (the image-only run's: every variant uses the same split), per model the accuracies, losses, epochs and
+    timing (``models``), the health of each embedding (:func:`hm_utils.embeddings.health.health_records`), the
+    held-out report and the kept epoch per model, and the held-out comparison table (NaN as None).
+    ``reports``: :attr:`TrainingRun.report` by model name; ``health``: the reports' ``health`` entries;
+    ``comparison``: :func:`heldout_frame` of the reports."""
+    first = reports["image_only"]
+    per_model = ("untrained_accuracy", "trained_accuracy", "accuracy_on", "final_loss", "final_val_loss",
+                 "seconds_per_epoch", "epochs", "loss", "used_cache", "trainable_backbone", "head")
+    return {
+        **{k: first[k] for k in ("n_triplets", "n_train", "n_validation", "validation_note")},
+        "models": {name: {k: r[k] for k in per_model} for name, r in reports.items()},
+        "health": health_records(health),
+        "heldout": {name: r.get("heldout") for name, r in reports.items()},
+        "best_epoch": {name: r.get("best_epoch") for name, r in reports.items()},
+        "comparison": {name: {k: (None if pd.isna(v) else v) for k, v in row.items()}
+                       for name, row in comparison.iterrows()},
+    }

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from hm_utils.core.settings import StageSettings
 from hm_utils.core.config import ANCHOR, NEGATIVE, POSITIVE, format_article_id
 from hm_utils.core.similarity import explained_variance
 from hm_utils.plots.figures import pyplot
@@ -21,12 +22,14 @@ OTHER = "(other)"
 
 
 @dataclass(frozen=True)
-class VisualizationSettings:
+class VisualizationSettings(StageSettings):
     """Notebook 05's settings: which held-out triplets are drawn (``triplet_indices``, rows of 03's
     held-out triplets, plus ``n_random_triplets`` drawn at random), the neighbour gallery
     (``query_articles`` ids, else ``n_queries`` random articles with an image, ``k_neighbours`` each),
     ``tsne_points`` (articles in the t-SNE sample; 0 skips it) and ``quality_queries`` (next-purchase
-    queries sampled for the quality table, :mod:`hm_utils.embeddings.quality`)."""
+    queries sampled for the quality table, :mod:`hm_utils.embeddings.quality`). No profile changes them:
+    :meth:`~hm_utils.core.settings.StageSettings.from_notebook` lays the notebook's parameters over the
+    defaults (None: the default; lists become tuples of ints)."""
     triplet_indices: tuple[int, ...] = (0, 1, 2)
     n_random_triplets: int = 3
     query_articles: tuple[int, ...] | None = None
@@ -35,20 +38,11 @@ class VisualizationSettings:
     tsne_points: int = 1000
     quality_queries: int = 2000
 
-    @classmethod
-    def from_parameters(cls, **overrides) -> "VisualizationSettings":
-        """The defaults, with every override that is not None (notebook parameters: None = the default);
-        lists become tuples. An unknown name is a ValueError naming it."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown visualization setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = {k: (tuple(int(a) for a in v) if isinstance(v, (list, tuple, np.ndarray)) else v)
-                  for k, v in overrides.items() if v is not None}
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self):
+        for name in ("triplet_indices", "query_articles"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(a) for a in value))
 
 
 # --------------------------------------------------------------- notebook 04 ---
@@ -327,5 +321,34 @@ def plot_quality(table: pd.DataFrame, title: str | None = None):
     ax.set_ylabel("share")
     ax.set_title(title or "What the embeddings see")
     ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_selection_curves(reports: dict[str, dict]) -> "plt.Figure":
+    """Epoch selection (:mod:`hm_utils.model.epoch_selection`), one line per model: the selection customers'
+    next-purchase recall@100 after each epoch (epoch 0: untrained) on the left, the held-out triplet accuracy on
+    the right; the kept epoch is circled. Input ``{model: report}`` of
+    :func:`hm_utils.model.training.train_siamese` (models without ``selection_curve`` are left out)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, rep) in enumerate(reports.items()):
+        curve = rep.get("selection_curve") or []
+        if not curve:
+            continue
+        ep = [c["epoch"] for c in curve]
+        for ax, key in zip(axes, ("recall", "accuracy")):
+            vals = [np.nan if c[key] is None else c[key] for c in curve]
+            ax.plot(ep, vals, "-o", color=f"C{i}", ms=3, label=name)
+            best = rep.get("best_epoch")
+            if best is not None and best in ep:
+                ax.plot([best], [vals[ep.index(best)]], "o", ms=11, mfc="none", color=f"C{i}")
+    axes[0].set_ylabel("held-out customers' next-purchase recall@100")
+    axes[1].set_ylabel("held-out triplet accuracy")
+    axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
+    for ax in axes:
+        ax.set_xlabel("epoch (0 = untrained; circled: kept)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
