@@ -441,7 +441,7 @@ def test_epoch_selection_keeps_the_best_epoch_and_stops_early(toy):
     lo, hi = held["vs_features"]["trained"]["lo"], held["vs_features"]["trained"]["hi"]
     assert lo <= held["vs_features"]["trained"]["diff"] <= hi
     assert r["health"]["zero_share"] == 0.0 and r["health"]["dead_units"] == 0.0
-    frame = history_frame({"image_only": h})
+    frame = training_history_frame({"image_only": h})
     assert {"heldout_recall", "val_accuracy"} <= set(frame.columns)
 
 
