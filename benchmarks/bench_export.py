@@ -108,8 +108,8 @@ def run_ours(model, paths, out_dir: Path, batch_size: int, reduced_scale: bool =
              info: dict | None = None):
     """(seconds, embeddings float32 [n, d]) of a full export, file written and read back.
     ``info``, when given, receives the precision the export used."""
-    from hm_utils.export.export import export_embeddings
     from hm_utils.core.workdir import load_embeddings
+    from hm_utils.export.export import export_embeddings
 
     articles, images = _frames(paths)
     out = out_dir / f"bench_{reduced_scale}.parquet"
@@ -149,6 +149,7 @@ def run_model_alone(model, images: np.ndarray, batch_size: int, precision: str, 
     "plain": ``tf.function(model(x, training=False))`` in float32; "ours": the backbone compiled by
     hm_utils.model.inference in ``precision`` (batch norms folded, frozen graph), then the traced head."""
     import tensorflow as tf
+
     from hm_utils.model.inference import compile_for_inference
     from hm_utils.model.siamese import get_backbone, get_head
 
@@ -264,6 +265,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import tensorflow as tf
+
     from hm_utils.core.similarity import pairwise_cosine
 
     if args.batch_size < 1 or args.repeats < 1:

@@ -36,11 +36,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from hm_utils.core.config import BACKBONE_FEATURES, PRODUCT_CODE
+    from hm_utils.core.workdir import load_articles, load_images, load_transactions, load_triplets
     from hm_utils.model.feature_store import load_features
-    from hm_utils.triplets.mining import filter_with_images
     from hm_utils.model.siamese import build_backbone
     from hm_utils.model.training import TrainingSettings, embed_features, train_siamese
-    from hm_utils.core.workdir import load_articles, load_images, load_transactions, load_triplets
+    from hm_utils.triplets.mining import filter_with_images
 
     w = args.work_dir
     arts, imgs, tx = load_articles(w), load_images(w), load_transactions(w)

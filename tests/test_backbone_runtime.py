@@ -3,7 +3,6 @@
 falls back to Keras with a warning, and decoding overlaps the model run."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ import pandas as pd
 import pytest
 
 from hm_utils.model import backbone_runtime as R
-from hm_utils.model.siamese import build_backbone
 from hm_utils.model.numeric_precision import row_cosines
+from hm_utils.model.siamese import build_backbone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO_ROOT.parent / "shared" / "hm_catalogue"
@@ -234,8 +233,8 @@ def test_feature_store_records_the_runtime_and_the_parts_speeds(tmp_path, runtim
     that ran and the photos/s of decoding and of the model in the manifest."""
     from PIL import Image
 
-    from hm_utils.model import feature_store as F
     from hm_utils.core.config import ARTICLE_ID, HAS_IMAGE
+    from hm_utils.model import feature_store as F
 
     if runtime == "openvino" and R.openvino_version() is None:
         pytest.skip("openvino is not installed")

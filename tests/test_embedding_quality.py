@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, REPO_ROOT, T_DAT
-from hm_utils.plots.embeddings import plot_quality
 from hm_utils.embeddings.quality import (attribute_vectors, markdown_table, mean_pairwise_cosine, neighbour_measures,
                                          purchase_pairs, quality_table, random_vectors, retrieval_measures,
                                          unit_vectors)
 from hm_utils.export.catalogue import main
+from hm_utils.plots.embeddings import plot_quality
 
 
 def _angles(degrees) -> np.ndarray:
@@ -264,8 +264,8 @@ def _write_jpeg(path, array):
 
 
 def test_photo_features_one_pass_matches_each_model_alone(tmp_path):
-    from hm_utils.export.catalogue import photo_features
     from hm_utils.data.images import load_image
+    from hm_utils.export.catalogue import photo_features
     from hm_utils.model.siamese import build_backbone
 
     rng = np.random.default_rng(0)
@@ -303,8 +303,8 @@ def test_fit_image_pads_with_white_or_stretches():
 
 
 def test_photo_features_feeds_a_combined_model_its_tabular_rows(tmp_path):
-    from hm_utils.export.catalogue import photo_features
     from hm_utils.data.images import load_image
+    from hm_utils.export.catalogue import photo_features
     from hm_utils.model.siamese import build_embedding_model
 
     rng = np.random.default_rng(2)

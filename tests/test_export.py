@@ -21,10 +21,10 @@ keras = pytest.importorskip("keras")
 from PIL import Image  # noqa: E402
 
 from hm_utils.core.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE  # noqa: E402
+from hm_utils.core.workdir import load_embeddings  # noqa: E402
 from hm_utils.data.images import UnreadableImageWarning  # noqa: E402
 from hm_utils.export.export import export_embeddings, shard_dir_for  # noqa: E402
 from hm_utils.model.siamese import model_variant  # noqa: E402
-from hm_utils.core.workdir import load_embeddings  # noqa: E402
 
 SIZE = (16, 12)  # (height, width) the test models take
 ROOT = Path(__file__).resolve().parent.parent

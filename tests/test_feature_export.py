@@ -9,16 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hm_utils.core.config import ARTICLE_ID, EMBEDDING, EXPORT_FROM_FEATURES, EXPORT_FROM_IMAGES, HAS_IMAGE, TABULAR_COLUMNS
+from hm_utils.core.config import (ARTICLE_ID, EMBEDDING, EXPORT_FROM_FEATURES, EXPORT_FROM_IMAGES, HAS_IMAGE,
+                                  TABULAR_COLUMNS)
 from hm_utils.data.images import UnreadableImageWarning
 from hm_utils.export.export import ExportSettings, export_embeddings_many
-from hm_utils.export.from_features import (
-    FeatureMismatchError, export_embeddings_auto, export_from_features, features_usable,
-)
+from hm_utils.export.from_features import (FeatureMismatchError, export_embeddings_auto, export_from_features,
+                                           features_usable)
 from hm_utils.model.feature_store import compute_features
-from hm_utils.model.siamese import (
-    build_backbone, build_embedding_model, get_backbone, load_embedding_model, save_embedding_model,
-)
+from hm_utils.model.siamese import (build_backbone, build_embedding_model, get_backbone, load_embedding_model,
+                                    save_embedding_model)
 
 SIZE = (32, 24)
 

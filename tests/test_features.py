@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hm_utils.model import feature_store as F
 from hm_utils.core.config import ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST, HAS_IMAGE
-from hm_utils.data.images import UnreadableImageWarning
-from hm_utils.data.images import load_image
+from hm_utils.data.images import UnreadableImageWarning, load_image
+from hm_utils.model import feature_store as F
 from hm_utils.model.inference import model_digest
 from hm_utils.model.siamese import build_backbone
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hm_utils.data.images import (PAD_VALUE, choose_jpeg_ratio, find_unreadable, fitted_size, image_dataset,
-                             load_image, report_unreadable)
+from hm_utils.data.images import (PAD_VALUE, choose_jpeg_ratio, find_unreadable, fitted_size, image_dataset, load_image,
+                                  report_unreadable)
 
 
 def _jpeg(path: Path, h: int, w: int, colour=(200, 40, 40)) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hm_utils.model.losses import (InfoNCELoss, TripletLoss, info_nce_loss, info_nce_losses, make_loss,
-                             squared_distance, triplet_loss, triplet_losses)
+                                   squared_distance, triplet_loss, triplet_losses)
 
 
 def f32(x):

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-import keras
-
-from hm_utils.model import siamese as M
 from hm_utils.core.config import TABULAR_COLUMNS
+from hm_utils.model import siamese as M
 
 SIZE = (48, 32)
 

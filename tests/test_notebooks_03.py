@@ -67,8 +67,8 @@ def test_03_both_models_trained_and_reported(tiny_series):
 
 
 def test_03_models_reload_with_identical_embeddings(tiny_series):
-    from hm_utils.data.images import load_image
     from hm_utils.core.workdir import load_articles, load_images
+    from hm_utils.data.images import load_image
     from hm_utils.model.siamese import load_embedding_model, tabular_features
 
     m = load_metrics(tiny_series, "03_model_training")
@@ -86,10 +86,10 @@ def test_03_models_reload_with_identical_embeddings(tiny_series):
 
 def test_03_feature_store_holds_every_article_once(tiny_series):
     """03 ran every photo once through the backbone (and the untrained reference) and trained on those features."""
-    from hm_utils.model.inference import model_digest
-    from hm_utils.model.feature_store import load_features, read_manifest
-    from hm_utils.data.images import load_image
     from hm_utils.core.workdir import load_images
+    from hm_utils.data.images import load_image
+    from hm_utils.model.feature_store import load_features, read_manifest
+    from hm_utils.model.inference import model_digest
     from hm_utils.model.siamese import get_backbone, load_embedding_model
 
     m = load_metrics(tiny_series, "03_model_training")

@@ -7,10 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hm_utils.core.config import (
-    ARTICLE_COLUMNS, ARTICLE_EMBEDDINGS, ARTICLE_ID, COMBINED_EMBEDDINGS, COMBINED_MODEL, EMBEDDING, FIGURES_DIR,
-    HAS_IMAGE, IMAGE_ONLY_MODEL, IMAGES_PARQUET, ARTICLES_PARQUET,
-)
+from hm_utils.core.config import (ARTICLE_COLUMNS, ARTICLE_EMBEDDINGS, ARTICLE_ID, ARTICLES_PARQUET,
+                                  COMBINED_EMBEDDINGS, COMBINED_MODEL, EMBEDDING, FIGURES_DIR, HAS_IMAGE,
+                                  IMAGE_ONLY_MODEL, IMAGES_PARQUET)
 from hm_utils.core.notebook_outputs import load_metrics
 
 pytestmark = pytest.mark.notebooks
@@ -66,10 +65,9 @@ def _assert_close_for_precision(max_abs_diff, max_rel_diff, min_cosine, precisio
 @pytest.mark.parametrize("name,model_file,emb_file", [
     ("image_only", IMAGE_ONLY_MODEL, ARTICLE_EMBEDDINGS), ("combined", COMBINED_MODEL, COMBINED_EMBEDDINGS)])
 def test_04_reloaded_model_gives_the_file_embeddings(tiny_series, name, model_file, emb_file):
-    from hm_utils.export.export import verify_export
-    from hm_utils.model.siamese import model_image_size
     from hm_utils.core.workdir import load_articles, load_images
-    from hm_utils.model.siamese import load_embedding_model
+    from hm_utils.export.export import verify_export
+    from hm_utils.model.siamese import load_embedding_model, model_image_size
 
     work = tiny_series
     model = load_embedding_model(work / model_file)

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hm_utils.model import training as T
 from hm_utils.core.config import TABULAR_COLUMNS
-from hm_utils.model.feature_cache import compute_feature_cache
-from hm_utils.plots.figures import plot_training
-from hm_utils.data.images import article_image_paths
-from hm_utils.model.siamese import build_backbone, load_embedding_model, save_embedding_model
 from hm_utils.core.workdir import training_history_frame
+from hm_utils.data.images import article_image_paths
+from hm_utils.model import training as T
+from hm_utils.model.feature_cache import compute_feature_cache
+from hm_utils.model.siamese import build_backbone, load_embedding_model, save_embedding_model
+from hm_utils.plots.figures import plot_training
 
 SIZE = (32, 24)
 # bright red, bright blue, dark red, dark blue
@@ -164,8 +164,8 @@ def test_history_and_plot():
 
 def test_training_on_hm_sample_says_how_many_triplets(hm_sample, tmp_path):
     """The real-data excerpt gives very few triplets: training must run and report the count."""
-    from hm_utils.data.loading import prepare_data
     from hm_utils.core.workdir import load_articles, load_images, load_transactions
+    from hm_utils.data.loading import prepare_data
     from hm_utils.triplets.mining import filter_with_images, mine_triplets
 
     prepare_data(hm_sample, tmp_path, progress=False)
@@ -520,6 +520,7 @@ class _FakeHead:
 
 def _selection_run(frames, rule, n_cust=40, patience=2):
     from hm_utils.model.epoch_selection import EpochSelection, Queries
+
     # 6 articles; n_cust customers, one query each: previous article 0, bought article 1
     q = Queries(np.ones(n_cust, np.int64), np.zeros(n_cust, np.int64), np.arange(n_cust), np.zeros(n_cust))
     head = _FakeHead()

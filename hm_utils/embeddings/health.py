@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from hm_utils.embeddings.quality import mean_pairwise_cosine
+
 COLLAPSE_SHARE = 0.10  # zero share or dead units above this: the head has collapsed
 HEALTH_KEYS = ("n_rows", "n_dims", "zero_share", "zero_vector_share", "dead_units", "n_dead_units",
                "effective_rank", "mean_pairwise_cosine")
@@ -46,7 +48,6 @@ def embedding_health(vectors, ok=None, block: int = 65_536, sample: int = 1000, 
     (bool [n]; default all). Returns a dict with :data:`HEALTH_KEYS` (shares in 0..1, effective rank in
     1..d; NaN where undefined, e.g. no ok rows). Read ``block`` rows at a time (a memory map is never
     loaded whole)."""
-    from hm_utils.embeddings.quality import mean_pairwise_cosine
 
     v = vectors
     n, d = int(v.shape[0]), int(v.shape[1])

@@ -28,6 +28,7 @@ from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.checks import require_columns
 from hm_utils.core.config import ARTICLE_ID, COLOUR_GROUP, CUSTOMER_KEY, PRODUCT_CODE, PRODUCT_TYPE, T_DAT
 from hm_utils.core.similarity import lookup_rows, top_k
+from hm_utils.data.purchase_history import as_transactions
 
 ATTRIBUTE_COLUMNS = (PRODUCT_TYPE, COLOUR_GROUP, "graphical_appearance_name", "perceived_colour_master_name")
 RECALL_KS = (12, 100)
@@ -176,7 +177,6 @@ class PurchaseQueries:
     """
 
     def __init__(self, transactions: pd.DataFrame, articles: pd.DataFrame):
-        from hm_utils.data.purchase_history import as_transactions
 
         tx = as_transactions(transactions)
         self.n_articles = len(articles)

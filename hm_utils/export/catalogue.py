@@ -18,13 +18,17 @@ import numpy as np
 import pandas as pd
 
 from hm_utils.core.config import ARTICLE_ID
+from hm_utils.core.storage import atomic_path, write_csv
+from hm_utils.data.images import DEFAULT_FIT, FITS, report_unreadable, resize_and_pad
+from hm_utils.data.loading import find_images, read_articles_csv
 from hm_utils.embeddings.quality import attribute_vectors, markdown_table, quality_table, random_vectors
+
+
 def fit_image(img, size: tuple[int, int], fit: str):
     """Decoded photo float32 [h, w, 3] -> [H, W, 3] as :mod:`hm_utils.data.images` does after decoding:
     "pad" keeps the aspect ratio and pads with white, "stretch" resizes regardless of shape."""
     import tensorflow as tf
 
-    from hm_utils.data.images import resize_and_pad
 
     out = resize_and_pad(img, size) if fit == "pad" else tf.image.resize(img, size, antialias=True)
     return tf.ensure_shape(tf.clip_by_value(out, 0.0, 255.0), [size[0], size[1], 3])
@@ -55,7 +59,6 @@ def photo_features(models: dict, paths, tabular: np.ndarray | None = None, fits:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from hm_utils.data.images import DEFAULT_FIT, FITS, report_unreadable
     from hm_utils.model.siamese import model_variant
 
     paths, fits = [str(p) for p in paths], fits or {}
@@ -111,9 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-articles", type=int, default=None, help="only the first N articles (quick checks)")
     args = p.parse_args(argv)
 
-    from hm_utils.data.loading import find_images, read_articles_csv
     from hm_utils.model.siamese import build_backbone, load_embedding_model, tabular_features
-    from hm_utils.core.storage import atomic_path, write_csv
 
     arts = read_articles_csv(args.catalogue_dir).iloc[: args.max_articles].reset_index(drop=True)
     found = find_images(args.catalogue_dir, arts[ARTICLE_ID])

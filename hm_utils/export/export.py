@@ -52,12 +52,13 @@ import pyarrow.parquet as pq
 
 from hm_utils.core.checks import require_columns
 from hm_utils.core.config import ARTICLE_ID, EMBEDDING, HAS_IMAGE
-from hm_utils.data.images import article_image_paths
+from hm_utils.core.settings import StageSettings
+from hm_utils.core.similarity import pairwise_cosine
+from hm_utils.core.storage import read_json, write_json, write_parquet
+from hm_utils.core.workdir import load_embeddings
+from hm_utils.data.images import UnreadableImageWarning, article_image_paths, load_image
 from hm_utils.model.inference import make_embed_fn, model_digest
 from hm_utils.model.numeric_precision import PRECISIONS, resolve_precision
-from hm_utils.core.settings import StageSettings
-from hm_utils.core.storage import read_json, write_json, write_parquet
-from hm_utils.data.images import UnreadableImageWarning
 
 MANIFEST = "manifest.json"
 STATUS_OK, STATUS_NO_IMAGE, STATUS_UNREADABLE = 0, 1, 2
@@ -461,9 +462,6 @@ def verify_export(model, path: str | Path, images: pd.DataFrame, *, image_size: 
     the largest absolute value of the fresh embeddings; the measure for a
     bfloat16 export, whose file differs from the float32 model by about 1e-2).
     """
-    from hm_utils.data.images import load_image
-    from hm_utils.core.similarity import pairwise_cosine
-    from hm_utils.core.workdir import load_embeddings
 
     emb = load_embeddings(path, keep_raw=True)
     ids, (mat, has) = emb.given_ids, emb.aligned()

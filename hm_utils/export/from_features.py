@@ -25,10 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from hm_utils.core.config import (ARTICLE_ID, BACKBONE_FEATURES, EXPORT_FROM_FEATURES, FEATURES_INDEX,  # noqa: E402
-                     EXPORT_FROM_IMAGES, HAS_IMAGE)
-from hm_utils.export.export import ExportReport, ExportSettings, export_embeddings_many, write_embedding_file  # noqa: E402
-from hm_utils.model.feature_store import article_fingerprint, decode_options, features_dir, load_features, read_manifest  # noqa: E402
+from hm_utils.core.config import (ARTICLE_ID, BACKBONE_FEATURES, EXPORT_FROM_FEATURES, EXPORT_FROM_IMAGES,  # noqa: E402
+                                  FEATURES_INDEX, HAS_IMAGE)
+from hm_utils.export.export import (ExportReport, ExportSettings, export_embeddings_many,  # noqa: E402
+                                    write_embedding_file)
+from hm_utils.model.feature_store import (article_fingerprint, decode_options, features_dir,  # noqa: E402
+                                          load_features, read_manifest)
 from hm_utils.model.inference import model_digest  # noqa: E402
 from hm_utils.model.siamese import get_backbone, get_head, model_variant, tabular_features  # noqa: E402
 

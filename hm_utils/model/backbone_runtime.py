@@ -51,6 +51,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from hm_utils.model.inference import model_digest
 from hm_utils.model.numeric_precision import CHECK_IMAGES, FLOAT32_TOLERANCE, row_cosines
 
 RUNTIMES = ("auto", "keras", "openvino")
@@ -101,7 +102,6 @@ def conversion_key(model, image_size, version: str | None = None) -> str:
     """24 hex digits naming a converted model: sha256 of the weights' digest
     (:func:`hm_utils.model.inference.model_digest`), the Keras config (architecture), the input
     size (H, W) and the OpenVINO version."""
-    from hm_utils.model.inference import model_digest
 
     h = hashlib.sha256()
     h.update(model_digest(model).encode())

@@ -48,6 +48,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from hm_utils.core.storage import atomic_path  # noqa: E402
+from hm_utils.model.torch_pickle import load_state_dict
 
 INPUT_MEAN, INPUT_STD = 127.0, 128.0   # the TF Lite models' (x - 127) / 128 on 0..255 RGB
 BN_EPSILON = 1e-3
@@ -326,7 +327,6 @@ def convert_torch_file(name: str, source: str | os.PathLike, target: str | os.Pa
     """Read the PyTorch file ``source`` (:func:`hm_utils.model.torch_pickle.load_state_dict`),
     fill the variant's network with top (:func:`load_torch_weights`) and save its
     weights to ``target`` (Keras ``.weights.h5``, written atomically). Returns target."""
-    from hm_utils.model.torch_pickle import load_state_dict
 
     state = load_state_dict(source)
     net = build_network(name, include_top=True)

@@ -22,14 +22,18 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+import keras
 import numpy as np
 import pandas as pd
 
-import keras
-
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY
-from hm_utils.embeddings.quality import PurchaseQueries, expected_recall, query_recalls
+from hm_utils.core.intervals import paired_bootstrap
+from hm_utils.core.metrics import rows_accuracy
+from hm_utils.embeddings.health import embedding_health
+from hm_utils.embeddings.quality import PurchaseQueries, expected_recall, query_recalls, random_vectors
+from hm_utils.model.feature_cache import FeatureCache
+from hm_utils.model.siamese import get_head, model_variant, tabular_features
 
 SELECTION_K = 100
 SELECTION_QUERIES = 4000  # queries per half at most (seeded sample)
@@ -83,7 +87,6 @@ def paired_recall(sources: dict, ok, q: Queries, baseline: str, k: int = SELECTI
     customers, and for every source but ``baseline`` the paired difference to it with a 95% bootstrap
     interval over customers (:func:`hm_utils.core.intervals.paired_bootstrap`). Output
     ``{"n_customers", "n_queries", "k", "recall": {name: r}, "vs_<baseline>": {name: {"diff", "lo", "hi"}}}``."""
-    from hm_utils.core.intervals import paired_bootstrap
 
     per = {name: customer_mean(query_recalls(v, ok, q.target, q.previous, k), q.customer)[1]
            for name, v in sources.items()} if len(q.target) else {}
@@ -123,7 +126,6 @@ class EpochSelection(keras.callbacks.Callback):
         self.start_per, self.start_weights, self.gain, self.best_recall_epoch = None, None, None, 0
 
     def measure(self, epoch: int) -> dict:
-        from hm_utils.core.metrics import rows_accuracy
 
         t0 = time.perf_counter()
         emb = self.embed()
@@ -144,7 +146,6 @@ class EpochSelection(keras.callbacks.Callback):
     def choose(self) -> int:
         """The epoch to keep: the best one (highest recall), under rule "interval" only when its per-customer
         gain over epoch 0 has a 95% paired bootstrap interval above 0 (``gain``: diff, lo, hi), else epoch 0."""
-        from hm_utils.core.intervals import paired_bootstrap
 
         self.best_recall_epoch = self.best_epoch
         if self.rule == "interval" and self.best_epoch > 0:
@@ -182,8 +183,6 @@ def held_out_report(emb: np.ndarray, feature_cache, selection, queries, seed: in
     """The health of the trained embedding ``emb`` [n, D] (rows of ``feature_cache``) and, after epoch
     selection, the chosen epoch and the report customers' recall@100 of the embedding, the pretrained
     features and random vectors, paired against the features (:func:`hm_utils.model.epoch_selection.paired_recall`)."""
-    from hm_utils.embeddings.health import embedding_health
-    from hm_utils.embeddings.quality import random_vectors
 
     out = {"health": embedding_health(emb, feature_cache.ok)}
     if selection is None or queries is None:
@@ -205,7 +204,6 @@ def embed_features(model: keras.Model, feature_cache: FeatureCache, articles: pd
     """Every article of ``feature_cache`` through ``model``'s head: (embeddings float32 [n, D] in the cache's
     row order, ok bool [n]); the tabular rows (combined) come from ``articles`` (``article_id`` + the tabular
     columns). Rows without features are zero and not ok."""
-    from hm_utils.model.siamese import get_head, model_variant, tabular_features
 
     tab = None
     if model_variant(model) == "combined":

@@ -55,14 +55,16 @@ from tqdm.auto import tqdm  # noqa: E402
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.checks import require_columns  # noqa: E402
 from hm_utils.core.config import (ARTICLE_ID, FEATURE_OK, FEATURES_DIR, FEATURES_INDEX, FEATURES_MANIFEST,  # noqa: E402
-                     HAS_IMAGE)
+                                  HAS_IMAGE)
+from hm_utils.core.storage import read_json, write_json, write_parquet  # noqa: E402
+from hm_utils.data import images as images_module
 from hm_utils.data.images import UnreadableImageWarning  # noqa: E402
 from hm_utils.data.images import article_image_paths, image_dataset  # noqa: E402
-from hm_utils.model.inference import model_digest  # noqa: E402
-from hm_utils.model.numeric_precision import FLOAT32_TOLERANCE  # noqa: E402
-from hm_utils.core.storage import read_json, write_json, write_parquet  # noqa: E402
-from hm_utils.model.feature_cache import FeatureCache  # noqa: E402
 from hm_utils.model.backbone_runtime import OverlapTimes, backbone_function, overlapped  # noqa: E402
+from hm_utils.model.feature_cache import FeatureCache  # noqa: E402
+from hm_utils.model.inference import model_digest  # noqa: E402
+from hm_utils.model.inference import compile_for_inference
+from hm_utils.model.numeric_precision import FLOAT32_TOLERANCE  # noqa: E402
 
 MANIFEST_VERSION = 1
 # what must agree between a stored feature set and a backbone for the features to be reused
@@ -149,7 +151,6 @@ def decode_options(fit: str | None = None) -> dict:
     """The decoding options a store records besides the image size and reduced scale:
     ``{"fit": fit}``, ``fit`` None meaning the default of :mod:`hm_utils.data.images`
     (``DEFAULT_FIT``); ``{}`` where images.py has no such option."""
-    from hm_utils.data import images as images_module
     default = getattr(images_module, "DEFAULT_FIT", None)
     if default is None:
         if fit is not None:
@@ -187,7 +188,6 @@ def _forward_fn(model: keras.Model, image_size, check_images: int = 8):
     (largest difference / max(1, largest value) <= ``FLOAT32_TOLERANCE``); where the check
     fails or compiling raises, a plain ``tf.function`` of the model. ``fn.state["compiled"]``
     says which ran."""
-    from hm_utils.model.inference import compile_for_inference
 
     @tf.function(reduce_retracing=True)
     def plain(x):

@@ -50,8 +50,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hm_utils.model.numeric_precision import (BFLOAT16_MIN_COSINE, CHECK_IMAGES, FLOAT32_TOLERANCE, cpu_has_fast_bfloat16,
-                        resolve_precision, row_cosines)
+from hm_utils.model.numeric_precision import (BFLOAT16_MIN_COSINE, CHECK_IMAGES, FLOAT32_TOLERANCE,
+                                              cpu_has_fast_bfloat16, resolve_precision, row_cosines)
 
 
 # --------------------------------------------------------- batch-norm fold ---

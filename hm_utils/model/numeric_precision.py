@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hm_utils.core.similarity import pairwise_cosine
+
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -67,7 +69,6 @@ BFLOAT16_MIN_COSINE = 0.995
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`hm_utils.core.similarity.pairwise_cosine` of two float [n, d] arrays, except
     that two all-zero rows (a relu embedding that is zero either way) count as equal: 1."""
-    from hm_utils.core.similarity import pairwise_cosine
 
     both_zero = ~np.asarray(a).any(axis=1) & ~np.asarray(b).any(axis=1)
     return np.where(both_zero, 1.0, pairwise_cosine(a, b))

@@ -51,7 +51,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from hm_utils.core.checks import require_columns  # noqa: E402
-from hm_utils.core.config import TABULAR_COLUMNS, INDEX_CODES  # noqa: E402
+from hm_utils.core.config import INDEX_CODES, TABULAR_COLUMNS  # noqa: E402
 from hm_utils.core.storage import atomic_path  # noqa: E402
 from hm_utils.model import efficientnet_lite as lite  # noqa: E402
 

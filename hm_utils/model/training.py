@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -47,19 +47,22 @@ import tensorflow as tf  # noqa: E402
 
 from hm_utils.core.arrays import sorted_unique  # noqa: E402
 from hm_utils.core.checks import require_columns  # noqa: E402
-from hm_utils.core.config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE, POSITIVE  # noqa: E402
-from hm_utils.model.feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
-from hm_utils.data.images import article_image_paths, image_dataset  # noqa: E402
-from hm_utils.model.losses import make_loss  # noqa: E402
 from hm_utils.core.config import get_profile  # noqa: E402
+from hm_utils.core.config import (ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE,  # noqa: E402
+                                  POSITIVE)
 from hm_utils.core.metrics import rows_accuracy  # noqa: E402
 from hm_utils.core.settings import StageSettings  # noqa: E402
+from hm_utils.data.images import article_image_paths, image_dataset, load_image  # noqa: E402
 from hm_utils.embeddings.health import health_records  # noqa: E402
-from hm_utils.model.siamese import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
-                    build_siamese, tabular_features, tabular_stats)
-from hm_utils.model.triplet_datasets import cached_triplet_dataset, image_triplet_dataset, product_triplet_rows  # noqa: E402, F401
+from hm_utils.embeddings.health import plain
 from hm_utils.model.epoch_selection import embed_features, held_out_report, heldout_frame  # noqa: E402, F401
+from hm_utils.model.feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
 from hm_utils.model.fine_tuning import copy_model, set_trainable_top  # noqa: E402, F401
+from hm_utils.model.losses import make_loss  # noqa: E402
+from hm_utils.model.siamese import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
+                                    build_siamese, load_embedding_model, model_variant, tabular_features, tabular_stats)
+from hm_utils.model.triplet_datasets import (cached_triplet_dataset, image_triplet_dataset,  # noqa: E402, F401
+                                             product_triplet_rows)
 
 _DEMO = get_profile("demo")   # TrainingSettings() is the demo profile's model
 MIN_TRIPLETS_FOR_VALIDATION = 10  # below this, no validation split (too few to hold any out)
@@ -424,7 +427,6 @@ def _finish_report(report: dict, history: dict, t_start: float) -> dict:
     report["seconds_per_epoch"] = float(np.median(secs[1:] if len(secs) > 1 else secs)) if secs else float("nan")
     report["epochs"] = len(secs)
     report["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    from hm_utils.embeddings.health import plain
     return plain(report)
 
 
@@ -536,8 +538,6 @@ def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, imag
     Without: ``n`` seeded random images (uniform 0..255; the weights either match
     or not, any input shows it, and no photo is decoded) with the tabular rows of
     ``n`` random articles."""
-    from hm_utils.data.images import load_image
-    from hm_utils.model.siamese import load_embedding_model, model_variant
 
     h, w = model.input["image"].shape[1:3]
     rng = np.random.default_rng(seed)

@@ -17,6 +17,8 @@ import pandas as pd
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
+from hm_utils.core.checks import require_columns
+from hm_utils.core.config import ARTICLE_ID, PRODUCT_CODE
 from hm_utils.data.images import read_and_decode  # noqa: E402
 from hm_utils.model.siamese import ROLES  # noqa: E402
 
@@ -86,8 +88,6 @@ def product_triplet_rows(articles: pd.DataFrame, ids: np.ndarray, ok: np.ndarray
     A seeded ``held_out_share`` of the products with 2+ such articles is never used; returns (rows, held-out
     product codes int64 sorted). No triplet when no product qualifies. ``articles``: ``article_id``,
     ``product_code``."""
-    from hm_utils.core.checks import require_columns
-    from hm_utils.core.config import ARTICLE_ID, PRODUCT_CODE
 
     require_columns(articles, [ARTICLE_ID, PRODUCT_CODE], "articles table (product positives)")
     code = pd.Series(articles[PRODUCT_CODE].to_numpy(np.int64), index=articles[ARTICLE_ID].to_numpy(np.int64))

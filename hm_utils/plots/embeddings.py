@@ -7,13 +7,13 @@ through :mod:`hm_utils.plots.panels` (labelled blank panels where an image is mi
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from hm_utils.core.settings import StageSettings
 from hm_utils.core.config import ANCHOR, NEGATIVE, POSITIVE, format_article_id
+from hm_utils.core.settings import StageSettings
 from hm_utils.core.similarity import explained_variance
 from hm_utils.plots.figures import pyplot
 from hm_utils.plots.panels import article_label, image_grid, show_triplet
