@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
+from tqdm.auto import tqdm
 
 from hm_utils.core.embedding_index import ArticleEmbeddings
 from hm_utils.data.purchase_history import split_week, week_windows
@@ -444,7 +446,11 @@ def test_a_week_with_exactly_max_train_customers_is_not_sampled_and_draws_nothin
     np.testing.assert_array_equal(X[:2], X1)
 
 
-def test_label_week_progress_bar_only_when_asked_automatic_and_more_than_four_weeks(capsys):
+def test_label_week_progress_bar_only_when_asked_automatic_and_more_than_four_weeks(capsys, monkeypatch):
+    # tqdm's default write lock holds a multiprocessing lock shared by forked processes (mutmut's workers),
+    # which a bar that fails inside refresh never releases; a lock of this test's own keeps that local
+    # (the bar of learned_ranker is this tqdm class)
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
     # the data of test_automatic_label_weeks_pool_until_enough_labelled_customers: 5 label weeks available,
     # 3 labelled customers reached after 2 of them
     ids = [A1, A2, A3, B1, C1, C2, D1]
