@@ -1,9 +1,13 @@
 """Candidate sources, ranker features and the learned ranker on hand-built cases."""
 from __future__ import annotations
 
+import re
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
+from tqdm.auto import tqdm
 
 from hm_utils.core.embedding_index import ArticleEmbeddings
 from hm_utils.data.purchase_history import split_week, week_windows
@@ -375,3 +379,93 @@ def test_explain_shows_one_customers_candidates_in_the_order_of_the_list():
     for aid, src in zip(table["article_id"], table["sources"]):
         assert src.split(", ") == [n for n in r.generator_.names if frame.loc[aid, n]]
     assert table["bought"].tolist() == [a in set(bought.tolist()) for a in table["article_id"]]
+
+
+# only the customer's own articles as candidates: every group and label below can be counted by hand
+OWN_ONLY = CandidateSettings(product_items=0, n_variants=0, n_popular=0, n_trending=0, n_pairs=0, n_new_popular=0,
+                             n_new=0)
+
+
+def own_feature(X, column):
+    """One column of training rows built with OWN_ONLY settings and no embeddings."""
+    names = FeatureBuilder(catalogue(), None, {}, CandidateGenerator(catalogue(), {}, OWN_ONLY).names).names
+    return X[:, names.index(column)].tolist()
+
+
+def test_training_rows_are_oldest_week_first_and_see_only_the_days_before_their_week():
+    # 3-day label weeks, last day 17: label weeks 12..14 and 15..17. Candidates: own articles only.
+    # week 12: customer 0 (A1, A2 on day 1) rebuys A2 -> rows A1 (0), A2 (1)
+    # week 15: customer 0 (now A1, A2, A2) rebuys A1 -> A1 (1), A2 (0); customer 1 (B1 on day 2) rebuys B1 -> B1 (1)
+    #          and buys D1, which is no candidate: recall 2 of 3 label pairs
+    t = tx([(1, 0, A1), (1, 0, A2), (2, 1, B1), (13, 0, A2), (16, 0, A1), (17, 1, B1), (17, 1, D1)])
+    r = LearnedRanker(catalogue(), None, {}, settings=OWN_ONLY, train_weeks=2, week_days=3, progress=False)
+    X, y, groups, summary = r.training_set(t)
+    assert [(w - DAY0).days for w in summary["label_week"]] == [12, 15]
+    assert summary["customers"].tolist() == [1, 2] and summary["groups"].tolist() == [1, 2]
+    assert summary["rows"].tolist() == [2, 3] and summary["positives"].tolist() == [1, 2]
+    assert summary["recall"].tolist() == [1.0, pytest.approx(2 / 3)]
+    assert y.tolist() == [0, 1, 1, 0, 1] and groups.tolist() == [2, 2, 1]
+    # own purchases of the candidate and of anything, counted before the label week only: week 12's rows
+    # do not see customer 0's A2 on day 13 (own_n 1, cust_n 2), week 15's do (A2 own_n 2, cust_n 3)
+    assert own_feature(X, "own_n") == [1, 1, 1, 2, 1]
+    assert own_feature(X, "cust_n") == [2, 2, 3, 3, 1]
+
+
+def test_label_weeks_stop_at_a_cap_above_the_default_cap():
+    # 1-day label weeks, days 0..27: 27 label weeks (day 0 has nothing before it), each with one buyer.
+    # max_label_weeks=27 is above the default cap of 26: all 27 are taken, which is the cap.
+    t = tx([(d, 0, A1) for d in range(28)])
+    r = LearnedRanker(catalogue(), None, {}, settings=OWN_ONLY, week_days=1, min_label_customers=1_000,
+                      max_label_weeks=27, progress=False)
+    summary = r.training_set(t)[3]
+    assert [(w - DAY0).days for w in summary["label_week"]] == list(range(1, 28))
+    assert (r.label_choice_["weeks"], r.label_choice_["labelled_customers"]) == (27, 27)
+    assert r.label_choice_["reason"] == "reached the cap of 27 label weeks"
+
+
+def test_a_week_with_exactly_max_train_customers_is_not_sampled_and_draws_nothing():
+    # 3-day label weeks, last day 17. Week 15..17: customers 0 and 1 rebuy (exactly max_train_customers=2,
+    # all kept). Week 12..14: customers 0..3 rebuy on day 14, sampled down to 2. Customer c bought its article
+    # c + 1 times on days 1..c+1, so own_n tells the sampled customers apart. A week that needs no sample draws
+    # nothing from the seeded generator: week 12's sample is the one it gets as the only label week.
+    ids = [A1, B1, C1, D1]
+    before = [(d, c, ids[c]) for c in range(4) for d in range(1, c + 2)]
+    week12 = [(14, c, ids[c]) for c in range(4)]
+    week15 = [(16, 0, A1), (17, 1, B1)]
+    two = LearnedRanker(catalogue(), None, {}, settings=OWN_ONLY, train_weeks=2, week_days=3, max_train_customers=2,
+                        progress=False)
+    X, y, groups, summary = two.training_set(tx(before + week12 + week15))
+    assert summary["customers"].tolist() == [2, 2] and summary["groups"].tolist() == [2, 2]
+    assert y.tolist() == [1, 1, 1, 1] and groups.tolist() == [1, 1, 1, 1]
+    # week 15's rows: customer 0's A1 (days 1 and 14) and customer 1's B1 (days 1, 2 and 14)
+    assert own_feature(X, "own_n")[2:] == [2, 3]
+    one = LearnedRanker(catalogue(), None, {}, settings=OWN_ONLY, train_weeks=1, week_days=3, max_train_customers=2,
+                        progress=False)
+    X1, _, _, summary1 = one.training_set(tx(before + week12))
+    assert [(w - DAY0).days for w in summary1["label_week"]] == [12] and summary1["customers"].tolist() == [2]
+    np.testing.assert_array_equal(X[:2], X1)
+
+
+def test_label_week_progress_bar_only_when_asked_automatic_and_more_than_four_weeks(capsys, monkeypatch):
+    # tqdm's default write lock holds a multiprocessing lock shared by forked processes (mutmut's workers),
+    # which a bar that fails inside refresh never releases; a lock of this test's own keeps that local
+    # (the bar of learned_ranker is this tqdm class)
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
+    # the data of test_automatic_label_weeks_pool_until_enough_labelled_customers: 5 label weeks available,
+    # 3 labelled customers reached after 2 of them
+    ids = [A1, A2, A3, B1, C1, C2, D1]
+    first = [(1, c, ids[c]) for c in range(7)]
+    again = [(36, 0, A1), (36, 1, A2), (30, 2, A3), (22, 3, B1), (22, 4, C1), (22, 5, C2), (8, 6, D1)]
+    t = tx(first + again + [(41, 7, 9999001)])
+
+    def bar(**kw):
+        capsys.readouterr()
+        LearnedRanker(catalogue(), None, {}, settings=OWN_ONLY, **kw).training_set(t)
+        return capsys.readouterr().err
+
+    shown = bar(min_label_customers=3)
+    assert "learned: label weeks:" in shown and " 2/5 " in shown
+    assert re.search(r"[\d?](week/s|s/week)\]", shown)
+    assert bar(min_label_customers=3, progress=False) == ""
+    assert bar(min_label_customers=3, max_label_weeks=4) == ""      # 4 weeks: no bar
+    assert bar(train_weeks=5) == ""                                   # a fixed number: no bar
