@@ -45,9 +45,13 @@ def test_03_both_models_trained_and_reported(tiny_series):
         r = m["models"][name]
         assert 1 <= r["epochs"] <= tiny.epochs and r["loss"] == m["settings"]["loss"]  # EPOCHS is a maximum (early stop)
         assert 0.0 <= r["untrained_accuracy"] <= 1.0 and 0.0 <= r["trained_accuracy"] <= 1.0
-        # training helps: on the held-out triplets the trained head orders more of them right than the
-        # untrained one (tiny run: image_only 0.625 -> 0.781, combined 0.469 -> 0.781 of 32)
-        assert r["trained_accuracy"] > r["untrained_accuracy"], name
+        # training helps where it was kept: a head that kept a trained epoch orders more of the held-out
+        # triplets right than its untrained start (tiny run: combined 0.547 -> 0.828 of 64, epoch 2); one that
+        # kept epoch 0 (no gain shown on the held-out customers' next purchases) IS its untrained start
+        if m["best_epoch"][name]:
+            assert r["trained_accuracy"] > r["untrained_accuracy"], name
+        else:
+            assert r["trained_accuracy"] == r["untrained_accuracy"], name
         assert math.isfinite(r["final_loss"]) and math.isfinite(r["final_val_loss"])
         assert r["seconds_per_epoch"] > 0
         assert r["used_cache"] is True and r["trainable_backbone"] is False  # the head trained on stored features

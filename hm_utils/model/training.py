@@ -559,14 +559,14 @@ def reload_max_difference(model: keras.Model, path, articles: pd.DataFrame, imag
 
 
 def feature_triplet_dataset(triplets: pd.DataFrame, cache: FeatureCache, batch_size: int, seed: int = 0,
-                            shuffle: bool = True) -> tf.data.Dataset:
+                            shuffle: bool = True) -> tuple[tf.data.Dataset, int]:
     """The siamese head's training data from stored features, as :func:`train_siamese` feeds it (image-only
     variant): batches of ``batch_size`` triplets, x = the anchor's, positive's and negative's features
-    [B, F] each, y = their rows in the store [B, 3]. Triplets with an article without features are dropped
-    with a warning (:func:`triplet_rows`)."""
+    [B, F] each, y = their rows in the store [B, 3]; and the number of triplets in it. Triplets with an
+    article without features are dropped with a warning (:func:`triplet_rows`)."""
     _, rows = triplet_rows(triplets, cache.article_ids, cache.ok)
     feats = cache.features if isinstance(cache.features, np.memmap) else tf.constant(cache.features)
-    return cached_triplet_dataset(rows, feats, None, batch_size, shuffle, seed)
+    return cached_triplet_dataset(rows, feats, None, batch_size, shuffle, seed), len(rows)
 
 
 def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comparison: pd.DataFrame) -> dict:
