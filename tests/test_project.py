@@ -109,3 +109,13 @@ def test_tests_check_the_package_not_a_copy_in_benchmarks():
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "benchmarks"]
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_code_cell_over_25_lines_but_the_parameters(path):
+    import nbformat
+    cells = nbformat.read(path, as_version=4).cells
+    long = [(i, len(c.source.splitlines())) for i, c in enumerate(cells)
+            if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+            and len(c.source.splitlines()) > 25]
+    assert long == []
