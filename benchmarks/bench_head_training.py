@@ -71,20 +71,9 @@ def head_flops(head) -> tuple[float, float]:
 
 
 def _epoch_timer_class():
-    import keras
+    """The training's own per-epoch timer (:class:`hm_utils.model.training.EpochTimer`)."""
+    from hm_utils.model.training import EpochTimer
 
-    class EpochTimer(keras.callbacks.Callback):
-        """Wall seconds of every epoch (training + validation), in ``seconds``."""
-
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t)
     return EpochTimer
 
 

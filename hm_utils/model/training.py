@@ -209,7 +209,7 @@ def split_by_customer(triplets: pd.DataFrame, validation_split: float = 0.2, see
                         f"({len(customers) - n_val} / {n_val} customers)")
 
 
-class _EpochTimer(keras.callbacks.Callback):
+class EpochTimer(keras.callbacks.Callback):
     """Wall seconds per epoch, appended to ``self.seconds``."""
 
     def __init__(self):
@@ -390,7 +390,7 @@ def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, s
 def _fit(train_model, make_ds, train_rows, val_rows, epochs: int, verbose, selection=None) -> dict:
     """Train for at most ``epochs``; the history as a dict of lists (epoch, loss, val_loss, seconds, and with
     an :class:`hm_utils.model.epoch_selection.EpochSelection` ``selection``: heldout_recall, val_accuracy)."""
-    timer = _EpochTimer()
+    timer = EpochTimer()
     with warnings.catch_warnings():
         # the image stream drops unreadable files, so its length is unknown to Keras
         warnings.filterwarnings("ignore", message="Your input ran out of data")
