@@ -33,7 +33,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from hm_utils.triplets.mining import MiningSettings, mine_triplets
+from hm_utils.triplets.mining import mine_triplets
+from hm_utils.triplets.settings import MiningSettings
 from hm_utils.triplets.strategies import STRATEGIES
 
 FULL_CUSTOMERS, FULL_ROWS, FULL_ARTICLES = 1_371_980, 31_788_324, 105_542

@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     from hm_utils.core.workdir import load_articles, load_images, load_transactions, load_triplets
     from hm_utils.model.feature_store import load_features
     from hm_utils.model.siamese import build_backbone
-    from hm_utils.model.training import TrainingSettings, embed_features, train_siamese
+    from hm_utils.model.epoch_selection import embed_features
+    from hm_utils.model.training import TrainingSettings, train_siamese
     from hm_utils.triplets.mining import filter_with_images
 
     w = args.work_dir

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_utils.triplets.mining import (TRIPLET_COLUMNS, MiningResult, MiningSettings, combine_triplets,
-                                      compare_strategies, filter_with_images, group_mix, image_filter_summary,
-                                      load_triplets, mine_strategies, mine_triplets, mining_summary, select_strategies,
-                                      skip_table, write_triplets)
+from hm_utils.triplets.mining import (TRIPLET_COLUMNS, MiningResult, combine_triplets, compare_strategies,
+                                      filter_with_images, group_mix, image_filter_summary, load_triplets,
+                                      mine_strategies, mine_triplets, mining_summary, skip_table, write_triplets)
+from hm_utils.triplets.settings import MiningSettings, select_strategies
 from hm_utils.triplets.strategies import CATCHALL_GROUPS, STRATEGIES, strategy_table
 
 DAY0 = pd.Timestamp("2020-01-01")

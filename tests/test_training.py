@@ -9,6 +9,7 @@ from PIL import Image
 from hm_utils.core.config import TABULAR_COLUMNS
 from hm_utils.core.workdir import training_history_frame
 from hm_utils.data.images import article_image_paths
+from hm_utils.model import fine_tuning
 from hm_utils.model import training as T
 from hm_utils.model.feature_cache import compute_feature_cache
 from hm_utils.model.siamese import build_backbone, load_embedding_model, save_embedding_model
@@ -250,15 +251,15 @@ def _bn_backbone():
 
 def test_set_trainable_top_counts_weight_layers_and_keeps_batchnorm_frozen():
     bb = _bn_backbone()
-    assert T.set_trainable_top(bb, 1) == ["b"]
+    assert fine_tuning.set_trainable_top(bb, 1) == ["b"]
     assert bb.trainable and sorted(v.path for v in bb.trainable_weights) == ["b/bias", "b/kernel"]
-    assert T.set_trainable_top(bb, 5) == ["a", "b"]  # only two layers with weights besides the batch norms
+    assert fine_tuning.set_trainable_top(bb, 5) == ["a", "b"]  # only two layers with weights besides the batch norms
     assert len(bb.trainable_weights) == 4 and not bb.get_layer("net").get_layer("bn_b").trainable
-    copy = T.copy_model(bb)  # a copy keeps every layer's flag
+    copy = fine_tuning.copy_model(bb)  # a copy keeps every layer's flag
     assert sorted(v.path for v in copy.trainable_weights) == sorted(v.path for v in bb.trainable_weights)
-    assert T.set_trainable_top(bb, 0) == [] and not bb.trainable and bb.trainable_weights == []
+    assert fine_tuning.set_trainable_top(bb, 0) == [] and not bb.trainable and bb.trainable_weights == []
     with pytest.raises(ValueError, match="n_layers"):
-        T.set_trainable_top(bb, -1)
+        fine_tuning.set_trainable_top(bb, -1)
 
 
 def test_fine_tuning_trains_only_the_top_layers(toy):
@@ -267,7 +268,7 @@ def test_fine_tuning_trains_only_the_top_layers(toy):
 
     articles, images, trip, _ = toy
     bb = build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=2)
-    assert T.set_trainable_top(bb, 1) == ["conv3"]
+    assert fine_tuning.set_trainable_top(bb, 1) == ["conv3"]
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in bb.get_layer("small_cnn").layers}
     model, history, report = train(
         trip.iloc[:48], articles, images, variant="image_only", backbone="small_cnn", image_size=SIZE,

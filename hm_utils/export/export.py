@@ -41,7 +41,7 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -103,7 +103,6 @@ class ExportSettings(StageSettings):
         return {"batch_size": profile.batch_size}
 
 
-
 @dataclass
 class ExportReport:
     """What :func:`export_embeddings` did.
@@ -130,9 +129,6 @@ class ExportReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     precision: str = "float32"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------ helpers ---

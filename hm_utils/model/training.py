@@ -19,7 +19,7 @@ notebook 03 passes the run's feature store, :func:`hm_utils.model.feature_store.
 whose weights digest is checked against the backbone); the saved model is the whole
 tower (backbone + the trained head, sharing its weights). Without the features
 (``use_cache=False``, or a trainable backbone such as ``small_cnn``, or the top of a
-backbone made trainable by :func:`set_trainable_top`: fine-tuning, BatchNorm kept
+backbone made trainable by :func:`hm_utils.model.fine_tuning.set_trainable_top`: fine-tuning, BatchNorm kept
 frozen) every epoch decodes the three images of every triplet and runs the backbone.
 
 Validation: triplets are split by customer (all of a customer's triplets on
@@ -47,21 +47,19 @@ import tensorflow as tf  # noqa: E402
 
 from hm_utils.core.arrays import sorted_unique  # noqa: E402
 from hm_utils.core.checks import require_columns  # noqa: E402
-from hm_utils.core.config import get_profile  # noqa: E402
 from hm_utils.core.config import (ANCHOR, ARTICLE_ID, CUSTOMER_KEY, HAS_IMAGE, IMAGE_ABS_PATH, NEGATIVE,  # noqa: E402
-                                  POSITIVE)
+                                  POSITIVE, get_profile)
 from hm_utils.core.metrics import rows_accuracy  # noqa: E402
 from hm_utils.core.settings import StageSettings  # noqa: E402
 from hm_utils.data.images import article_image_paths, image_dataset, load_image  # noqa: E402
-from hm_utils.embeddings.health import health_records  # noqa: E402
-from hm_utils.embeddings.health import plain
-from hm_utils.model.epoch_selection import embed_features, held_out_report, heldout_frame  # noqa: E402, F401
+from hm_utils.embeddings.health import health_records, plain  # noqa: E402
+from hm_utils.model.epoch_selection import held_out_report  # noqa: E402
 from hm_utils.model.feature_cache import FeatureCache, compute_feature_cache  # noqa: E402
-from hm_utils.model.fine_tuning import copy_model, set_trainable_top  # noqa: E402, F401
+from hm_utils.model.fine_tuning import copy_model  # noqa: E402
 from hm_utils.model.losses import make_loss  # noqa: E402
 from hm_utils.model.siamese import (HIDDEN_UNITS, assemble_embedding_model, build_backbone, build_head,  # noqa: E402
                                     build_siamese, load_embedding_model, model_variant, tabular_features, tabular_stats)
-from hm_utils.model.triplet_datasets import (cached_triplet_dataset, image_triplet_dataset,  # noqa: E402, F401
+from hm_utils.model.triplet_datasets import (cached_triplet_dataset, image_triplet_dataset,  # noqa: E402
                                              product_triplet_rows)
 
 _DEMO = get_profile("demo")   # TrainingSettings() is the demo profile's model
@@ -575,7 +573,7 @@ def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comp
     timing (``models``), the health of each embedding (:func:`hm_utils.embeddings.health.health_records`), the
     held-out report and the kept epoch per model, and the held-out comparison table (NaN as None).
     ``reports``: :attr:`TrainingRun.report` by model name; ``health``: the reports' ``health`` entries;
-    ``comparison``: :func:`heldout_frame` of the reports."""
+    ``comparison``: :func:`hm_utils.model.epoch_selection.heldout_frame` of the reports."""
     first = reports["image_only"]
     per_model = ("untrained_accuracy", "trained_accuracy", "accuracy_on", "final_loss", "final_val_loss",
                  "seconds_per_epoch", "epochs", "loss", "used_cache", "trainable_backbone", "head")

@@ -22,7 +22,6 @@ Public API
 - :func:`compare_strategies`, :func:`group_mix`, :func:`negative_group_shares`: side-by-side statistics.
 - :func:`filter_with_images`, :func:`image_filter_summary`: keep triplets whose
   three articles all have an image.
-- :func:`select_strategies`: notebook parameters -> the strategies a run mines.
 - :func:`mining_summary`: notebook 02's key figures for ``record_metrics``.
 
 - :func:`write_triplets`, :func:`load_triplets`: ``WORK_DIR/triplets.parquet``, the file notebook 02
@@ -44,7 +43,7 @@ from hm_utils.core.checks import require_columns
 from hm_utils.core.config import ANCHOR, ARTICLE_ID, CUSTOMER_KEY, NEGATIVE, POSITIVE, STRATEGY, T_DAT
 from hm_utils.core.storage import require_file, write_parquet
 from hm_utils.triplets.purchase_arrays import BoughtSet, Catalogue, Purchases, as_day, to_days
-from hm_utils.triplets.settings import MiningSettings, select_strategies  # noqa: F401 (select_strategies: API)
+from hm_utils.triplets.settings import MiningSettings
 from hm_utils.triplets.strategies import STRATEGIES, NegativeDraw, balance_index_groups
 
 TRIPLET_COLUMNS = [CUSTOMER_KEY, ANCHOR, POSITIVE, NEGATIVE, STRATEGY]
