@@ -1,6 +1,8 @@
 """Rolling weeks, paired bootstrap intervals, slices, recall@k and ablations on hand-built cases."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,16 +17,10 @@ from hm_utils.data.purchase_history import split_holdout, split_week, week_windo
 from hm_utils.ranking.evaluation import (ablation_rankers, evaluate_rankers, evaluate_rolling, pool_slices,
                                          random_embeddings_like, slice_masks)
 from hm_utils.ranking.rankers import ImprovedRanker, PopularityRanker, RepurchaseRanker
+from tests.frames import transactions
 
 DAY0 = pd.Timestamp("2020-09-01")
-
-
-def tx(rows):
-    """rows: (day offset, customer_key, article_id)."""
-    df = pd.DataFrame(rows, columns=["day", "customer_key", "article_id"])
-    return pd.DataFrame({"t_dat": DAY0 + pd.to_timedelta(df["day"], unit="D"),
-                         "customer_key": df["customer_key"].astype("int32"),
-                         "article_id": df["article_id"].astype("int32"), "price": np.float32(0.03)})
+tx = partial(transactions, day0=DAY0)   # rows: (day offset, customer_key, article_id[, price])
 
 
 def background(n_customers=30, n_articles=40, days=35, seed=0, n=900):

@@ -1,6 +1,8 @@
 """Candidate sources, ranker features and the learned ranker on hand-built cases."""
 from __future__ import annotations
 
+from functools import partial
+
 import re
 import threading
 
@@ -16,18 +18,13 @@ from hm_utils.ranking.candidates import (CandidateGenerator, CandidateSettings, 
                                          top_per_group)
 from hm_utils.ranking.evaluation import evaluate_rolling
 from hm_utils.ranking.learned_ranker import LearnedRanker, customer_groups
+from tests.frames import transactions
 
 DAY0 = pd.Timestamp("2020-08-01")
 A1, A2, A3, B1, C1, C2, D1 = 1001001, 1001002, 1001003, 1002001, 1003001, 1003002, 1004001
 
 
-def tx(rows):
-    """rows: (day, customer_key, article_id[, price])."""
-    rows = [r if len(r) == 4 else (*r, 0.03) for r in rows]
-    df = pd.DataFrame(rows, columns=["day", "customer_key", "article_id", "price"])
-    return pd.DataFrame({"t_dat": DAY0 + pd.to_timedelta(df["day"], unit="D"),
-                         "customer_key": df["customer_key"].astype("int32"),
-                         "article_id": df["article_id"].astype("int32"), "price": df["price"].astype("float32")})
+tx = partial(transactions, day0=DAY0)   # rows: (day offset, customer_key, article_id[, price])
 
 
 def catalogue():

@@ -1,6 +1,8 @@
 """New-article judging (per customer-week slices, pooled recall intervals, the verdict in words) by hand."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,15 +10,10 @@ import pytest
 from hm_utils.core.intervals import paired_ratio_bootstrap
 from hm_utils.ranking.new_articles import (ablation_pairs, compare_on_slice, customer_slice_rows, embedding_verdict,
                                            hits_by_customer, pool_customer_slices, slice_comparisons)
+from tests.frames import transactions
 
 DAY0 = pd.Timestamp("2020-09-01")
-
-
-def tx(rows):
-    df = pd.DataFrame(rows, columns=["day", "customer_key", "article_id"])
-    return pd.DataFrame({"t_dat": DAY0 + pd.to_timedelta(df["day"], unit="D"),
-                         "customer_key": df["customer_key"].astype("int32"),
-                         "article_id": df["article_id"].astype("int32"), "price": np.float32(0.03)})
+tx = partial(transactions, day0=DAY0)   # rows: (day offset, customer_key, article_id[, price])
 
 
 def test_hits_and_customer_rows_by_hand():
