@@ -103,6 +103,10 @@ def test_ranking_settings_from_profile_and_overrides():
         RankingSettings.from_profile("tiny", eval_week=3)
     with pytest.raises(ValueError, match="at least 1"):
         RankingSettings.from_profile("tiny", eval_weeks=0)
+    # new_slots reaches the learned rankers; at most the twelve
+    assert s.new_slots == 0 and RankingSettings.from_profile("tiny", new_slots="2").learned_kwargs()["new_slots"] == 2
+    with pytest.raises(ValueError, match="new_slots"):
+        RankingSettings.from_profile("tiny", new_slots=13)
 
 
 def test_customer_history_by_hand_and_the_pandas_fallback_agrees():

@@ -466,3 +466,33 @@ def test_label_week_progress_bar_only_when_asked_automatic_and_more_than_four_we
     assert bar(min_label_customers=3, progress=False) == ""
     assert bar(min_label_customers=3, max_label_weeks=4) == ""      # 4 weeks: no bar
     assert bar(train_weeks=5) == ""                                   # a fixed number: no bar
+
+
+def test_new_slots_keep_the_best_scored_new_candidate_in_the_twelve():
+    t, arts, customers, emb = synthetic_shop(seed=2)
+    extra = 2000000 + np.arange(60, 64) * 1000 + 1            # in the catalogue, never sold: new to every fit
+    arts = pd.concat([arts, pd.DataFrame({"article_id": extra, "product_code": extra // 1000, "product_type_no": 0,
+                                          "colour_group_code": 0, "index_group_no": 0})], ignore_index=True)
+    vecs = np.random.default_rng(0).normal(0, 1, (len(extra), emb.dim)).astype(np.float32)
+    emb = ArticleEmbeddings(np.r_[emb.article_ids, extra], np.vstack([emb.matrix, vecs]))
+    r = LearnedRanker(arts, customers, {"e": emb}, n_estimators=20, progress=False).fit(t)
+    new = set(r.generator_.new_ids_.tolist())
+    assert set(extra.tolist()) <= new
+    keys = np.arange(60)
+    plain = r.predict(keys)
+    r.new_slots = 1
+    kept = r.predict(keys)
+    changed = 0
+    for key, a, b in zip(keys, plain, kept):
+        table = r.explain(int(key), top=10_000)
+        new_rows = table[table["article_id"].isin(new)]
+        if new_rows.empty or new & set(a.tolist()):
+            assert b.tolist() == a.tolist()               # no new candidate, or one already in the twelve
+            continue
+        changed += 1
+        assert b[:11].tolist() == a[:11].tolist() and b[11] in new
+        # the one kept is a best-scored new candidate (LightGBM's scores can tie)
+        assert table.loc[table["article_id"] == b[11], "score"].iloc[0] == new_rows["score"].max()
+    assert changed > 0
+    with pytest.raises(ValueError, match="new_slots"):
+        LearnedRanker(arts, customers, new_slots=13)

@@ -3,8 +3,10 @@ rows), rank_within, dense_lists, take_first_valid, fill_with_popular, top_by_sco
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from hm_utils.core.lists import (PAD, dense_lists, fill_with_popular, first_in_row, rank_within, take_first_valid,
+from hm_utils.core.lists import (PAD, dense_lists, fill_with_popular, first_in_row, rank_within, reserve_slots,
+                                take_first_valid,
                                  top_by_score)
 
 
@@ -139,3 +141,45 @@ def test_top_by_score_by_hand_and_against_the_definition():
 def test_rank_within_unsorted_runs_and_single_key():
     assert rank_within(np.array([3])).tolist() == [0]
     assert rank_within(np.array([1, 2, 2, 2, 3, 3, 4])).tolist() == [0, 0, 1, 2, 0, 1, 0]
+
+
+def reserve_reference(row, reserved):
+    """reserve_slots for one row, written as the definition reads: missing reserved items replace the
+    empty places, then the lowest-placed items that are not reserved, and go to the end in their order."""
+    k, want = len(row), [r for r in reserved if r != PAD]
+    missing = [r for r in want if r not in row]
+    items = [x for x in row if x != PAD]
+    drop = max(len(items) + len(missing) - k, 0)
+    for i in range(len(items) - 1, -1, -1):
+        if drop == 0:
+            break
+        if items[i] not in want:
+            del items[i]
+            drop -= 1
+    out = items + missing
+    return out + [PAD] * (k - len(out))
+
+
+def test_reserve_slots_by_hand_and_against_the_definition():
+    top = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 4, 3], [1, 2, PAD, PAD], [5, 6, 7, 8], [1, 2, 3, 4],
+                    [1, 2, 3, PAD]])
+    res = np.array([[9, PAD], [3, 9], [3, 9], [9, 8], [8, PAD], [PAD, PAD], [9, 8]])
+    assert reserve_slots(top, res).tolist() == [
+        [1, 2, 3, 9],      # 9 takes the last place
+        [1, 2, 3, 9],      # 3 is already there; 9 takes 4's place
+        [1, 2, 3, 9],      # 3 (last) keeps its place: 4, the lowest not reserved, gives way and 3 moves up
+        [1, 2, 9, 8],      # two empty places: nothing given up
+        [5, 6, 7, 8],      # already there: unchanged
+        [1, 2, 3, 4],      # nothing reserved
+        [1, 2, 9, 8]]      # one empty place, then 3 gives way
+    assert reserve_slots(top, res).dtype == np.int32
+    assert reserve_slots(top, res[:, :0]).tolist() == top.tolist()
+    with pytest.raises(ValueError, match="at most 4 reserved"):
+        reserve_slots(top, np.zeros((7, 5), int))
+    rng = np.random.default_rng(3)
+    for k, r in [(12, 1), (12, 3), (5, 5)]:
+        rows = [rng.permutation(30)[:k] for _ in range(300)]
+        top = np.array([np.where(rng.random(k) < 0.1, PAD, row) for row in rows])
+        res = np.array([np.where(rng.random(r) < 0.2, PAD, rng.permutation(30)[:r]) for _ in range(300)])
+        got = reserve_slots(top, res)
+        assert got.tolist() == [reserve_reference(a.tolist(), b.tolist()) for a, b in zip(top, res)]

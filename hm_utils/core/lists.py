@@ -115,6 +115,31 @@ def top_by_score(candidates: np.ndarray, scores: np.ndarray, k: int = SUBMISSION
     return take_first_valid(c_sorted, valid, k)
 
 
+def reserve_slots(top: np.ndarray, reserved: np.ndarray) -> np.ndarray:
+    """Per row, make room in a list for the items it must hold.
+
+    ``top`` int [n, k]: a list per row, best first (PAD = empty place); ``reserved`` int [n, r]:
+    the items each row must hold, distinct within a row (PAD = none), r <= k. A reserved item
+    already in the list keeps its place; the missing ones go to the end of the list, in their
+    order in ``reserved``, into its empty places first, then in place of its lowest-placed items
+    that are not reserved. Output int32 [n, k]. Used to keep places for new articles in a
+    learned ranker's twelve (:class:`hm_utils.ranking.learned_ranker.LearnedRanker`, ``new_slots``).
+    """
+    top, reserved = np.asarray(top), np.asarray(reserved)
+    n, k = top.shape
+    if reserved.shape[1] > k:
+        raise ValueError(f"at most {k} reserved items per row (the list's length); got {reserved.shape[1]}")
+    wanted = reserved != PAD
+    found = (top[:, :, None] == reserved[:, None, :]) & wanted[:, None, :]    # [n, k, r]
+    missing = wanted & ~found.any(axis=1)                                      # [n, r]
+    filled = top != PAD
+    given_up = filled & ~found.any(axis=2)       # places a missing reserved item may take, lowest first
+    to_drop = np.maximum(filled.sum(axis=1) + missing.sum(axis=1) - k, 0)
+    from_bottom = np.cumsum(given_up[:, ::-1], axis=1)[:, ::-1]               # such places at or below
+    kept = filled & ~(given_up & (from_bottom <= to_drop[:, None]))
+    return take_first_valid(np.concatenate([top, reserved], axis=1), np.concatenate([kept, missing], axis=1), k)
+
+
 def iter_blocks(n: int, size: int, desc: str, progress: bool = True):
     """(start, end) of consecutive blocks of ``size`` over ``range(n)``; a tqdm bar when there are several."""
     starts = range(0, n, size)

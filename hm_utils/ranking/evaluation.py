@@ -81,7 +81,9 @@ class RankingSettings(StageSettings):
     label_weeks: the learned rankers' label weeks (None: automatic, as many as hold
     :data:`hm_utils.ranking.learned_ranker.MIN_LABEL_CUSTOMERS` labelled customer-weeks);
     candidate_scale: the learned rankers' candidate quotas x this
-    (:func:`hm_utils.ranking.candidate_curve.scaled_settings`; the profile's ``CANDIDATE_SCALE``).
+    (:func:`hm_utils.ranking.candidate_curve.scaled_settings`; the profile's ``CANDIDATE_SCALE``);
+    new_slots: places of the learned rankers' twelve kept for their best-scored new articles
+    (``LearnedRanker(new_slots=...)``; 0: the scores alone decide).
     """
     profile: str = "demo"
     seed: int = 42
@@ -96,6 +98,7 @@ class RankingSettings(StageSettings):
     learned_ranker: bool = True
     label_weeks: int | None = None
     candidate_scale: float = 1.0
+    new_slots: int = 0
 
     def __post_init__(self):
         for key in ("holdout_days", "n_candidates", "eval_weeks", "bootstrap_samples", "seed"):
@@ -113,6 +116,9 @@ class RankingSettings(StageSettings):
         if not float(self.candidate_scale) > 0:
             raise ValueError(f"candidate_scale must be positive; got {self.candidate_scale}")
         object.__setattr__(self, "candidate_scale", float(self.candidate_scale))
+        object.__setattr__(self, "new_slots", int(self.new_slots))
+        if not 0 <= self.new_slots <= SUBMISSION_K:
+            raise ValueError(f"new_slots must be between 0 and {SUBMISSION_K}; got {self.new_slots}")
 
     @classmethod
     def profile_values(cls, profile) -> dict:
@@ -121,9 +127,10 @@ class RankingSettings(StageSettings):
 
     def learned_kwargs(self) -> dict:
         """Keyword arguments of the learned rankers from these settings: ``train_weeks``
-        (label weeks; None: automatic) and ``settings`` (candidate quotas x ``candidate_scale``)."""
-
-        return {"train_weeks": self.label_weeks, "settings": scaled_settings(CandidateSettings(), self.candidate_scale)}
+        (label weeks; None: automatic), ``settings`` (candidate quotas x ``candidate_scale``) and
+        ``new_slots``."""
+        return {"train_weeks": self.label_weeks, "settings": scaled_settings(CandidateSettings(), self.candidate_scale),
+                "new_slots": self.new_slots}
 
 
 # --------------------------------------------------------------- slices ---

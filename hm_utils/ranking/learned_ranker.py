@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from hm_utils.core.arrays import sorted_unique
 from hm_utils.core.config import ARTICLE_ID, CUSTOMER_KEY, SUBMISSION_K, T_DAT
 from hm_utils.core.embedding_index import ArticleEmbeddings
-from hm_utils.core.lists import PAD, dense_lists, fill_with_popular, iter_blocks, top_by_score
+from hm_utils.core.lists import PAD, dense_lists, fill_with_popular, iter_blocks, reserve_slots, top_by_score
 from hm_utils.data.purchase_history import as_transactions, customer_history, customer_rows, split_week, week_windows
 from hm_utils.ranking.candidate_features import FeatureBuilder
 from hm_utils.ranking.candidates import (CandidateGenerator, Candidates, CandidateSettings, candidate_recall,
@@ -92,7 +92,11 @@ class LearnedRanker(Ranker):
     LightGBM's tree settings,
     ``block_customers`` customers scored per block (memory: about
     ``block_customers * 100 * n_features * 4`` bytes per block in flight),
-    ``workers`` blocks scored at once in threads (None: one per CPU).
+    ``workers`` blocks scored at once in threads (None: one per CPU),
+    ``new_slots`` places of the ``k`` kept for the customer's best-scored *new* candidates
+    (articles first sold within ``settings.new_days`` of the cut-off, or never sold:
+    :attr:`CandidateGenerator.new_ids_`) when the scores alone leave them out
+    (:func:`hm_utils.core.lists.reserve_slots`; 0: the scores alone decide).
 
     After ``fit``: ``model_`` (None when there was nothing to learn from --
     then candidates are ordered by own recency, then last-week popularity, and
@@ -109,7 +113,9 @@ class LearnedRanker(Ranker):
                  n_estimators: int = 100, learning_rate: float = 0.08, num_leaves: int = 31,
                  min_child_samples: int = 20, seed: int = 0, block_customers: int = 25_000,
                  k: int = SUBMISSION_K, name: str | None = None, n_jobs: int | None = None, progress: bool = True,
-                 workers: int | None = None):
+                 workers: int | None = None, new_slots: int = 0):
+        if not 0 <= int(new_slots) <= k:
+            raise ValueError(f"new_slots must be between 0 and k={k}; got {new_slots}")
         self.articles, self.customers = articles, customers
         self.embeddings = dict(embeddings or {})
         self.settings = settings or CandidateSettings()
@@ -120,6 +126,7 @@ class LearnedRanker(Ranker):
         self.n_estimators, self.learning_rate, self.num_leaves = n_estimators, learning_rate, num_leaves
         self.min_child_samples, self.seed, self.block_customers = min_child_samples, seed, block_customers
         self.k, self.n_jobs, self.progress, self.workers = k, n_jobs, progress, workers
+        self.new_slots = int(new_slots)
         if name:
             self.name = name
 
@@ -241,10 +248,11 @@ class LearnedRanker(Ranker):
         """The fitted generator's candidates for ``keys``."""
         return self.generator_.generate(np.asarray(keys, np.int64))
 
-    def rank_block(self, keys: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
+    def rank_block(self, keys: np.ndarray, k: int, threads: int | None = None, new_slots: int = 0) -> np.ndarray:
         """int64 [n, k]: the ``k`` best-scored candidates of each customer of ``keys``
         (distinct, sorted); PAD where a customer has fewer. Candidates, features and
-        scores for the whole block at once."""
+        scores for the whole block at once. ``new_slots``: the best-scored new candidates
+        kept in the ``k`` (:func:`~hm_utils.core.lists.reserve_slots`)."""
         top = np.full((len(keys), k), PAD, np.int64)
         cands = self.generator_.generate(keys)
         if len(cands) == 0:
@@ -256,12 +264,17 @@ class LearnedRanker(Ranker):
         width = int(rank.max()) + 1
         cmat = dense_lists(gid, rank, cands.article_id, int(gid[-1]) + 1, width)
         smat = dense_lists(gid, rank, score, int(gid[-1]) + 1, width, fill=-np.inf, dtype=np.float64)
-        top[np.searchsorted(keys, cands.customer_key[start])] = top_by_score(cmat, smat, k)
+        best = top_by_score(cmat, smat, k)
+        if new_slots:
+            new = np.isin(cmat, self.generator_.new_ids_) & (cmat != PAD)
+            best = reserve_slots(best, top_by_score(cmat, np.where(new, smat, -np.inf), new_slots))
+        top[np.searchsorted(keys, cands.customer_key[start])] = best
         return top
 
-    def _rank(self, keys: np.ndarray, k: int) -> np.ndarray:
+    def _rank(self, keys: np.ndarray, k: int, new_slots: int = 0) -> np.ndarray:
         """Blocks of ``block_customers`` customers, ``workers`` blocks at a time in threads
-        (numpy and LightGBM release the GIL; BLAS and LightGBM run one thread per block)."""
+        (numpy and LightGBM release the GIL; BLAS and LightGBM run one thread per block);
+        ``new_slots`` as in :meth:`rank_block`."""
         from concurrent.futures import ThreadPoolExecutor
 
         from threadpoolctl import threadpool_limits
@@ -275,7 +288,7 @@ class LearnedRanker(Ranker):
 
         def run(block):
             s, e = block
-            top[s:e] = self.rank_block(uniq[s:e], k, threads=1 if workers > 1 else None)
+            top[s:e] = self.rank_block(uniq[s:e], k, threads=1 if workers > 1 else None, new_slots=new_slots)
             bar.update(e - s)
 
         with threadpool_limits(1 if workers > 1 else None):
@@ -292,7 +305,7 @@ class LearnedRanker(Ranker):
         keys = np.asarray(keys, np.int64)
         inside = (keys >= 0) & (keys < self.n_rows_)
         personal = inside & (self.generator_.recent_[np.where(inside, keys, 0), 0] != PAD)
-        return self._rank(keys, self.k), personal
+        return self._rank(keys, self.k, self.new_slots), personal
 
     def predict_top(self, keys, k: int = 100) -> np.ndarray:
         """int32 [n, k]: the ``k`` best candidates per customer (PAD when fewer), from the
