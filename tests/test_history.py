@@ -104,7 +104,7 @@ def test_ranking_settings_from_profile_and_overrides():
     with pytest.raises(ValueError, match="at least 1"):
         RankingSettings.from_profile("tiny", eval_weeks=0)
     # new_slots reaches the learned rankers; at most the twelve
-    assert s.new_slots == 0 and RankingSettings.from_profile("tiny", new_slots="2").learned_kwargs()["new_slots"] == 2
+    assert s.new_slots == 2 and RankingSettings.from_profile("tiny", new_slots="0").learned_kwargs()["new_slots"] == 0
     with pytest.raises(ValueError, match="new_slots"):
         RankingSettings.from_profile("tiny", new_slots=13)
 
