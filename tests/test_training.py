@@ -334,7 +334,8 @@ def test_training_settings_from_profile_and_overrides():
     with pytest.raises(AttributeError):
         s.epochs = 3  # frozen: one run, one set of settings
     from dataclasses import asdict
-    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 29
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 30
+    assert s.by_hand_triplets == 20_000   # section 4 of 03 shows one epoch on at most this many (a sample at scale)
     # the head that cannot die is every profile's default; epochs are a maximum (early stop after 2 idle epochs)
     assert all((T.TrainingSettings.from_profile(p).head, T.TrainingSettings.from_profile(p).patience) == ("residual", 2)
                for p in ("tiny", "demo", "full"))

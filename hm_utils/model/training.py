@@ -101,7 +101,9 @@ class TrainingSettings(StageSettings):
     paired interval above 0, else the start) or "best".
     product_positives: that many catalogue triplets per training purchase triplet (0: none), whose positive
     is another colour of the anchor's product (:func:`product_triplet_rows`); held_out_products: the share of
-    products (seeded) never used there, on which a same-product figure can then be measured.
+    products (seeded) never used there, on which a same-product figure can then be measured;
+    by_hand_triplets: at most that many triplets (a seeded sample) for notebook 03's head built by hand, a
+    teaching view of one epoch (at competition scale all 872,843 triplets took 14 minutes there).
 
     The defaults are the demo profile's (pretrained EfficientNet-Lite0, average pooling; the original
     notebook's ResNet50 with flatten pooling is ``backbone="resnet50", pooling="flatten"``);
@@ -138,6 +140,7 @@ class TrainingSettings(StageSettings):
     selection_rule: str = "interval"
     product_positives: float = 0.0
     held_out_products: float = 0.2
+    by_hand_triplets: int = 20_000
 
     def __post_init__(self):
         if isinstance(self.weights, str) and self.weights.strip().lower() == "random":
