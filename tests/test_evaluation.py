@@ -163,6 +163,24 @@ def test_rolling_weeks_rows_files_and_the_last_week_is_the_holdout(tmp_path):
         evaluate_rolling([PopularityRanker(), PopularityRanker()], t, 2, progress=False)
 
 
+def test_rolling_release_drops_every_fit_but_the_kept_rankers_last_and_scores_the_same():
+    t = background(days=42)
+    emb = ArticleEmbeddings(np.arange(100, 140), np.random.default_rng(2).normal(size=(40, 6)))
+
+    def rankers():
+        return [RepurchaseRanker(), ImprovedRanker(emb, n_candidates=20, tune_weeks=2, name="improved_x")]
+
+    held = evaluate_rolling(rankers(), t, n_weeks=2, progress=False)
+    freed = rankers()
+    res = evaluate_rolling(freed, t, n_weeks=2, progress=False, release=True, keep=("improved_x",))
+    pd.testing.assert_frame_equal(res.ap, held.ap)                       # the same lists and scores
+    assert not hasattr(freed[0], "fit_end_")                             # repurchase: released after each week
+    assert hasattr(freed[1], "fit_end_") and freed[1].fit_end_ < week_windows(t, 1)[0]   # kept: its last fit
+    assert freed[1].predict([0, 1]).shape == (2, 12)
+    with pytest.raises(RuntimeError, match="fit"):
+        freed[0].predict([0])
+
+
 def test_random_embeddings_keep_shape_and_missing_rows():
     emb = ArticleEmbeddings(np.array([5, 3, 9]), np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
     r = random_embeddings_like(emb, seed=1)

@@ -226,7 +226,8 @@ class RollingResult:
 
 
 def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, days: int = 7, work_dir=None,
-                     slices: bool = True, recall_k: int = RECALL_K, progress: bool = True) -> RollingResult:
+                     slices: bool = True, recall_k: int = RECALL_K, progress: bool = True, release: bool = False,
+                     keep: tuple[str, ...] = ()) -> RollingResult:
     """Score every ranker on each of the last ``n_weeks`` weeks of ``transactions``.
 
     For each week (oldest first; see :func:`week_windows`) every ranker is
@@ -242,6 +243,11 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
     ``evaluation/slices_by_week.parquet``, every week's lists under
     ``predictions/weeks/<YYYY-MM-DD>/<ranker>.parquet`` and the last week's under
     ``predictions/holdout/<ranker>.parquet``. Returns a :class:`RollingResult`.
+
+    With ``release``, each ranker's fitted state is dropped (:meth:`~hm_utils.ranking.rankers.Ranker.release`)
+    as soon as it has been scored on a week, except the last week's fit of the rankers named in ``keep``
+    (which the caller goes on to inspect): one fitted ranker in memory at a time. At competition scale with
+    the ablations (14 rankers) 06 held them all and was killed at 22.5 GB.
     """
     names = [r.name for r in rankers]
     if len(set(names)) != len(names):
@@ -291,6 +297,8 @@ def evaluate_rolling(rankers: list, transactions: pd.DataFrame, n_weeks: int, da
                     del cands
             if work_dir is not None:
                 write_predictions(work_dir, r.name, keys, mat, f"{WEEKS_SUBDIR}/{start.date()}")
+            if release and not (last and r.name in keep):
+                r.release()
             if last:
                 predictions[r.name] = (keys, mat)
                 holdout_rows.append({"ranker": r.name, "map12": by_week[-1]["map12"], "coverage": cov,
