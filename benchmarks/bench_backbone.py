@@ -74,7 +74,7 @@ def real_image_table(n: int, seed: int = 0) -> pd.DataFrame | None:
 
 
 def synthetic_image_table(folder: Path, scale: float) -> pd.DataFrame:
-    from hm_utils.synthetic import generate_synthetic
+    from hm_utils.synthetic.generate import generate_synthetic
 
     n = max(64, round(scale * N_COMPETITION_ARTICLES))
     out = generate_synthetic(folder, n_articles=n, n_customers=200, n_transactions=2_000, image_size=IMAGE_SIZE,
