@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.ranking_inputs import load_ranking_inputs
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_label_weeks")
@@ -34,18 +36,15 @@ def main(argv=None) -> int:
     p.add_argument("--scale", help="ignored (python -m benchmarks passes it)")
     args = p.parse_args(argv)
     work = Path(args.work_dir)
-    if not (work / "article_embeddings.parquet").is_file():
-        print(f"{work}: no embeddings from notebook 04 -- run the series first; skipped")
+    inputs = load_ranking_inputs(work)
+    if inputs is None:
         return 0
-    from hm_utils.core.embedding_index import variant_label
+    t, customers, articles, emb = inputs
     from hm_utils.core.intervals import compare, summarize
-    from hm_utils.core.workdir import load_articles, load_customers, load_embedding_files, load_transactions
     from hm_utils.ranking.evaluation import evaluate_rolling
     from hm_utils.ranking.learned_ranker import LearnedRanker
     from hm_utils.ranking.rankers import RepurchaseRanker
 
-    t, customers, articles = load_transactions(work), load_customers(work), load_articles(work)
-    emb = {variant_label(n): e for n, e in load_embedding_files(work).items()}
     settings = [None if s == "auto" else int(s) for s in args.label_weeks.split(",")]
     names = {s: f"learned_{'auto' if s is None else f'L{s}'}" for s in settings}
     rankers = [RepurchaseRanker()] + [LearnedRanker(articles, customers, emb, train_weeks=s, seed=args.seed,

@@ -26,7 +26,7 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
+from benchmarks.ranking_inputs import load_ranking_inputs
 
 
 def slot_view_class():
@@ -73,20 +73,17 @@ def main(argv=None) -> int:
     p.add_argument("--scale", help="ignored (python -m benchmarks passes it)")
     args = p.parse_args(argv)
     work = Path(args.work_dir)
-    if not (work / "article_embeddings.parquet").is_file():
-        print(f"{work}: no embeddings from notebook 04 -- run the series first; skipped")
+    inputs = load_ranking_inputs(work)
+    if inputs is None:
         return 0
-    from hm_utils.core.embedding_index import variant_label
+    t, customers, articles, emb = inputs
     from hm_utils.core.intervals import compare, summarize
-    from hm_utils.core.workdir import load_articles, load_customers, load_embedding_files, load_transactions
-    from hm_utils.ranking.evaluation import RankingSettings, evaluate_rolling, random_embeddings_like
+    from hm_utils.ranking.evaluation import RankingSettings, evaluate_rolling, random_embeddings
     from hm_utils.ranking.learned_ranker import LearnedRanker
     from hm_utils.ranking.new_articles import NEW, compare_on_slice, pool_customer_slices
     from hm_utils.ranking.rankers import RepurchaseRanker
 
-    t, customers, articles = load_transactions(work), load_customers(work), load_articles(work)
-    emb = {variant_label(n): e for n, e in load_embedding_files(work).items()}
-    rand = {n: random_embeddings_like(e, args.seed + 1 + i) for i, (n, e) in enumerate(emb.items())}
+    rand = random_embeddings(emb, args.seed)
     kwargs = RankingSettings.from_profile(args.profile).learned_kwargs()
     slots = [0] + [int(s) for s in args.slots.split(",") if s]
     SlotView = slot_view_class()

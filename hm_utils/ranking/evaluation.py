@@ -355,6 +355,12 @@ def random_embeddings_like(emb: ArticleEmbeddings, seed: int = 0) -> ArticleEmbe
     return ArticleEmbeddings(emb.article_ids, mat, emb.has_embedding, name=f"{emb.name}{RANDOM_SUFFIX}")
 
 
+def random_embeddings(embeddings: dict[str, ArticleEmbeddings], seed: int = 0) -> dict[str, ArticleEmbeddings]:
+    """:func:`random_embeddings_like` for each file of ``embeddings`` (same keys), seeded by ``seed`` + 1 +
+    the file's position: the random-vector ablation every learned or embedding ranker is compared with."""
+    return {n: random_embeddings_like(e, seed + 1 + i) for i, (n, e) in enumerate(embeddings.items())}
+
+
 def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.DataFrame | None = None,
                      customers: pd.DataFrame | None = None, n_candidates: int = 100, start_date=None, seed: int = 0,
                      learned: bool = True, random: bool = True, improved_kwargs: dict | None = None,
@@ -373,7 +379,7 @@ def ablation_rankers(embeddings: dict[str, ArticleEmbeddings], articles: pd.Data
     """
 
     embeddings = {variant_label(n): e for n, e in embeddings.items()}   # image_only -> improved_image
-    rand = {n: random_embeddings_like(e, seed + 1 + i) for i, (n, e) in enumerate(embeddings.items())} if random else {}
+    rand = random_embeddings(embeddings, seed) if random else {}
     ik = dict(improved_kwargs or {})
     out: list = [PopularityRanker(), RepurchaseRanker()]
     for name, emb in embeddings.items():
