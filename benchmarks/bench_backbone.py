@@ -17,8 +17,11 @@ range over the rounds:
    batch (``--batch-size``): ``keras`` the plain model call ``model(x, training=False)``;
    ``tf-graph`` the Keras model compiled by TensorFlow for inference (batch norms folded, frozen
    graph: the path notebook 03 took before the runtime existed, still the ``"keras"`` runtime);
-   ``openvino`` the converted model (float32). Photos/s of wall time and CPU ms per photo
-   (process CPU time / photos: less sensitive to other jobs than wall time).
+   ``tf-graph16`` the same graph fed 16 photos a call (its best batch on 2 cores);
+   ``openvino64`` the converted model (float32) fed whole batches; ``openvino`` the same run
+   :data:`hm_utils.model.backbone_runtime.MICRO_BATCH` photos a call, as notebook 03 runs it.
+   Photos/s of wall time and CPU ms per photo (process CPU time / photos: less sensitive to
+   other jobs than wall time).
 2. **Whole pass** as notebook 03 runs it (:func:`hm_utils.model.feature_store.compute_features`: decoding
    overlapped with the backbone and its untrained reference, features written to disk) with
    ``runtime="keras"`` and ``runtime="openvino"``: photos/s overall, of decoding and of the models.
@@ -112,8 +115,15 @@ def bench_set(name: str, table: pd.DataFrame, backbones: dict, args, cache: Path
     n = sum(len(b) for b in batches)
     graph = compile_for_inference(model, [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)], "float32")
     ov = backbone_function(model, IMAGE_SIZE, "openvino", cache_dir=cache)
+    ov_whole = backbone_function(model, IMAGE_SIZE, "openvino", cache_dir=cache, micro_batch=0)
+
+    def graph_in(step):
+        return lambda x: np.concatenate([np.asarray(graph(tf.constant(x[i:i + step])))
+                                         for i in range(0, len(x), step)])
     methods = {"keras": lambda x: np.asarray(model(x, training=False)),
                "tf-graph": lambda x: np.asarray(graph(tf.constant(x))),
+               "tf-graph16": graph_in(16),
+               "openvino64": ov_whole,
                "openvino": ov}
     # warm-up (traces, compiles, the first-batch check) and the features' agreement
     outs = {k: np.concatenate([f(b) for b in batches]) for k, f in methods.items()}
@@ -130,8 +140,8 @@ def bench_set(name: str, table: pd.DataFrame, backbones: dict, args, cache: Path
             wall[k].append(n / (time.perf_counter() - w))
             cpu[k].append(1000 * (time.process_time() - c) / n)
     for k in methods:
-        print(f"[{name}]   {k:9s} {_summary(wall[k])} photos/s, {_summary(cpu[k])} CPU ms/photo", flush=True)
-    for base in ("keras", "tf-graph"):
+        print(f"[{name}]   {k:10s} {_summary(wall[k])} photos/s, {_summary(cpu[k])} CPU ms/photo", flush=True)
+    for base in ("keras", "tf-graph", "tf-graph16", "openvino64"):
         ratios = np.array(wall["openvino"]) / np.array(wall[base])
         cpu_ratio = np.array(cpu[base]) / np.array(cpu["openvino"])
         print(f"[{name}]   openvino / {base}: {_summary(ratios, '{:.2f}')}x photos/s (round by round), "

@@ -109,6 +109,26 @@ def test_missing_openvino_falls_back_to_keras(monkeypatch, cache):
 
 
 @needs_openvino
+def test_micro_batches_give_each_photo_its_own_features_in_order(cache):
+    """A batch of 10 run 4 photos at a time (4 + 4 + 2) gives the rows the whole batch gives,
+    in the same order: each row's cosine to its own row >= 0.99999, where the rows of two
+    different photos are far apart."""
+    model = build_backbone("efficientnet_lite0", (48, 32), "avg", "imagenet", trainable=False, seed=42)
+    x = _synthetic_batch(10, (48, 32))
+    ov_model, _ = R.converted_model(model, (48, 32), cache)
+    whole = R.openvino_fn(ov_model, micro_batch=0)(x)
+    for mb in (4, 3, 1):
+        parts = R.openvino_fn(ov_model, micro_batch=mb)(x)
+        assert parts.shape == whole.shape == (10, 1280) and parts.dtype == np.float32
+        assert row_cosines(parts, whole).min() >= 0.99999, mb
+        assert row_cosines(parts[::-1], whole).min() < 0.999   # the check can tell two photos apart
+    fn = R.backbone_function(model, (48, 32), "openvino", cache_dir=cache)
+    assert fn.info["micro_batch"] == R.MICRO_BATCH == 4
+    with pytest.raises(ValueError, match="micro_batch must be >= 0"):
+        R.openvino_fn(ov_model, micro_batch=-1)
+
+
+@needs_openvino
 def test_failed_conversion_falls_back_to_keras(monkeypatch, cache):
     model = build_backbone("small_cnn", (32, 24), "avg", trainable=False, seed=1)
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 24, 3)).astype(np.float32)
@@ -128,7 +148,7 @@ def test_first_batch_disagreeing_falls_back_to_keras(monkeypatch, cache):
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 24, 3)).astype(np.float32)
     real = R.openvino_fn
     # a runtime that swaps two channels of the output: same norms, wrong features
-    monkeypatch.setattr(R, "openvino_fn", lambda m, t=None: (lambda a: real(m, t)(a)[:, ::-1]))
+    monkeypatch.setattr(R, "openvino_fn", lambda m, t=None, mb=None: (lambda a: real(m, t, mb)(a)[:, ::-1]))
     fn = R.backbone_function(model, (32, 24), "openvino", cache_dir=cache)
     assert fn.runtime == "openvino"
     with pytest.warns(R.RuntimeFallbackWarning, match="first batch differs"):

@@ -58,6 +58,7 @@ RUNTIMES = ("auto", "keras", "openvino")
 DEFAULT_RUNTIME = "auto"
 RUNTIME_CACHE_ENV = "HM_RUNTIME_CACHE"
 MIN_COSINE = 0.9999          # per-row cosine to the Keras model's features the fast path must keep
+MICRO_BATCH = 4              # photos per OpenVINO call (a caller's batch is split): see openvino_fn
 _FILES = ("model.xml", "model.bin")
 
 
@@ -235,32 +236,49 @@ class BackboneFunction:
         return out
 
 
-def openvino_fn(ov_model, threads: int | None = None) -> Callable:
+def openvino_fn(ov_model, threads: int | None = None, micro_batch: int | None = MICRO_BATCH) -> Callable:
     """The converted model compiled for the CPU in float32 (latency hint: one stream using
-    ``threads`` threads, default all cores): float32 [B,H,W,3] numpy -> float32 [B,F]."""
+    ``threads`` threads, default all cores): float32 [B,H,W,3] numpy -> float32 [B,F].
+
+    A batch is run ``micro_batch`` photos at a time (None or 0: whole). A photo's features do
+    not depend on the others in its batch, and at 300 x 200 four photos' activations stay in
+    the cores' caches where 64 do not: on 2 cores batch 4 ran 1.21x the photos/s of batch 64
+    (``benchmarks/RESULTS_backbone.md``, "Smaller batches")."""
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = _core().compile_model(ov_model, "CPU", config)
     request = compiled.create_infer_request()
     lock = threading.Lock()
+    step = int(micro_batch) if micro_batch else 0
+    if step < 0:
+        raise ValueError(f"micro_batch must be >= 0, got {micro_batch}")
 
     def run(x):
         with lock:  # one infer request; its output buffer is copied before it is reused
-            return np.array(request.infer([x])[0], np.float32, copy=True)
+            if not step or len(x) <= step:
+                return np.array(request.infer([x])[0], np.float32, copy=True)
+            out = None
+            for i in range(0, len(x), step):
+                y = request.infer([x[i:i + step]])[0]
+                if out is None:
+                    out = np.empty((len(x), *y.shape[1:]), np.float32)
+                out[i:i + len(y)] = y
+            return out
     return run
 
 
 def backbone_function(model, image_size, runtime: str | None = DEFAULT_RUNTIME, *,
-                      keras_fn: Callable | None = None, cache_dir=None, threads: int | None = None
-                      ) -> BackboneFunction:
+                      keras_fn: Callable | None = None, cache_dir=None, threads: int | None = None,
+                      micro_batch: int | None = MICRO_BATCH) -> BackboneFunction:
     """The frozen ``model``'s forward pass on ``runtime`` (:data:`RUNTIMES`), as a
     :class:`BackboneFunction` images float32 [B, H, W, 3] -> np.float32 [B, F].
 
     ``keras_fn``: the Keras path (default: ``model(x, training=False)`` as numpy), used for
     ``runtime="keras"`` and as the fallback. The first batch on the fast runtime is checked
     against ``model(x, training=False)`` on :data:`hm_utils.model.numeric_precision.CHECK_IMAGES` images.
-    ``cache_dir``: where converted models are kept (default :func:`runtime_cache_dir`)."""
+    ``cache_dir``: where converted models are kept (default :func:`runtime_cache_dir`);
+    ``threads`` and ``micro_batch`` go to :func:`openvino_fn`."""
     def plain(x):
         return np.asarray(model(np.asarray(x, np.float32), training=False), np.float32)
     keras_fn = keras_fn or plain
@@ -278,13 +296,13 @@ def backbone_function(model, image_size, runtime: str | None = DEFAULT_RUNTIME, 
         return fn
     try:
         ov_model, conv = converted_model(model, image_size, cache_dir)
-        fast = openvino_fn(ov_model, threads)
+        fast = openvino_fn(ov_model, threads, micro_batch)
     except Exception as exc:
         fn = BackboneFunction(None, keras_fn, plain, "openvino", asked, {**info, "version": f"openvino {version}"})
         fn._fall_back(f"conversion failed: {type(exc).__name__}: {str(exc)[:300]}")
         return fn
     info.update(version=f"openvino {version}", key=conv["key"], cached=conv["cached"], rebuilt=conv["rebuilt"],
-                convert_seconds=conv["convert_seconds"])
+                convert_seconds=conv["convert_seconds"], micro_batch=int(micro_batch or 0))
     return BackboneFunction(fast, keras_fn, plain, "openvino", asked, info)
 
 
