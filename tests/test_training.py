@@ -123,6 +123,44 @@ def test_cached_training_learns_the_rule_and_saves(toy, tmp_path):
     np.testing.assert_array_equal(load_embedding_model(path).predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def test_use_xla_only_on_stored_features_and_from_the_threshold_when_not_told():
+    assert T.XLA_MIN_TRIPLETS == 50_000
+    assert T.use_xla(None, True, 50_000) and not T.use_xla(None, True, 49_999)
+    assert T.use_xla(True, True, 10) and not T.use_xla(False, True, 10**6)
+    assert not T.use_xla(True, False, 10**6) and not T.use_xla(None, False, 10**6)   # a backbone in the step
+
+
+@pytest.mark.parametrize("variant,loss", [("image_only", "triplet"), ("combined", "triplet"), ("image_only", "infonce")])
+def test_xla_compiled_head_trains_like_the_plain_one(toy, monkeypatch, variant, loss):
+    """jit_compile=True: the siamese model is compiled with XLA (seen by a spy on Model.compile), the
+    report says so, and the run learns as the plain step does: same losses to 1e-3 relative
+    (XLA rounds differently), trained accuracy on the same side of the rule."""
+    import keras
+
+    articles, images, trip, _ = toy
+    seen = []
+    real_compile = keras.Model.compile
+
+    def spy(self, *a, **k):
+        seen.append(k.get("jit_compile", "auto"))
+        return real_compile(self, *a, **k)
+    monkeypatch.setattr(keras.Model, "compile", spy)
+    runs = {}
+    for xla in (False, True):
+        seen.clear()
+        _, history, report = train(
+            trip, articles, images, variant=variant, loss=loss, backbone="small_cnn", image_size=SIZE, embedding_dim=8,
+            pooling="avg", normalize=True, epochs=4, batch_size=16, learning_rate=3e-3, hidden_units=32,
+            backbone_model=build_backbone("small_cnn", SIZE, "avg", trainable=False, seed=3), jit_compile=xla,
+            validation_split=0.25, seed=3, verbose=0, log=lambda *a: None)
+        assert seen == [xla] and report["jit_compile"] is xla and report["used_cache"]
+        runs[xla] = (history, report)
+    (h0, r0), (h1, r1) = runs[False], runs[True]
+    np.testing.assert_allclose(h1["loss"], h0["loss"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(h1["val_loss"], h0["val_loss"], rtol=1e-3, atol=1e-5)
+    assert abs(r1["trained_accuracy"] - r0["trained_accuracy"]) <= 0.05
+
+
 def test_combined_without_cache_and_infonce_runs(toy):
     articles, images, trip, _ = toy
     model, history, report = train(
@@ -334,8 +372,9 @@ def test_training_settings_from_profile_and_overrides():
     with pytest.raises(AttributeError):
         s.epochs = 3  # frozen: one run, one set of settings
     from dataclasses import asdict
-    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 30
+    assert asdict(s)["image_size"] == tuple(tiny.image_size) and len(asdict(s)) == 31
     assert s.by_hand_triplets == 20_000   # section 4 of 03 shows one epoch on at most this many (a sample at scale)
+    assert s.jit_compile is None          # XLA decided by the training set's size
     # the head that cannot die is every profile's default; epochs are a maximum (early stop after 2 idle epochs)
     assert all((T.TrainingSettings.from_profile(p).head, T.TrainingSettings.from_profile(p).patience) == ("residual", 2)
                for p in ("tiny", "demo", "full"))

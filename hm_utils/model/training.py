@@ -74,6 +74,20 @@ IN_MEMORY_FEATURES_BYTES = 1 << 30
 
 
 # ------------------------------------------------------------- settings ---
+XLA_MIN_TRIPLETS = 50_000   # training triplets from which jit_compile=None turns XLA on
+
+
+def use_xla(jit_compile: bool | None, cached: bool, n_train: int) -> bool:
+    """Whether the head's training step is compiled by XLA: never without stored features
+    (``cached`` False: the backbone is in the step); else ``jit_compile`` when given, and with
+    None when ``n_train`` (training triplets) >= :data:`XLA_MIN_TRIPLETS`."""
+    if not cached:
+        return False
+    if jit_compile is None:
+        return int(n_train) >= XLA_MIN_TRIPLETS
+    return bool(jit_compile)
+
+
 @dataclass(frozen=True)
 class TrainingSettings(StageSettings):
     """Everything that decides how a siamese model is trained (one run of notebook 03).
@@ -104,6 +118,11 @@ class TrainingSettings(StageSettings):
     products (seeded) never used there, on which a same-product figure can then be measured;
     by_hand_triplets: at most that many triplets (a seeded sample) for notebook 03's head built by hand, a
     teaching view of one epoch (at competition scale all 872,843 triplets took 14 minutes there).
+    jit_compile: compile the head's training step with XLA (``Model.compile(jit_compile=...)``); None:
+    when the head trains on stored features on at least :data:`XLA_MIN_TRIPLETS` training triplets,
+    where the step ran 1.25x (image-only) and 1.49x (combined) the triplets/s on 2 cores and its few
+    seconds of compiling are repaid (``benchmarks/RESULTS_backbone.md``). XLA rounds differently: the
+    losses move in the fourth digit. Never with a backbone in the training step (fine-tuning).
 
     The defaults are the demo profile's (pretrained EfficientNet-Lite0, average pooling; the original
     notebook's ResNet50 with flatten pooling is ``backbone="resnet50", pooling="flatten"``);
@@ -141,6 +160,7 @@ class TrainingSettings(StageSettings):
     product_positives: float = 0.0
     held_out_products: float = 0.2
     by_hand_triplets: int = 20_000
+    jit_compile: bool | None = None
 
     def __post_init__(self):
         if isinstance(self.weights, str) and self.weights.strip().lower() == "random":
@@ -341,9 +361,10 @@ def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tu
     return rows[~is_val], rows[is_val]
 
 
-def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, stats, rows, image_size):
+def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, stats, rows, image_size,
+                     xla: bool = False):
     """(tower, train_model, make_ds, embed, local, head, embed_all): the one-tower model and the siamese model
-    that trains it (compiled with AdamW and the loss), a maker of (shuffled) datasets of triplet rows, a
+    that trains it (compiled with AdamW and the loss, by XLA when ``xla``), a maker of (shuffled) datasets of triplet rows, a
     function that embeds every article the rows use, the map of rows into that embedding's rows, the head,
     and (cached only, else None) a function embedding every row of the feature cache."""
     s = settings
@@ -384,7 +405,8 @@ def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, s
         def local(r):
             return r
     train_model.compile(optimizer=keras.optimizers.AdamW(learning_rate=s.learning_rate, weight_decay=s.weight_decay),
-                        loss=make_loss(s.loss, margin=s.margin, temperature=s.temperature, symmetric=s.symmetric))
+                        loss=make_loss(s.loss, margin=s.margin, temperature=s.temperature, symmetric=s.symmetric),
+                        jit_compile=bool(xla))
     return tower, train_model, make_ds, embed, local, head, embed_all
 
 
@@ -500,8 +522,9 @@ def train_siamese(triplets: pd.DataFrame, articles: pd.DataFrame, images: pd.Dat
             f"positive) added to the training triplets; {len(held)} products held out from them")
 
     tab = None if tab_all is None else tab_all[pd.Series(np.arange(len(art)), index=art[ARTICLE_ID]).loc[ids].to_numpy()]
+    report["jit_compile"] = use_xla(s.jit_compile, cached, len(train_rows))
     tower, train_model, make_ds, embed, local, head, embed_all = _compiled_models(
-        bb, variant, s, cached, feature_cache, paths, tab, stats, rows, image_size)
+        bb, variant, s, cached, feature_cache, paths, tab, stats, rows, image_size, report["jit_compile"])
     eval_rows = val_rows if len(val_rows) else train_rows
     report["accuracy_on"] = "validation" if len(val_rows) else "training"
     report.update(_accuracies(embed, local, train_rows, eval_rows, rows, "untrained"))
