@@ -55,6 +55,7 @@ def test_03_both_models_trained_and_reported(tiny_series):
         assert math.isfinite(r["final_loss"]) and math.isfinite(r["final_val_loss"])
         assert r["seconds_per_epoch"] > 0
         assert r["used_cache"] is True and r["trainable_backbone"] is False  # the head trained on stored features
+        assert r["jit_compile"] is False   # tiny: far below XLA_MIN_TRIPLETS training triplets, the plain step
     hist = pd.read_parquet(tiny_series / C.TRAINING_HISTORY)
     assert {"image_only", "combined"} <= set(hist["model"])
     sizes = hist.groupby("model").size()

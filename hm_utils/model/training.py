@@ -596,7 +596,7 @@ def feature_triplet_dataset(triplets: pd.DataFrame, cache: FeatureCache, batch_s
 def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comparison: pd.DataFrame) -> dict:
     """Notebook 03's key figures of its training runs, for ``record_metrics``: the triplet counts of the split
     (the image-only run's: every variant uses the same split), per model the accuracies, losses, epochs and
-    timing (``models``), the health of each embedding (:func:`hm_utils.embeddings.health.health_records`), the
+    timing, and whether XLA compiled the step (``models``), the health of each embedding (:func:`hm_utils.embeddings.health.health_records`), the
     held-out report and the kept epoch per model, and the held-out comparison table (NaN as None).
     ``reports``: :attr:`TrainingRun.report` by model name; ``health``: the reports' ``health`` entries;
     ``comparison``: :func:`hm_utils.model.epoch_selection.heldout_frame` of the reports."""
@@ -605,7 +605,8 @@ def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comp
                  "seconds_per_epoch", "epochs", "loss", "used_cache", "trainable_backbone", "head")
     return {
         **{k: first[k] for k in ("n_triplets", "n_train", "n_validation", "validation_note")},
-        "models": {name: {k: r[k] for k in per_model} for name, r in reports.items()},
+        "models": {name: {**{k: r[k] for k in per_model}, "jit_compile": r.get("jit_compile")}
+                   for name, r in reports.items()},
         "health": health_records(health),
         "heldout": {name: r.get("heldout") for name, r in reports.items()},
         "best_epoch": {name: r.get("best_epoch") for name, r in reports.items()},
