@@ -130,7 +130,8 @@ def test_use_xla_only_on_stored_features_and_from_the_threshold_when_not_told():
     assert not T.use_xla(True, False, 10**6) and not T.use_xla(None, False, 10**6)   # a backbone in the step
 
 
-@pytest.mark.parametrize("variant,loss", [("image_only", "triplet"), ("combined", "triplet"), ("image_only", "infonce")])
+@pytest.mark.parametrize("variant,loss",
+                         [("image_only", "triplet"), ("combined", "triplet"), ("image_only", "infonce")])
 def test_xla_compiled_head_trains_like_the_plain_one(toy, monkeypatch, variant, loss):
     """jit_compile=True: the siamese model is compiled with XLA (seen by a spy on Model.compile), the
     report says so, and the run learns as the plain step does: same losses to 1e-3 relative

@@ -364,9 +364,9 @@ def _split_rows(trip: pd.DataFrame, rows: np.ndarray, split: TripletSplit) -> tu
 def _compiled_models(bb, variant, settings, cached, feature_cache, paths, tab, stats, rows, image_size,
                      xla: bool = False):
     """(tower, train_model, make_ds, embed, local, head, embed_all): the one-tower model and the siamese model
-    that trains it (compiled with AdamW and the loss, by XLA when ``xla``), a maker of (shuffled) datasets of triplet rows, a
-    function that embeds every article the rows use, the map of rows into that embedding's rows, the head,
-    and (cached only, else None) a function embedding every row of the feature cache."""
+    that trains it (compiled with AdamW and the loss, by XLA when ``xla``), a maker of (shuffled) datasets of
+    triplet rows, a function that embeds every article the rows use, the map of rows into that embedding's
+    rows, the head, and (cached only, else None) a function embedding every row of the feature cache."""
     s = settings
     head = build_head(bb.output_shape[-1], variant, s.embedding_dim, s.hidden_units, effective_normalize(s), stats,
                       head=s.head, seed=s.seed)
@@ -595,18 +595,18 @@ def feature_triplet_dataset(triplets: pd.DataFrame, cache: FeatureCache, batch_s
 
 def training_key_figures(reports: dict[str, dict], health: dict[str, dict], comparison: pd.DataFrame) -> dict:
     """Notebook 03's key figures of its training runs, for ``record_metrics``: the triplet counts of the split
-    (the image-only run's: every variant uses the same split), per model the accuracies, losses, epochs and
-    timing, and whether XLA compiled the step (``models``), the health of each embedding (:func:`hm_utils.embeddings.health.health_records`), the
-    held-out report and the kept epoch per model, and the held-out comparison table (NaN as None).
+    (the image-only run's: every variant uses the same split), per model the accuracies, losses, epochs,
+    timing and whether XLA compiled the step (``models``), the health of each embedding
+    (:func:`hm_utils.embeddings.health.health_records`), the held-out report and the kept epoch per model, and
+    the held-out comparison table (NaN as None).
     ``reports``: :attr:`TrainingRun.report` by model name; ``health``: the reports' ``health`` entries;
     ``comparison``: :func:`hm_utils.model.epoch_selection.heldout_frame` of the reports."""
     first = reports["image_only"]
     per_model = ("untrained_accuracy", "trained_accuracy", "accuracy_on", "final_loss", "final_val_loss",
-                 "seconds_per_epoch", "epochs", "loss", "used_cache", "trainable_backbone", "head")
+                 "seconds_per_epoch", "epochs", "loss", "used_cache", "trainable_backbone", "head", "jit_compile")
     return {
         **{k: first[k] for k in ("n_triplets", "n_train", "n_validation", "validation_note")},
-        "models": {name: {**{k: r[k] for k in per_model}, "jit_compile": r.get("jit_compile")}
-                   for name, r in reports.items()},
+        "models": {name: {k: r[k] for k in per_model} for name, r in reports.items()},
         "health": health_records(health),
         "heldout": {name: r.get("heldout") for name, r in reports.items()},
         "best_epoch": {name: r.get("best_epoch") for name, r in reports.items()},
